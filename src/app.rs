@@ -1,0 +1,214 @@
+//! The commands: `serve`, `routes`, `compile` and `demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use http::header::HeaderName;
+use tokio::net::TcpListener;
+
+use crate::config::{Cli, Command, CompileArgs, DemoArgs, DescriptorArgs, ServeArgs, ServingArgs};
+use crate::descriptor::Sources;
+use crate::route::RouteOptions;
+use crate::server::{self, Gateway, Settings};
+use crate::snapshot::{Snapshot, UpstreamMap};
+use crate::transcode::JsonOptions;
+use crate::upstream::{Upstream, UpstreamOptions};
+
+/// Runs a parsed command line to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    init_logging(&cli.log_format, &cli.log);
+    match cli.command {
+        Command::Serve(args) => runtime()?.block_on(serve(args)),
+        Command::Routes(args) => routes(&args),
+        Command::Compile(args) => compile(&args),
+        Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+fn init_logging(format: &str, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        "json" => builder.json().try_init(),
+        _ => builder.try_init(),
+    };
+}
+
+impl DescriptorArgs {
+    pub fn sources(&self) -> Sources {
+        Sources {
+            descriptor_sets: self.descriptor_sets.clone(),
+            protos: self.protos.clone(),
+            includes: self.includes.clone(),
+            embedded_sets: Vec::new(),
+        }
+    }
+
+    pub fn route_options(&self) -> RouteOptions {
+        RouteOptions {
+            expose_unannotated: self.expose_unannotated,
+        }
+    }
+}
+
+impl ServingArgs {
+    /// The request handling settings these flags describe.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let forward_headers = self
+            .forward_headers
+            .iter()
+            .map(|h| HeaderName::try_from(h.as_str()).with_context(|| format!("--forward-header {h:?} is not a header name")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Settings {
+            json: JsonOptions {
+                use_proto_names: self.json.use_proto_names,
+                emit_unpopulated: !self.json.omit_unpopulated,
+                enums_as_ints: self.json.enums_as_ints,
+                int64_as_numbers: self.json.int64_as_numbers,
+                indent: self.json.indent_json,
+                reject_unknown_fields: self.json.reject_unknown_fields,
+                reject_unknown_query: self.json.reject_unknown_query,
+            },
+            max_request_bytes: self.max_request_bytes,
+            max_response_bytes: self.max_response_bytes,
+            timeout: self.timeout,
+            forward_headers,
+        })
+    }
+
+    pub fn upstream_options(&self) -> UpstreamOptions {
+        UpstreamOptions {
+            connections: usize::from(self.upstream_connections),
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
+/// The upstreams in flag order (the default first) and which service goes where.
+pub fn upstreams(
+    default: Option<&str>,
+    per_service: &[String],
+    options: &UpstreamOptions,
+) -> anyhow::Result<(Vec<Arc<Upstream>>, UpstreamMap)> {
+    let mut list: Vec<Arc<Upstream>> = Vec::new();
+    let mut map = UpstreamMap::default();
+    let index_of = |url: &str, list: &mut Vec<Arc<Upstream>>| -> anyhow::Result<usize> {
+        if let Some(i) = list.iter().position(|u| u.url() == url) {
+            return Ok(i);
+        }
+        list.push(Arc::new(Upstream::new(url, options.clone()).map_err(anyhow::Error::msg)?));
+        Ok(list.len() - 1)
+    };
+    if let Some(url) = default {
+        map.default = Some(index_of(url, &mut list)?);
+    }
+    for entry in per_service {
+        let Some((service, url)) = entry.split_once('=') else {
+            bail!("--service-upstream {entry:?} is not SERVICE=URL");
+        };
+        let service = service.trim().trim_start_matches('.');
+        let index = index_of(url.trim(), &mut list)?;
+        map.by_service.insert(service.to_string(), index);
+    }
+    Ok((list, map))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = args.serving.settings()?;
+    let (upstreams, map) = upstreams(args.upstream.as_deref(), &args.service_upstreams, &args.serving.upstream_options())?;
+    let snapshot = Snapshot::build(&args.descriptors.sources(), &args.descriptors.route_options(), Some(&map))?;
+    if snapshot.routes.is_empty() {
+        tracing::warn!("the descriptors define no google.api.http rules: every request will be 404");
+    }
+    let gateway = Gateway::new(snapshot, upstreams, settings);
+    serve_until_signal(gateway, args.listen, args.serving.shutdown_grace).await
+}
+
+/// Binds `listen` and serves until SIGTERM or SIGINT.
+pub async fn serve_until_signal(gateway: Arc<Gateway>, listen: SocketAddr, grace: std::time::Duration) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let routes = gateway.snapshot().routes.len();
+    tracing::info!(address = %listener.local_addr()?, routes, "serving");
+    server::serve(listener, gateway, shutdown_signal(), grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn routes(args: &DescriptorArgs) -> anyhow::Result<()> {
+    let snapshot = Snapshot::build(&args.sources(), &args.route_options(), None)?;
+    print!("{}", route_listing(&snapshot));
+    Ok(())
+}
+
+/// The route table as aligned text: method, template, gRPC method, body.
+pub fn route_listing(snapshot: &Snapshot) -> String {
+    let mut rows: Vec<[String; 4]> = snapshot
+        .routes
+        .plans()
+        .map(|plan| {
+            let method = match &plan.rule.method {
+                crate::route::MethodSel::Any => "*".to_string(),
+                crate::route::MethodSel::Method(m) => m.to_string(),
+            };
+            let body = match plan.rule.body.as_str() {
+                "" => "-".to_string(),
+                b => b.to_string(),
+            };
+            [method, plan.rule.path.clone(), plan.grpc_path.to_string(), body]
+        })
+        .collect();
+    rows.sort();
+    rows.insert(0, ["METHOD", "TEMPLATE", "GRPC METHOD", "BODY"].map(String::from));
+    let widths: Vec<usize> = (0..4).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    rows.iter()
+        .map(|r| format!("{:w0$}  {:w1$}  {:w2$}  {}\n", r[0], r[1], r[2], r[3], w0 = widths[0], w1 = widths[1], w2 = widths[2]))
+        .collect()
+}
+
+fn compile(args: &CompileArgs) -> anyhow::Result<()> {
+    let set = crate::descriptor::compile(&args.includes, &args.files, args.include_source_info)?;
+    write_atomically(&args.output, &set)
+}
+
+fn write_atomically(path: &PathBuf, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Arguments for `demo` turned into the gateway it runs (used by `demo` and the tests).
+pub fn demo_settings(args: &DemoArgs) -> anyhow::Result<Settings> {
+    args.serving.settings()
+}

@@ -1,0 +1,183 @@
+//! The command line. Every flag also reads a `PROTOGATE_*` environment variable, so Helm
+//! values map one to one onto flags; list flags take comma-separated values there.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "protogate", version, about = "A gRPC gateway driven by protobuf descriptors: REST/JSON in, gRPC out.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, global = true, env = "PROTOGATE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Log filter (`info`, `protogate=debug`, ...).
+    #[arg(long, global = true, env = "PROTOGATE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the descriptors' HTTP rules as REST/JSON, forwarding to gRPC upstreams.
+    Serve(ServeArgs),
+    /// Print the route table: HTTP method, template, gRPC method, body.
+    Routes(DescriptorArgs),
+    /// Compile .proto files into a binary FileDescriptorSet (imports included).
+    Compile(CompileArgs),
+    /// Run the gateway together with a built-in VPS backend.
+    Demo(DemoArgs),
+}
+
+/// Where descriptors come from.
+#[derive(Debug, Clone, Args)]
+pub struct DescriptorArgs {
+    /// A binary FileDescriptorSet (`protoc --include_imports --descriptor_set_out`, `buf build`).
+    #[arg(long = "descriptor-set", value_name = "FILE", env = "PROTOGATE_DESCRIPTOR_SET", value_delimiter = ',')]
+    pub descriptor_sets: Vec<PathBuf>,
+    /// A .proto file compiled in-process (no protoc needed).
+    #[arg(long = "proto", value_name = "FILE", env = "PROTOGATE_PROTO", value_delimiter = ',')]
+    pub protos: Vec<PathBuf>,
+    /// An import root for --proto files.
+    #[arg(short = 'I', long = "include", value_name = "DIR", env = "PROTOGATE_INCLUDE", value_delimiter = ',')]
+    pub includes: Vec<PathBuf>,
+    /// Serve methods without an http rule as `POST /package.Service/Method` with body "*".
+    #[arg(long, env = "PROTOGATE_EXPOSE_UNANNOTATED")]
+    pub expose_unannotated: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub descriptors: DescriptorArgs,
+    /// The default upstream, `http://host:port` (h2c with prior knowledge).
+    #[arg(long, value_name = "URL", env = "PROTOGATE_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Send one fully-qualified service to another upstream: `pkg.Service=http://host:port`.
+    #[arg(long = "service-upstream", value_name = "SERVICE=URL", env = "PROTOGATE_SERVICE_UPSTREAM", value_delimiter = ',')]
+    pub service_upstreams: Vec<String>,
+    /// Address to serve REST (HTTP/1.1 and h2c) on.
+    #[arg(long, value_name = "ADDR", env = "PROTOGATE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub serving: ServingArgs,
+}
+
+/// How requests are served; shared by `serve` and `demo`.
+#[derive(Debug, Clone, Args)]
+pub struct ServingArgs {
+    /// HTTP/2 connections opened to each upstream.
+    #[arg(long, value_name = "N", env = "PROTOGATE_UPSTREAM_CONNECTIONS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub upstream_connections: u16,
+    /// Time allowed to connect to an upstream.
+    #[arg(long, value_name = "DURATION", env = "PROTOGATE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Deadline of every upstream call; a shorter client `Grpc-Timeout` wins. No deadline when unset.
+    #[arg(long, value_name = "DURATION", env = "PROTOGATE_TIMEOUT", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_REQUEST_BYTES", default_value_t = 8 << 20)]
+    pub max_request_bytes: usize,
+    /// Largest upstream response message accepted, in bytes.
+    #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_RESPONSE_BYTES", default_value_t = 8 << 20)]
+    pub max_response_bytes: usize,
+    /// Time open connections get to finish after SIGTERM or SIGINT.
+    #[arg(long, value_name = "DURATION", env = "PROTOGATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Request header forwarded to the upstream unchanged (besides grpc-gateway's mapping).
+    #[arg(long = "forward-header", value_name = "NAME", env = "PROTOGATE_FORWARD_HEADER", value_delimiter = ',')]
+    pub forward_headers: Vec<String>,
+    #[command(flatten)]
+    pub json: JsonArgs,
+}
+
+/// The JSON mapping; defaults are grpc-gateway v2's.
+#[derive(Debug, Clone, Args)]
+pub struct JsonArgs {
+    /// Output proto field names (`user_id`) instead of lowerCamel JSON names (`userId`).
+    #[arg(long, env = "PROTOGATE_USE_PROTO_NAMES")]
+    pub use_proto_names: bool,
+    /// Omit fields that hold their default value (grpc-gateway emits them).
+    #[arg(long, env = "PROTOGATE_OMIT_UNPOPULATED")]
+    pub omit_unpopulated: bool,
+    /// Output enums as numbers.
+    #[arg(long, env = "PROTOGATE_ENUMS_AS_INTS")]
+    pub enums_as_ints: bool,
+    /// Output 64-bit integers as JSON numbers instead of strings.
+    #[arg(long, env = "PROTOGATE_INT64_AS_NUMBERS")]
+    pub int64_as_numbers: bool,
+    /// Indent JSON output.
+    #[arg(long, env = "PROTOGATE_INDENT_JSON")]
+    pub indent_json: bool,
+    /// Reject request bodies with unknown JSON fields (400).
+    #[arg(long, env = "PROTOGATE_REJECT_UNKNOWN_FIELDS")]
+    pub reject_unknown_fields: bool,
+    /// Reject query parameters that name no field (400).
+    #[arg(long, env = "PROTOGATE_REJECT_UNKNOWN_QUERY")]
+    pub reject_unknown_query: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompileArgs {
+    /// An import root.
+    #[arg(short = 'I', long = "include", value_name = "DIR", required = true)]
+    pub includes: Vec<PathBuf>,
+    /// The .proto files to compile.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Where to write the FileDescriptorSet.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: PathBuf,
+    /// Keep comments and source positions (for documentation generators).
+    #[arg(long)]
+    pub include_source_info: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Address to serve the demo on.
+    #[arg(long, value_name = "ADDR", env = "PROTOGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub serving: ServingArgs,
+}
+
+/// `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 5s or 250ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,149 @@
+//! A small gRPC server for raw protobuf messages, built on tonic: the built-in VPS demo runs on
+//! it, and so do the integration tests' backends. Handlers see the method path, the request
+//! metadata and the message bytes, and answer with bytes or a `tonic::Status`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+/// One call as the backend sees it.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// `/package.Service/Method`.
+    pub path: String,
+    pub metadata: MetadataMap,
+    pub message: Bytes,
+}
+
+/// A handler's answer: the response message and metadata to send with it.
+#[derive(Debug, Clone, Default)]
+pub struct Reply {
+    pub message: Bytes,
+    pub metadata: MetadataMap,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// The function that answers every unary call.
+pub type Handler = Arc<dyn Fn(Call) -> BoxFuture<Result<Reply, Status>> + Send + Sync>;
+
+/// Wraps an async closure as a [`Handler`].
+pub fn handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Call) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Reply, Status>> + Send + 'static,
+{
+    Arc::new(move |call| Box::pin(f(call)))
+}
+
+/// Serves `handler` over h2c on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, handler: Handler, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| dispatch(handler.clone(), req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .http2_only()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+}
+
+async fn dispatch(
+    handler: Handler,
+    request: http::Request<Incoming>,
+) -> Result<http::Response<tonic::body::Body>, Infallible> {
+    let path = request.uri().path().to_string();
+    let service = Unary { handler, path };
+    let request = request.map(tonic::body::Body::new);
+    Ok(tonic::server::Grpc::new(RawCodec).unary(service, request).await)
+}
+
+/// Adapts a [`Handler`] to tonic's unary service.
+struct Unary {
+    handler: Handler,
+    path: String,
+}
+
+impl tower_service::Service<tonic::Request<Bytes>> for Unary {
+    type Response = tonic::Response<Bytes>;
+    type Error = Status;
+    type Future = BoxFuture<Result<Self::Response, Status>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let (metadata, _, message) = request.into_parts();
+        let call = Call {
+            path: self.path.clone(),
+            metadata,
+            message,
+        };
+        let future = (self.handler)(call);
+        Box::pin(async move {
+            let reply = future.await?;
+            let mut response = tonic::Response::new(reply.message);
+            *response.metadata_mut() = reply.metadata;
+            Ok(response)
+        })
+    }
+}
+
+/// A codec that passes message bytes through unchanged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}

@@ -1,0 +1,178 @@
+//! The one table from every failure to an HTTP status and a `google.rpc.Status` JSON body.
+//!
+//! Every error the gateway answers with, its own or the upstream's, passes through
+//! [`GatewayError`]: a gRPC code, a message that says what was wrong and where, and the
+//! upstream's `details` when there are any. The HTTP status is derived from the code by
+//! [`http_status`], never chosen ad hoc.
+
+use http::StatusCode;
+
+use crate::grpc::Code;
+
+/// A failure answered to the client: what went wrong, as a gRPC code and a message.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    pub code: Code,
+    pub message: String,
+    /// `details` already rendered as JSON values (`google.protobuf.Any` in JSON form).
+    pub details: Vec<serde_json::Value>,
+    /// Overrides the status derived from `code` (405, 413, 415 have no exact gRPC code).
+    pub http_status: Option<StatusCode>,
+}
+
+impl GatewayError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        GatewayError {
+            code,
+            message: message.into(),
+            details: Vec::new(),
+            http_status: None,
+        }
+    }
+
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(Code::InvalidArgument, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Code::Internal, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(Code::Unavailable, message)
+    }
+
+    pub fn not_found(path: &str) -> Self {
+        Self::new(Code::NotFound, format!("no route matches path {path:?}"))
+    }
+
+    pub fn method_not_allowed(method: &http::Method, path: &str) -> Self {
+        Self::new(
+            Code::Unimplemented,
+            format!("method {method} is not allowed for path {path:?}"),
+        )
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            Code::ResourceExhausted,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    }
+
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.http_status = Some(status);
+        self
+    }
+
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.http_status.unwrap_or_else(|| http_status(self.code))
+    }
+
+    /// The `google.rpc.Status` JSON body: `{"code","message","details"}`, in that order.
+    pub fn to_json(&self) -> Vec<u8> {
+        let body = StatusBody {
+            code: self.code as i32,
+            message: &self.message,
+            details: &self.details,
+        };
+        // Serialising strings, numbers and `serde_json::Value`s cannot fail.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.message)
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[derive(serde::Serialize)]
+struct StatusBody<'a> {
+    code: i32,
+    message: &'a str,
+    details: &'a [serde_json::Value],
+}
+
+/// gRPC code to HTTP status, as grpc-gateway, vanguard and Google's APIs map it.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+    }
+}
+
+/// HTTP status of a non-gRPC upstream reply to gRPC code, per the gRPC HTTP/2 spec.
+pub fn code_from_upstream_http(status: StatusCode) -> Code {
+    match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_its_documented_status() {
+        let table = [
+            (Code::Ok, 200),
+            (Code::Cancelled, 499),
+            (Code::Unknown, 500),
+            (Code::InvalidArgument, 400),
+            (Code::DeadlineExceeded, 504),
+            (Code::NotFound, 404),
+            (Code::AlreadyExists, 409),
+            (Code::PermissionDenied, 403),
+            (Code::ResourceExhausted, 429),
+            (Code::FailedPrecondition, 400),
+            (Code::Aborted, 409),
+            (Code::OutOfRange, 400),
+            (Code::Unimplemented, 501),
+            (Code::Internal, 500),
+            (Code::Unavailable, 503),
+            (Code::DataLoss, 500),
+            (Code::Unauthenticated, 401),
+        ];
+        for (code, status) in table {
+            assert_eq!(http_status(code).as_u16(), status, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn body_is_a_google_rpc_status() {
+        let e = GatewayError::invalid_argument("bad \"x\"");
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(v, serde_json::json!({"code": 3, "message": "bad \"x\"", "details": []}));
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn overrides_win() {
+        assert_eq!(GatewayError::payload_too_large(10).status(), 413);
+        let e = GatewayError::method_not_allowed(&http::Method::PUT, "/a");
+        assert_eq!(e.status(), 405);
+    }
+}

@@ -1,0 +1,289 @@
+//! The header mapping between REST clients and gRPC metadata, by grpc-gateway v2's rules.
+//!
+//! Request side: `Grpc-Metadata-<key>` is forwarded as `<key>`; the IANA "permanent" headers
+//! as `grpcgateway-<name>`; `Authorization` also unprefixed; `X-Forwarded-For/Host` are
+//! extended; headers named by `--forward-header` pass unchanged; everything else is dropped.
+//! Response side: header metadata comes back as `Grpc-Metadata-<key>` and trailer metadata
+//! as `Grpc-Trailer-<key>` (as headers, since a unary response is complete before it is sent).
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
+
+use crate::error::GatewayError;
+
+const METADATA_PREFIX: &str = "grpc-metadata-";
+
+/// Permanent HTTP headers and the metadata key grpc-gateway forwards each under.
+const PERMANENT: [(&str, &str); 24] = [
+    ("accept", "grpcgateway-accept"),
+    ("accept-charset", "grpcgateway-accept-charset"),
+    ("accept-language", "grpcgateway-accept-language"),
+    ("accept-ranges", "grpcgateway-accept-ranges"),
+    ("authorization", "grpcgateway-authorization"),
+    ("cache-control", "grpcgateway-cache-control"),
+    ("content-type", "grpcgateway-content-type"),
+    ("cookie", "grpcgateway-cookie"),
+    ("date", "grpcgateway-date"),
+    ("expect", "grpcgateway-expect"),
+    ("from", "grpcgateway-from"),
+    ("host", "grpcgateway-host"),
+    ("if-match", "grpcgateway-if-match"),
+    ("if-modified-since", "grpcgateway-if-modified-since"),
+    ("if-none-match", "grpcgateway-if-none-match"),
+    ("if-schedule-tag-match", "grpcgateway-if-schedule-tag-match"),
+    ("if-unmodified-since", "grpcgateway-if-unmodified-since"),
+    ("max-forwards", "grpcgateway-max-forwards"),
+    ("origin", "grpcgateway-origin"),
+    ("pragma", "grpcgateway-pragma"),
+    ("referer", "grpcgateway-referer"),
+    ("user-agent", "grpcgateway-user-agent"),
+    ("via", "grpcgateway-via"),
+    ("warning", "grpcgateway-warning"),
+];
+
+/// Metadata keys that belong to the gRPC transport and are never set from a client header.
+fn is_reserved_key(key: &str) -> bool {
+    key.starts_with("grpc-")
+        || key.starts_with(':')
+        || matches!(
+            key,
+            "content-type"
+                | "te"
+                | "host"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "transfer-encoding"
+                | "upgrade"
+                | "content-length"
+        )
+}
+
+/// Valid gRPC metadata keys are `[0-9a-z._-]` (header names arrive lower-cased).
+fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase() || b"._-".contains(&b))
+}
+
+fn is_printable_ascii(value: &HeaderValue) -> bool {
+    value.as_bytes().iter().all(|b| (0x20..=0x7e).contains(b))
+}
+
+/// What the request mapping needs besides the headers themselves.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    /// The client's address, appended to `x-forwarded-for`.
+    pub ip: Option<IpAddr>,
+    /// The request's authority, used for `x-forwarded-host` when the client sent none.
+    pub authority: Option<&'a str>,
+}
+
+/// Builds the upstream metadata for a REST request's headers.
+pub fn request_metadata(
+    incoming: &HeaderMap,
+    peer: Peer<'_>,
+    forward: &[HeaderName],
+    out: &mut HeaderMap,
+) -> Result<(), GatewayError> {
+    for (name, value) in incoming {
+        map_request_header(name, value, forward, out)?;
+    }
+    forwarded_for(incoming, peer.ip, out);
+    forwarded_host(incoming, peer.authority, out);
+    Ok(())
+}
+
+fn map_request_header(
+    name: &HeaderName,
+    value: &HeaderValue,
+    forward: &[HeaderName],
+    out: &mut HeaderMap,
+) -> Result<(), GatewayError> {
+    let key = name.as_str();
+    if let Some(stripped) = key.strip_prefix(METADATA_PREFIX) {
+        return map_prefixed(stripped, value, out);
+    }
+    if let Some((_, prefixed)) = PERMANENT.iter().find(|(k, _)| *k == key) {
+        out.append(HeaderName::from_static(prefixed), value.clone());
+        if key == "authorization" {
+            out.append(http::header::AUTHORIZATION, value.clone());
+        }
+    } else if forward.contains(name) && !is_reserved_key(key) {
+        out.append(name.clone(), value.clone());
+    }
+    Ok(())
+}
+
+fn map_prefixed(key: &str, value: &HeaderValue, out: &mut HeaderMap) -> Result<(), GatewayError> {
+    if !is_valid_key(key) || is_reserved_key(key) {
+        return Ok(());
+    }
+    let Ok(name) = HeaderName::from_bytes(key.as_bytes()) else {
+        return Ok(());
+    };
+    if key.ends_with("-bin") {
+        out.append(name, canonical_binary(key, value)?);
+    } else if is_printable_ascii(value) {
+        out.append(name, value.clone());
+    }
+    Ok(())
+}
+
+/// Checks a binary metadata value and re-encodes it as unpadded standard base64.
+fn canonical_binary(key: &str, value: &HeaderValue) -> Result<HeaderValue, GatewayError> {
+    let decoded = crate::grpc::status::decode_binary_header(value.as_bytes()).ok_or_else(|| {
+        GatewayError::invalid_argument(format!(
+            "header Grpc-Metadata-{key} is not valid base64"
+        ))
+    })?;
+    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(decoded);
+    HeaderValue::from_str(&encoded).map_err(|e| GatewayError::internal(e.to_string()))
+}
+
+fn forwarded_for(incoming: &HeaderMap, ip: Option<IpAddr>, out: &mut HeaderMap) {
+    let existing: Vec<&str> = incoming
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let mut parts = existing.join(", ");
+    if let Some(ip) = ip {
+        if !parts.is_empty() {
+            parts.push_str(", ");
+        }
+        parts.push_str(&ip.to_string());
+    }
+    if let Ok(value) = HeaderValue::from_str(&parts) {
+        if !parts.is_empty() {
+            out.insert("x-forwarded-for", value);
+        }
+    }
+}
+
+fn forwarded_host(incoming: &HeaderMap, authority: Option<&str>, out: &mut HeaderMap) {
+    let value = incoming
+        .get("x-forwarded-host")
+        .cloned()
+        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
+    if let Some(value) = value {
+        out.insert("x-forwarded-host", value);
+    }
+}
+
+/// Response headers that describe the gRPC transport, not the application.
+fn is_transport_header(key: &str) -> bool {
+    matches!(
+        key,
+        "content-type"
+            | "grpc-status"
+            | "grpc-message"
+            | "grpc-status-details-bin"
+            | "grpc-encoding"
+            | "grpc-accept-encoding"
+            | "content-length"
+            | "date"
+            | "te"
+            | "trailer"
+    )
+}
+
+/// Copies upstream header (or trailer) metadata into REST response headers under `prefix`
+/// (`grpc-metadata-` or `grpc-trailer-`).
+pub fn response_metadata(upstream: &HeaderMap, prefix: &str, out: &mut HeaderMap) {
+    for (name, value) in upstream {
+        if is_transport_header(name.as_str()) {
+            continue;
+        }
+        let prefixed = format!("{prefix}{}", name.as_str());
+        if let Ok(name) = HeaderName::from_bytes(prefixed.as_bytes()) {
+            out.append(name, value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(headers: &[(&str, &str)], forward: &[HeaderName]) -> Result<HeaderMap, GatewayError> {
+        let mut incoming = HeaderMap::new();
+        for (k, v) in headers {
+            incoming.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+            );
+        }
+        let mut out = HeaderMap::new();
+        let peer = Peer {
+            ip: Some("10.1.2.3".parse().unwrap()),
+            authority: Some("gw.example:8080"),
+        };
+        request_metadata(&incoming, peer, forward, &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn grpc_gateway_request_mapping() {
+        let out = map(
+            &[
+                ("grpc-metadata-foo", "x"),
+                ("authorization", "Bearer t"),
+                ("user-agent", "curl/8"),
+                ("x-request-id", "r1"),
+                ("grpc-metadata-grpc-timeout", "1S"),
+                ("grpc-metadata-blob-bin", "AQID"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(out["foo"], "x");
+        assert_eq!(out["authorization"], "Bearer t");
+        assert_eq!(out["grpcgateway-authorization"], "Bearer t");
+        assert_eq!(out["grpcgateway-user-agent"], "curl/8");
+        assert_eq!(out["blob-bin"], "AQID");
+        assert!(out.get("x-request-id").is_none());
+        assert!(out.get("grpc-timeout").is_none());
+        assert_eq!(out["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(out["x-forwarded-host"], "gw.example:8080");
+    }
+
+    #[test]
+    fn forwarded_headers_are_extended_and_allowlist_applies() {
+        let out = map(
+            &[
+                ("x-forwarded-for", "1.1.1.1"),
+                ("x-forwarded-host", "public.example"),
+                ("x-request-id", "r1"),
+            ],
+            &[HeaderName::from_static("x-request-id")],
+        )
+        .unwrap();
+        assert_eq!(out["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        assert_eq!(out["x-forwarded-host"], "public.example");
+        assert_eq!(out["x-request-id"], "r1");
+    }
+
+    #[test]
+    fn bad_binary_metadata_is_a_400_and_non_ascii_is_skipped() {
+        let err = map(&[("grpc-metadata-x-bin", "!!!")], &[]).unwrap_err();
+        assert!(err.message.contains("Grpc-Metadata-x-bin"), "{}", err.message);
+        let out = map(&[("grpc-metadata-loc", "Gjøvik")], &[]).unwrap();
+        assert!(out.get("loc").is_none());
+    }
+
+    #[test]
+    fn response_metadata_is_prefixed_without_transport_headers() {
+        let mut up = HeaderMap::new();
+        up.insert("content-type", "application/grpc".parse().unwrap());
+        up.insert("x-served-by", "b1".parse().unwrap());
+        let mut out = HeaderMap::new();
+        response_metadata(&up, "grpc-metadata-", &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out["grpc-metadata-x-served-by"], "b1");
+    }
+}

@@ -1,0 +1,32 @@
+//! protogate: a gRPC gateway driven by protobuf descriptors.
+//!
+//! At start-up it loads descriptors (binary `FileDescriptorSet`s or `.proto` files compiled
+//! in-process), reads every method's `google.api.http` rule, and serves those methods as
+//! REST/JSON, forwarding gRPC frames to upstream servers over HTTP/2.
+//!
+//! # Structure
+//! - [`config`]: the command line and its environment variables.
+//! - [`descriptor`]: loading descriptors, with `google/api` and `google/rpc` built in.
+//! - [`route`]: path templates, the matcher, and one compiled plan per HTTP binding.
+//! - [`transcode`]: JSON, path and query into request messages; responses back to JSON.
+//! - [`grpc`]: framing, status, `grpc-timeout`, and the header/metadata mapping.
+//! - [`error`]: the one table from failures to HTTP status and `google.rpc.Status` bodies.
+//! - [`upstream`]: HTTP/2 connections to the gRPC servers.
+//! - [`server`]: the listener and the REST handler.
+//! - [`snapshot`]: descriptors and routes, built once and swapped whole.
+//! - [`app`]: the commands (`serve`, `routes`, `compile`, `demo`).
+//! - [`demo`]: the built-in VPS backend.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod descriptor;
+pub mod error;
+pub mod grpc;
+pub mod route;
+pub mod server;
+pub mod snapshot;
+pub mod transcode;
+pub mod upstream;

@@ -1,0 +1,99 @@
+//! The per-binding plan: everything the request path needs, resolved at load time.
+
+use http::uri::PathAndQuery;
+use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor};
+
+use super::field_path::FieldPath;
+use super::rule::HttpRule;
+use super::template::Template;
+
+/// Where the request body goes.
+#[derive(Debug, Clone)]
+pub enum BodyPlan {
+    /// `body: "*"`: the whole request message; the query string is not used.
+    Message,
+    /// `body: "field"`: one top-level field.
+    Field(FieldPath),
+    /// No `body`: the request body is ignored.
+    None,
+}
+
+/// One binding, compiled.
+#[derive(Debug, Clone)]
+pub struct RoutePlan {
+    pub method: MethodDescriptor,
+    pub rule: HttpRule,
+    pub template: Template,
+    /// `/package.Service/Method`.
+    pub grpc_path: PathAndQuery,
+    pub input: MessageDescriptor,
+    pub output: MessageDescriptor,
+    pub body: BodyPlan,
+    pub response_body: Option<FieldPath>,
+    /// One per template variable, in the template's order.
+    pub path_vars: Vec<FieldPath>,
+    /// Field-number paths the query string may not set (path variables and the body field).
+    pub bound: Vec<Vec<u32>>,
+    /// Index of the upstream that serves the method's service.
+    pub upstream: usize,
+    /// The request is a raw `google.api.HttpBody` (not JSON).
+    pub http_body_request: bool,
+    /// The response is a raw `google.api.HttpBody`.
+    pub http_body_response: bool,
+}
+
+impl RoutePlan {
+    /// A unary method; streaming methods are served by the streaming transcoder.
+    pub fn is_unary(&self) -> bool {
+        !self.method.is_client_streaming() && !self.method.is_server_streaming()
+    }
+
+    /// `vpresult.LocationService.getLocationPose`, for messages.
+    pub fn method_name(&self) -> &str {
+        self.method.full_name()
+    }
+}
+
+/// Whether `message` is `google.api.HttpBody`.
+pub fn is_http_body(message: &MessageDescriptor) -> bool {
+    message.full_name() == "google.api.HttpBody"
+}
+
+/// The leaf kinds a path variable may bind: scalars, enums, repeated ones (split on commas),
+/// and the well-known messages that have a string form.
+pub fn check_path_leaf(field: &FieldDescriptor) -> Result<(), String> {
+    if field.is_map() {
+        return Err(format!("path variable field {:?} is a map", field.name()));
+    }
+    match field.kind() {
+        Kind::Message(m) if !is_scalar_like(&m) => Err(format!(
+            "path variable field {:?} is a message ({}), which has no string form",
+            field.name(),
+            m.full_name()
+        )),
+        Kind::Message(_) if field.is_list() => Err(format!(
+            "path variable field {:?} is a repeated message",
+            field.name()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Well-known message types whose JSON form is a scalar, so a path or query value can set them.
+pub fn is_scalar_like(message: &MessageDescriptor) -> bool {
+    matches!(
+        message.full_name(),
+        "google.protobuf.Timestamp"
+            | "google.protobuf.Duration"
+            | "google.protobuf.FieldMask"
+            | "google.protobuf.DoubleValue"
+            | "google.protobuf.FloatValue"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.BytesValue"
+    )
+}

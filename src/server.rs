@@ -1,0 +1,90 @@
+//! The serving side: the listener, the [`Gateway`] that holds the current snapshot and the
+//! upstreams, and the REST handler.
+
+mod call;
+mod listen;
+mod rest;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::HeaderName;
+use http_body_util::combinators::UnsyncBoxBody;
+
+use crate::snapshot::Snapshot;
+use crate::transcode::JsonOptions;
+use crate::upstream::Upstream;
+
+pub use listen::serve;
+
+/// Errors carried by streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response the gateway sends.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Request handling settings that do not change with the descriptors.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub json: JsonOptions,
+    /// Largest REST request body accepted (413 beyond).
+    pub max_request_bytes: usize,
+    /// Largest upstream response message accepted.
+    pub max_response_bytes: usize,
+    /// Deadline for upstream calls when the client sets a shorter one or none.
+    pub timeout: Option<Duration>,
+    /// Request headers forwarded to the upstream unchanged.
+    pub forward_headers: Vec<HeaderName>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            json: JsonOptions::default(),
+            max_request_bytes: 8 << 20,
+            max_response_bytes: 8 << 20,
+            timeout: None,
+            forward_headers: Vec::new(),
+        }
+    }
+}
+
+/// The gateway: what it serves (swapped whole on reload) and where it forwards.
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    upstreams: Vec<Arc<Upstream>>,
+    settings: Settings,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("upstreams", &self.upstreams)
+            .finish()
+    }
+}
+
+impl Gateway {
+    pub fn new(snapshot: Snapshot, upstreams: Vec<Arc<Upstream>>, settings: Settings) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            upstreams,
+            settings,
+        })
+    }
+
+    /// The snapshot requests are served from now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replaces the snapshot; requests in flight finish on the one they started with.
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+}

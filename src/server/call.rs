@@ -1,0 +1,204 @@
+//! One unary gRPC exchange with an upstream: the request frame out, and the response message,
+//! headers, trailers and status back, with every protocol failure mapped to a status.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
+use super::rest::Failure;
+use crate::error::{code_from_upstream_http, GatewayError};
+use crate::grpc::frame::{Decoder, Frame, FrameError};
+use crate::grpc::status::Status;
+use crate::grpc::{timeout, Code};
+use crate::route::RoutePlan;
+use crate::upstream::{Upstream, UpstreamBody};
+
+const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
+const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+const AGENT: HeaderValue = HeaderValue::from_static(concat!("protogate/", env!("CARGO_PKG_VERSION")));
+
+/// A successful unary reply.
+#[derive(Debug)]
+pub struct UnaryReply {
+    pub message: Bytes,
+    pub headers: HeaderMap,
+    pub trailers: HeaderMap,
+}
+
+/// Calls `plan`'s method on `upstream` with one request frame.
+pub async fn unary(
+    upstream: &Upstream,
+    plan: &RoutePlan,
+    frame: Bytes,
+    metadata: HeaderMap,
+    deadline: Option<Duration>,
+    limit: usize,
+) -> Result<UnaryReply, Failure> {
+    let request = grpc_request(upstream, plan, frame, metadata, deadline)?;
+    let response = upstream.send(request).await?;
+    read_reply(response, limit, plan).await
+}
+
+fn grpc_request(
+    upstream: &Upstream,
+    plan: &RoutePlan,
+    frame: Bytes,
+    metadata: HeaderMap,
+    deadline: Option<Duration>,
+) -> Result<Request<UpstreamBody>, GatewayError> {
+    let body: UpstreamBody = Full::new(frame).map_err(|never| match never {}).boxed_unsync();
+    let mut request = Request::new(body);
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = upstream.uri(&plan.grpc_path)?;
+    *request.version_mut() = Version::HTTP_2;
+    let headers = request.headers_mut();
+    *headers = metadata;
+    headers.insert(CONTENT_TYPE, GRPC);
+    headers.insert(TE, TRAILERS);
+    headers.insert(USER_AGENT, AGENT);
+    if let Some(d) = deadline {
+        if let Ok(v) = HeaderValue::from_str(&timeout::format(d)) {
+            headers.insert("grpc-timeout", v);
+        }
+    }
+    Ok(request)
+}
+
+async fn read_reply(response: Response<Incoming>, limit: usize, plan: &RoutePlan) -> Result<UnaryReply, Failure> {
+    let (parts, body) = response.into_parts();
+    if let Some(status) = Status::from_headers(&parts.headers) {
+        return Err(status_failure(status, parts.headers));
+    }
+    check_grpc_response(parts.status, &parts.headers)?;
+    let (frames, trailers) = read_frames(body, limit, &parts.headers).await?;
+    let status = Status::from_headers(&trailers).ok_or_else(|| {
+        GatewayError::internal(format!("upstream ended {} without a grpc-status", plan.method_name()))
+    })?;
+    if status.code != Code::Ok {
+        return Err(status_failure(status, parts.headers));
+    }
+    let message = single_message(frames, plan)?;
+    Ok(UnaryReply {
+        message,
+        headers: parts.headers,
+        trailers,
+    })
+}
+
+/// A reply that is not gRPC at all (an L7 proxy's error page, say) gets a status from its
+/// HTTP code, per the gRPC spec.
+fn check_grpc_response(status: StatusCode, headers: &HeaderMap) -> Result<(), GatewayError> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if status != StatusCode::OK {
+        return Err(GatewayError::new(
+            code_from_upstream_http(status),
+            format!("upstream answered HTTP {status} ({content_type:?}), not gRPC"),
+        ));
+    }
+    if !content_type.starts_with("application/grpc") {
+        return Err(GatewayError::new(
+            Code::Unknown,
+            format!("upstream answered with content-type {content_type:?}, not gRPC"),
+        ));
+    }
+    Ok(())
+}
+
+fn status_failure(status: Status, headers: HeaderMap) -> Failure {
+    Failure {
+        error: GatewayError::new(status.code, status.message),
+        details: status.details,
+        upstream_headers: Some(headers),
+        allow: None,
+    }
+}
+
+async fn read_frames(
+    mut body: Incoming,
+    limit: usize,
+    headers: &HeaderMap,
+) -> Result<(Vec<Frame>, HeaderMap), GatewayError> {
+    let mut decoder = Decoder::new(limit);
+    let mut frames = Vec::new();
+    let mut trailers = HeaderMap::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| stream_error(&e))?;
+        match frame.into_data() {
+            Ok(data) => decoder.push(&data),
+            Err(frame) => trailers = frame.into_trailers().unwrap_or_default(),
+        }
+        while let Some(f) = decoder.next_frame().map_err(frame_error)? {
+            frames.push(check_compression(f, headers)?);
+        }
+    }
+    decoder.finish().map_err(frame_error)?;
+    Ok((frames, trailers))
+}
+
+fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, GatewayError> {
+    if !frame.compressed {
+        return Ok(frame);
+    }
+    let error = match headers.get("grpc-encoding").and_then(|v| v.to_str().ok()) {
+        None | Some("identity") => FrameError::CompressedWithoutEncoding,
+        Some(other) => FrameError::UnsupportedEncoding(other.to_string()),
+    };
+    Err(frame_error(error))
+}
+
+fn frame_error(error: FrameError) -> GatewayError {
+    let code = match error {
+        FrameError::TooLarge { .. } => Code::ResourceExhausted,
+        _ => Code::Internal,
+    };
+    GatewayError::new(code, format!("upstream response: {error}"))
+}
+
+/// A stream reset or broken connection mid-response, mapped as the gRPC spec maps
+/// RST_STREAM codes.
+fn stream_error(error: &hyper::Error) -> GatewayError {
+    let text = crate::upstream::error_chain(error);
+    let reason = h2_reason(error);
+    let code = match reason {
+        Some(h2::Reason::REFUSED_STREAM) => Code::Unavailable,
+        Some(h2::Reason::CANCEL) => Code::Cancelled,
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
+        Some(h2::Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
+        Some(_) => Code::Internal,
+        None => Code::Unavailable,
+    };
+    GatewayError::new(code, format!("upstream response failed: {text}"))
+}
+
+fn h2_reason(error: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason();
+        }
+        current = e.source();
+    }
+    None
+}
+
+fn single_message(frames: Vec<Frame>, plan: &RoutePlan) -> Result<Bytes, GatewayError> {
+    let mut frames = frames.into_iter();
+    match (frames.next(), frames.next()) {
+        (Some(frame), None) => Ok(frame.payload),
+        (None, _) => Err(GatewayError::internal(format!(
+            "upstream sent no response message for unary method {}",
+            plan.method_name()
+        ))),
+        (Some(_), Some(_)) => Err(GatewayError::internal(format!(
+            "upstream sent several response messages for unary method {}",
+            plan.method_name()
+        ))),
+    }
+}

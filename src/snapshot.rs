@@ -1,0 +1,86 @@
+//! The immutable unit of (re)loading: the descriptor pool and the route table built from it.
+
+use std::collections::HashMap;
+
+use prost_reflect::{DescriptorPool, ServiceDescriptor};
+
+use crate::descriptor::{self, Sources};
+use crate::route::{RouteOptions, RouteTable};
+
+/// Everything a request needs from the descriptors, built once and then only read.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub pool: DescriptorPool,
+    pub routes: RouteTable,
+}
+
+/// Which upstream serves which service: per-service overrides, then the default.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamMap {
+    /// Fully-qualified service name to upstream index.
+    pub by_service: HashMap<String, usize>,
+    /// Index of the default upstream, if there is one.
+    pub default: Option<usize>,
+}
+
+impl UpstreamMap {
+    fn index_of(&self, service: &ServiceDescriptor) -> Option<usize> {
+        self.by_service
+            .get(service.full_name())
+            .copied()
+            .or(self.default)
+    }
+}
+
+/// Why a snapshot could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Descriptor(#[from] descriptor::DescriptorError),
+    #[error(transparent)]
+    Route(#[from] crate::route::RouteError),
+    #[error("service {0} has routes but no upstream: give --upstream or --service-upstream {0}=URL")]
+    NoUpstream(String),
+    #[error("--service-upstream names {0}, which the descriptors do not define")]
+    UnknownService(String),
+}
+
+impl Snapshot {
+    /// Loads descriptors and builds the routes. With `upstreams: None` (for `protogate
+    /// routes`) every service maps to upstream 0 and nothing about upstreams is checked.
+    pub fn build(
+        sources: &Sources,
+        options: &RouteOptions,
+        upstreams: Option<&UpstreamMap>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let pool = descriptor::load(sources)?;
+        if let Some(map) = upstreams {
+            check_services(&pool, map)?;
+        }
+        let lookup = |s: &ServiceDescriptor| upstreams.and_then(|m| m.index_of(s)).unwrap_or(0);
+        let routes = RouteTable::build(&pool, options, &lookup)?;
+        if let Some(map) = upstreams {
+            check_routed_services(&routes, map)?;
+        }
+        Ok(Snapshot { pool, routes })
+    }
+}
+
+fn check_services(pool: &DescriptorPool, map: &UpstreamMap) -> Result<(), SnapshotError> {
+    for name in map.by_service.keys() {
+        if pool.get_service_by_name(name).is_none() {
+            return Err(SnapshotError::UnknownService(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn check_routed_services(routes: &RouteTable, map: &UpstreamMap) -> Result<(), SnapshotError> {
+    for plan in routes.plans() {
+        let service = plan.method.parent_service();
+        if map.index_of(&service).is_none() {
+            return Err(SnapshotError::NoUpstream(service.full_name().to_string()));
+        }
+    }
+    Ok(())
+}

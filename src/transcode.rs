@@ -1,0 +1,12 @@
+//! Transcoding between REST and gRPC messages: JSON, path variables and query parameters into
+//! a request message; a response message back into JSON (or raw `HttpBody` bytes).
+
+mod options;
+mod query;
+mod request;
+mod response;
+pub mod scalar;
+
+pub use options::JsonOptions;
+pub use request::{build_request, RequestInput};
+pub use response::{render_response, render_status_details, RenderedBody};

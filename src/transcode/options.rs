@@ -1,0 +1,50 @@
+//! How JSON is read and written; the defaults are grpc-gateway v2's.
+
+use prost_reflect::{DeserializeOptions, SerializeOptions};
+
+/// The JSON mapping options, each a flag.
+#[derive(Debug, Clone)]
+pub struct JsonOptions {
+    /// Output field names as in the `.proto` (`user_id`) instead of lowerCamel (`userId`).
+    pub use_proto_names: bool,
+    /// Output fields that hold their default value (grpc-gateway's `EmitUnpopulated`).
+    pub emit_unpopulated: bool,
+    /// Output enums as numbers instead of names.
+    pub enums_as_ints: bool,
+    /// Output 64-bit integers as JSON numbers instead of strings.
+    pub int64_as_numbers: bool,
+    /// Indent output with two spaces.
+    pub indent: bool,
+    /// Reject request JSON with unknown fields (grpc-gateway ignores them).
+    pub reject_unknown_fields: bool,
+    /// Reject query parameters that name no field (grpc-gateway ignores them).
+    pub reject_unknown_query: bool,
+}
+
+impl Default for JsonOptions {
+    fn default() -> Self {
+        JsonOptions {
+            use_proto_names: false,
+            emit_unpopulated: true,
+            enums_as_ints: false,
+            int64_as_numbers: false,
+            indent: false,
+            reject_unknown_fields: false,
+            reject_unknown_query: false,
+        }
+    }
+}
+
+impl JsonOptions {
+    pub fn serialize(&self) -> SerializeOptions {
+        SerializeOptions::new()
+            .use_proto_field_name(self.use_proto_names)
+            .skip_default_fields(!self.emit_unpopulated)
+            .use_enum_numbers(self.enums_as_ints)
+            .stringify_64_bit_integers(!self.int64_as_numbers)
+    }
+
+    pub fn deserialize(&self) -> DeserializeOptions {
+        DeserializeOptions::new().deny_unknown_fields(self.reject_unknown_fields)
+    }
+}

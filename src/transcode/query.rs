@@ -1,0 +1,155 @@
+//! Query parameters into fields, by grpc-gateway's rules: dotted paths through singular
+//! messages (proto or JSON names), repeated keys for repeated fields, `m[key]=value` for maps,
+//! `+` as a space; keys bound by the path or the body are skipped; unknown keys are ignored
+//! unless the options reject them.
+
+use prost_reflect::{ReflectMessage, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
+
+use super::options::JsonOptions;
+use super::request::parent_mut;
+use super::scalar;
+use crate::error::GatewayError;
+use crate::route::field_path::find_field;
+
+/// Applies every query parameter to `message`.
+pub fn apply(
+    message: &mut DynamicMessage,
+    query: &str,
+    bound: &[Vec<u32>],
+    options: &JsonOptions,
+) -> Result<(), GatewayError> {
+    let mut seen: Vec<Vec<u32>> = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        apply_one(message, &key, &value, bound, options, &mut seen)
+            .map_err(|e| GatewayError::invalid_argument(format!("query parameter {key:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn apply_one(
+    message: &mut DynamicMessage,
+    key: &str,
+    value: &str,
+    bound: &[Vec<u32>],
+    options: &JsonOptions,
+    seen: &mut Vec<Vec<u32>>,
+) -> Result<(), String> {
+    let (path_text, map_key) = split_map_key(key);
+    let Some(path) = resolve(&message.descriptor(), path_text)? else {
+        return match options.reject_unknown_query {
+            true => Err("no such field".into()),
+            false => Ok(()),
+        };
+    };
+    let numbers: Vec<u32> = path.iter().map(FieldDescriptor::number).collect();
+    if bound.iter().any(|b| overlaps(b, &numbers)) {
+        return Ok(());
+    }
+    let (leaf, parents) = path.split_last().ok_or("empty field name")?;
+    let target = parent_mut(message, parents)?;
+    match map_key {
+        Some(k) => set_map_entry(target, leaf, k, value),
+        None if leaf.is_map() => Err("a map field is set as name[key]=value".into()),
+        None if leaf.is_list() => push(target, leaf, value),
+        None => set_once(target, leaf, value, numbers, seen),
+    }
+}
+
+/// `m[key]` -> (`m`, Some(`key`)).
+fn split_map_key(key: &str) -> (&str, Option<&str>) {
+    match (key.find('['), key.strip_suffix(']')) {
+        (Some(open), Some(body)) if open > 0 => (&key[..open], Some(&body[open + 1..])),
+        _ => (key, None),
+    }
+}
+
+/// Resolves a dotted path; `Ok(None)` when some name is unknown.
+fn resolve(message: &MessageDescriptor, dotted: &str) -> Result<Option<Vec<FieldDescriptor>>, String> {
+    let mut current = message.clone();
+    let mut fields = Vec::new();
+    let parts: Vec<&str> = dotted.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let Some(field) = find_field(&current, part) else {
+            return Ok(None);
+        };
+        if i + 1 < parts.len() {
+            current = crate::route::field_path::singular_message(&field)
+                .map_err(|e| format!("invalid path: {e}"))?;
+        }
+        fields.push(field);
+    }
+    Ok(Some(fields))
+}
+
+/// A query path is skipped when it and a bound path share a prefix (one contains the other).
+fn overlaps(bound: &[u32], path: &[u32]) -> bool {
+    let n = bound.len().min(path.len());
+    bound[..n] == path[..n]
+}
+
+fn leaf_value(leaf: &FieldDescriptor, raw: &str) -> Result<Value, String> {
+    if let Kind::Message(m) = leaf.kind() {
+        let settable = crate::route::is_scalar_like(&m)
+            || matches!(m.full_name(), "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue");
+        if !settable {
+            return Err(format!("message type {} cannot be set from a query parameter", m.full_name()));
+        }
+    }
+    scalar::parse(&leaf.kind(), raw)
+}
+
+fn push(target: &mut DynamicMessage, leaf: &FieldDescriptor, raw: &str) -> Result<(), String> {
+    let value = leaf_value(leaf, raw)?;
+    if let Value::List(list) = target.get_field_mut(leaf) {
+        list.push(value);
+    }
+    Ok(())
+}
+
+fn set_once(
+    target: &mut DynamicMessage,
+    leaf: &FieldDescriptor,
+    raw: &str,
+    numbers: Vec<u32>,
+    seen: &mut Vec<Vec<u32>>,
+) -> Result<(), String> {
+    if seen.contains(&numbers) {
+        return Err(format!("too many values for field {:?}", leaf.name()));
+    }
+    if let Some(oneof) = leaf.containing_oneof().filter(|o| !o.is_synthetic()) {
+        let taken = oneof.fields().any(|f| f.number() != leaf.number() && target.has_field(&f));
+        if taken {
+            return Err(format!("field already set for oneof {:?}", oneof.name()));
+        }
+    }
+    target.set_field(leaf, leaf_value(leaf, raw)?);
+    seen.push(numbers);
+    Ok(())
+}
+
+fn set_map_entry(target: &mut DynamicMessage, leaf: &FieldDescriptor, key: &str, raw: &str) -> Result<(), String> {
+    let Kind::Message(entry) = leaf.kind() else {
+        return Err("only map fields take name[key]=value".into());
+    };
+    if !leaf.is_map() {
+        return Err("only map fields take name[key]=value".into());
+    }
+    let key = map_key(&entry.map_entry_key_field().kind(), key)?;
+    let value = leaf_value(&entry.map_entry_value_field(), raw)?;
+    if let Value::Map(map) = target.get_field_mut(leaf) {
+        map.insert(key, value);
+    }
+    Ok(())
+}
+
+fn map_key(kind: &Kind, raw: &str) -> Result<MapKey, String> {
+    Ok(match scalar::parse(kind, raw)? {
+        Value::Bool(b) => MapKey::Bool(b),
+        Value::I32(n) => MapKey::I32(n),
+        Value::I64(n) => MapKey::I64(n),
+        Value::U32(n) => MapKey::U32(n),
+        Value::U64(n) => MapKey::U64(n),
+        Value::String(s) => MapKey::String(s),
+        _ => return Err("unsupported map key type".into()),
+    })
+}

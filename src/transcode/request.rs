@@ -1,0 +1,158 @@
+//! Request assembly: the body first, then path variables (which overwrite it), then the query
+//! string for fields neither of them bound; the result encoded as one gRPC frame.
+
+use bytes::Bytes;
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
+
+use super::options::JsonOptions;
+use super::{query, scalar};
+use crate::error::GatewayError;
+use crate::grpc::frame;
+use crate::route::{BodyPlan, FieldPath, RoutePlan};
+
+/// What a REST request brings.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInput<'a> {
+    pub body: &'a Bytes,
+    pub content_type: Option<&'a str>,
+    /// Decoded path variable values, one per template variable.
+    pub vars: &'a [String],
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
+}
+
+/// Builds the request message for `plan` and frames it.
+pub fn build_request(
+    plan: &RoutePlan,
+    options: &JsonOptions,
+    input: RequestInput<'_>,
+) -> Result<Bytes, GatewayError> {
+    let message = request_message(plan, options, input)?;
+    Ok(frame::encode(&message))
+}
+
+/// Builds the request message for `plan`.
+pub fn request_message(
+    plan: &RoutePlan,
+    options: &JsonOptions,
+    input: RequestInput<'_>,
+) -> Result<DynamicMessage, GatewayError> {
+    let mut message = body_message(plan, options, &input)?;
+    for (path, raw) in plan.path_vars.iter().zip(input.vars) {
+        set_path_variable(&mut message, path, raw).map_err(|e| {
+            GatewayError::invalid_argument(format!("path variable {:?}: {e}", path.text))
+        })?;
+    }
+    if let (Some(q), false) = (input.query, matches!(plan.body, BodyPlan::Message)) {
+        query::apply(&mut message, q, &plan.bound, options)?;
+    }
+    Ok(message)
+}
+
+fn body_message(
+    plan: &RoutePlan,
+    options: &JsonOptions,
+    input: &RequestInput<'_>,
+) -> Result<DynamicMessage, GatewayError> {
+    match &plan.body {
+        BodyPlan::None => Ok(DynamicMessage::new(plan.input.clone())),
+        BodyPlan::Message if plan.http_body_request => Ok(http_body(plan, input)),
+        BodyPlan::Message => parse_json(&plan.input, input.body, options),
+        BodyPlan::Field(field) => body_field(plan, field.leaf(), input.body, options),
+    }
+}
+
+/// A raw `google.api.HttpBody` request: the bytes and their content type, not JSON.
+fn http_body(plan: &RoutePlan, input: &RequestInput<'_>) -> DynamicMessage {
+    let mut message = DynamicMessage::new(plan.input.clone());
+    if let Some(ct) = input.content_type {
+        message.set_field_by_name("content_type", Value::String(ct.to_string()));
+    }
+    message.set_field_by_name("data", Value::Bytes(input.body.clone()));
+    message
+}
+
+/// An empty (or all-whitespace) body is an empty message, as in grpc-gateway.
+fn is_blank(body: &[u8]) -> bool {
+    body.iter().all(u8::is_ascii_whitespace)
+}
+
+fn parse_json(
+    desc: &MessageDescriptor,
+    body: &[u8],
+    options: &JsonOptions,
+) -> Result<DynamicMessage, GatewayError> {
+    if is_blank(body) {
+        return Ok(DynamicMessage::new(desc.clone()));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let message = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &options.deserialize())
+        .and_then(|m| de.end().map(|()| m))
+        .map_err(|e| GatewayError::invalid_argument(format!("invalid JSON body for {}: {e}", desc.full_name())))?;
+    Ok(message)
+}
+
+/// `body: "field"`: a message field is parsed directly; any other field (a scalar, a list,
+/// a map) is parsed as the value of that key in the request message.
+fn body_field(
+    plan: &RoutePlan,
+    field: &FieldDescriptor,
+    body: &Bytes,
+    options: &JsonOptions,
+) -> Result<DynamicMessage, GatewayError> {
+    let mut message = DynamicMessage::new(plan.input.clone());
+    if is_blank(body) {
+        return Ok(message);
+    }
+    match field.kind() {
+        Kind::Message(m) if !field.is_list() && !field.is_map() => {
+            let value = parse_json(&m, body, options)?;
+            message.set_field(field, Value::Message(value));
+            Ok(message)
+        }
+        _ => {
+            let mut wrapped = Vec::with_capacity(body.len() + field.name().len() + 8);
+            wrapped.extend_from_slice(b"{\"");
+            wrapped.extend_from_slice(field.name().as_bytes());
+            wrapped.extend_from_slice(b"\":");
+            wrapped.extend_from_slice(body);
+            wrapped.push(b'}');
+            let parsed = parse_json(&plan.input, &wrapped, options)?;
+            if let Some(v) = parsed.get_field_by_name(field.name()) {
+                message.set_field(field, v.into_owned());
+            }
+            Ok(message)
+        }
+    }
+}
+
+/// The message a path ends in, creating the messages along the way.
+pub fn parent_mut<'m>(message: &'m mut DynamicMessage, path: &[FieldDescriptor]) -> Result<&'m mut DynamicMessage, String> {
+    let mut current = message;
+    for field in path {
+        current = match current.get_field_mut(field) {
+            Value::Message(m) => m,
+            _ => return Err(format!("{:?} is not a message", field.name())),
+        };
+    }
+    Ok(current)
+}
+
+/// Sets a path variable; a repeated field takes a comma-separated list.
+fn set_path_variable(message: &mut DynamicMessage, path: &FieldPath, raw: &str) -> Result<(), String> {
+    let (leaf, parents) = path
+        .fields
+        .split_last()
+        .ok_or_else(|| "empty field path".to_string())?;
+    let target = parent_mut(message, parents)?;
+    if leaf.is_list() {
+        let values = raw
+            .split(',')
+            .map(|part| scalar::parse(&leaf.kind(), part))
+            .collect::<Result<Vec<_>, _>>()?;
+        target.set_field(leaf, Value::List(values));
+    } else {
+        target.set_field(leaf, scalar::parse(&leaf.kind(), raw)?);
+    }
+    Ok(())
+}

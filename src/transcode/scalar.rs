@@ -1,0 +1,146 @@
+//! Values from text, for path variables and query parameters: scalars, enums by name or
+//! number, bytes in standard or URL-safe base64, and the well-known types with a string form.
+
+use base64::Engine;
+use prost_reflect::{DynamicMessage, EnumDescriptor, Kind, MessageDescriptor, Value};
+
+/// Parses `raw` as a value of `kind`. The error says what was expected.
+pub fn parse(kind: &Kind, raw: &str) -> Result<Value, String> {
+    match kind {
+        Kind::Double => parse_float(raw).map(Value::F64),
+        Kind::Float => parse_float(raw).map(|f| Value::F32(f as f32)),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => parse_int(raw, "int32").map(Value::I32),
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => parse_int(raw, "int64").map(Value::I64),
+        Kind::Uint32 | Kind::Fixed32 => parse_int(raw, "uint32").map(Value::U32),
+        Kind::Uint64 | Kind::Fixed64 => parse_int(raw, "uint64").map(Value::U64),
+        Kind::Bool => parse_bool(raw).map(Value::Bool),
+        Kind::String => Ok(Value::String(raw.to_string())),
+        Kind::Bytes => parse_bytes(raw).map(|b| Value::Bytes(b.into())),
+        Kind::Enum(e) => parse_enum(e, raw).map(Value::EnumNumber),
+        Kind::Message(m) => parse_message(m, raw).map(Value::Message),
+    }
+}
+
+fn parse_float(raw: &str) -> Result<f64, String> {
+    match raw {
+        "NaN" => Ok(f64::NAN),
+        "Infinity" => Ok(f64::INFINITY),
+        "-Infinity" => Ok(f64::NEG_INFINITY),
+        _ => raw
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| format!("{raw:?} is not a number")),
+    }
+}
+
+fn parse_int<T: std::str::FromStr>(raw: &str, type_name: &str) -> Result<T, String> {
+    raw.parse::<T>()
+        .map_err(|_| format!("{raw:?} is not a valid {type_name}"))
+}
+
+/// Go's `strconv.ParseBool`, which grpc-gateway uses.
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw {
+        "true" | "True" | "TRUE" | "t" | "T" | "1" => Ok(true),
+        "false" | "False" | "FALSE" | "f" | "F" | "0" => Ok(false),
+        _ => Err(format!("{raw:?} is not a bool")),
+    }
+}
+
+/// Standard or URL-safe base64, with or without padding.
+pub fn parse_bytes(raw: &str) -> Result<Vec<u8>, String> {
+    let unpadded = raw.trim_end_matches('=');
+    let normalised: String = unpadded
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(normalised)
+        .map_err(|e| format!("{raw:?} is not base64: {e}"))
+}
+
+fn parse_enum(e: &EnumDescriptor, raw: &str) -> Result<i32, String> {
+    if let Some(v) = e.get_value_by_name(raw) {
+        return Ok(v.number());
+    }
+    raw.parse::<i32>()
+        .ok()
+        .filter(|n| e.get_value(*n).is_some())
+        .ok_or_else(|| format!("{raw:?} is not a value of enum {}", e.full_name()))
+}
+
+fn parse_message(m: &MessageDescriptor, raw: &str) -> Result<DynamicMessage, String> {
+    match m.full_name() {
+        "google.protobuf.Timestamp" | "google.protobuf.Duration" | "google.protobuf.FieldMask" => {
+            from_json(m, &serde_json::Value::String(raw.to_string()).to_string())
+        }
+        "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue" => {
+            from_json(m, raw)
+        }
+        name if name.starts_with("google.protobuf.") && name.ends_with("Value") => wrapper(m, raw),
+        name => Err(format!("message type {name} cannot be set from a string")),
+    }
+}
+
+fn wrapper(m: &MessageDescriptor, raw: &str) -> Result<DynamicMessage, String> {
+    let field = m
+        .get_field_by_name("value")
+        .ok_or_else(|| format!("{} is not a wrapper type", m.full_name()))?;
+    let mut message = DynamicMessage::new(m.clone());
+    message.set_field(&field, parse(&field.kind(), raw)?);
+    Ok(message)
+}
+
+fn from_json(m: &MessageDescriptor, json: &str) -> Result<DynamicMessage, String> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let message = DynamicMessage::deserialize(m.clone(), &mut de)
+        .map_err(|e| format!("{json} is not a valid {}: {e}", m.full_name()))?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_bools_and_their_errors() {
+        assert_eq!(parse(&Kind::Int64, "-42"), Ok(Value::I64(-42)));
+        assert_eq!(parse(&Kind::Uint32, "7"), Ok(Value::U32(7)));
+        assert!(parse(&Kind::Int32, "4294967296").unwrap_err().contains("int32"));
+        assert!(parse(&Kind::Uint64, "-1").is_err());
+        assert_eq!(parse(&Kind::Bool, "T"), Ok(Value::Bool(true)));
+        assert!(parse(&Kind::Bool, "yes").is_err());
+        assert_eq!(parse(&Kind::Double, "Infinity"), Ok(Value::F64(f64::INFINITY)));
+        assert!(parse(&Kind::Double, "1e999").is_err());
+    }
+
+    #[test]
+    fn bytes_in_both_alphabets_with_or_without_padding() {
+        for raw in ["+/8=", "+/8", "-_8=", "-_8"] {
+            assert_eq!(parse_bytes(raw).unwrap(), vec![0xfb, 0xff], "{raw}");
+        }
+        assert!(parse_bytes("a").is_err());
+    }
+
+    #[test]
+    fn well_known_types_from_strings() {
+        let pool = crate::descriptor::load(&Default::default()).unwrap();
+        let ts = pool.get_message_by_name("google.protobuf.Timestamp").unwrap();
+        let v = parse(&Kind::Message(ts.clone()), "2024-01-02T03:04:05Z").unwrap();
+        let seconds = v.as_message().unwrap().get_field_by_name("seconds").unwrap();
+        assert_eq!(seconds.as_i64(), Some(1_704_164_645));
+        assert!(parse(&Kind::Message(ts), "yesterday").is_err());
+        let w = pool.get_message_by_name("google.protobuf.Int32Value").unwrap();
+        let v = parse(&Kind::Message(w), "10").unwrap();
+        let inner = v.as_message().unwrap().get_field_by_name("value").unwrap();
+        assert_eq!(inner.as_i32(), Some(10));
+        let any = pool.get_message_by_name("google.protobuf.Any").unwrap();
+        assert!(parse(&Kind::Message(any), "x").is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! Shared test harness: a real tonic gRPC backend and the real gateway on loopback sockets,
+//! and a small HTTP/1.1 client. Every await that could hang is bounded by [`TIMEOUT`].
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use protogate::demo::backend::{self, Call, Reply};
+use protogate::descriptor::Sources;
+use protogate::server::{Gateway, Settings};
+use protogate::snapshot::Snapshot;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// The bound on every await that could hang.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Awaits `f`, failing the test if it takes longer than [`TIMEOUT`].
+pub async fn bounded<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(TIMEOUT, f)
+        .await
+        .expect("operation timed out")
+}
+
+pub fn repo_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// The test API in `tests/protos`, compiled in-process.
+pub fn library_sources() -> Sources {
+    Sources {
+        protos: vec![PathBuf::from("testapi/v1/library.proto")],
+        includes: vec![repo_path("tests/protos")],
+        ..Sources::default()
+    }
+}
+
+pub fn library_pool() -> DescriptorPool {
+    protogate::descriptor::load(&library_sources()).expect("test protos load")
+}
+
+type Responder = Arc<dyn Fn(&Call) -> Result<Reply, tonic::Status> + Send + Sync>;
+
+/// A real gRPC server that records every call and answers through a closure.
+pub struct Backend {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    calls: Arc<Mutex<Vec<Call>>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Backend {
+    /// Starts a backend answering with `respond`.
+    pub async fn start(
+        respond: impl Fn(&Call) -> Result<Reply, tonic::Status> + Send + Sync + 'static,
+    ) -> Backend {
+        Self::start_async(Arc::new(respond), None).await
+    }
+
+    /// Starts a backend that waits `delay` before answering.
+    pub async fn start_slow(
+        delay: Duration,
+        respond: impl Fn(&Call) -> Result<Reply, tonic::Status> + Send + Sync + 'static,
+    ) -> Backend {
+        Self::start_async(Arc::new(respond), Some(delay)).await
+    }
+
+    async fn start_async(respond: Responder, delay: Option<Duration>) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let recorded = calls.clone();
+        let handler = backend::handler(move |call: Call| {
+            recorded.lock().unwrap().push(call.clone());
+            let respond = respond.clone();
+            async move {
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                respond(&call)
+            }
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(backend::serve(listener, handler, async move {
+            let _ = stopped.await;
+        }));
+        Backend {
+            url: format!("http://{addr}"),
+            addr,
+            calls,
+            _stop: stop,
+        }
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// The only call received so far.
+    pub fn only_call(&self) -> Call {
+        let calls = self.calls();
+        assert_eq!(calls.len(), 1, "expected exactly one upstream call");
+        calls[0].clone()
+    }
+}
+
+/// A backend that answers every call with `message`.
+pub fn reply_with(message: Bytes) -> impl Fn(&Call) -> Result<Reply, tonic::Status> {
+    move |_| {
+        Ok(Reply {
+            message: message.clone(),
+            metadata: Default::default(),
+        })
+    }
+}
+
+/// The gateway serving on a loopback port.
+pub struct Gw {
+    pub base: String,
+    pub gateway: Arc<Gateway>,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts the gateway for `sources` with one default upstream.
+pub async fn start_gateway(sources: Sources, upstream: &str, settings: Settings) -> Gw {
+    let options = protogate::upstream::UpstreamOptions {
+        connections: 2,
+        connect_timeout: Duration::from_secs(2),
+    };
+    let (upstreams, map) = protogate::app::upstreams(Some(upstream), &[], &options).unwrap();
+    let snapshot = Snapshot::build(&sources, &Default::default(), Some(&map)).unwrap();
+    start_with(Gateway::new(snapshot, upstreams, settings)).await
+}
+
+/// Serves an already built gateway on a loopback port.
+pub async fn start_with(gateway: Arc<Gateway>) -> Gw {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    tokio::spawn(protogate::server::serve(
+        listener,
+        gateway.clone(),
+        shutdown,
+        Duration::from_secs(1),
+    ));
+    Gw {
+        base,
+        gateway,
+        _stop: stop,
+    }
+}
+
+/// A response as the test sees it.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends one HTTP/1.1 request on a fresh connection.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+    bounded(send_unbounded(method, url, headers, body.into())).await
+}
+
+async fn send_unbounded(method: &str, url: &str, headers: &[(&str, &str)], body: Bytes) -> Resp {
+    let uri: http::Uri = url.parse().unwrap();
+    let authority = uri.authority().unwrap().clone();
+    let stream = TcpStream::connect(authority.as_str()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut request = Request::builder()
+        .method(Method::from_bytes(method.as_bytes()).unwrap())
+        .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+        .header("host", authority.as_str());
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = sender
+        .send_request(request.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(url: &str) -> Resp {
+    send("GET", url, &[], Bytes::new()).await
+}
+
+pub async fn post_json(url: &str, json: &serde_json::Value) -> Resp {
+    send(
+        "POST",
+        url,
+        &[("content-type", "application/json")],
+        serde_json::to_vec(json).unwrap(),
+    )
+    .await
+}
+
+/// Encodes a message of `type_name` given in JSON.
+pub fn encode_json(pool: &DescriptorPool, type_name: &str, json: serde_json::Value) -> Bytes {
+    let desc = pool.get_message_by_name(type_name).unwrap();
+    let message = DynamicMessage::deserialize(desc, json).unwrap();
+    Bytes::from(message.encode_to_vec())
+}
+
+/// Decodes a message of `type_name` and renders it as JSON (proto names, defaults omitted).
+pub fn decode_json(pool: &DescriptorPool, type_name: &str, bytes: &[u8]) -> serde_json::Value {
+    let desc = pool.get_message_by_name(type_name).unwrap();
+    let message = DynamicMessage::decode(desc, bytes).unwrap();
+    let options = prost_reflect::SerializeOptions::new().use_proto_field_name(true);
+    message
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .unwrap()
+}

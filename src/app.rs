@@ -37,7 +37,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logging(format: &str, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         "json" => builder.json().try_init(),
         _ => builder.try_init(),
@@ -67,7 +69,10 @@ impl ServingArgs {
         let forward_headers = self
             .forward_headers
             .iter()
-            .map(|h| HeaderName::try_from(h.as_str()).with_context(|| format!("--forward-header {h:?} is not a header name")))
+            .map(|h| {
+                HeaderName::try_from(h.as_str())
+                    .with_context(|| format!("--forward-header {h:?} is not a header name"))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Settings {
             json: JsonOptions {
@@ -106,7 +111,9 @@ pub fn upstreams(
         if let Some(i) = list.iter().position(|u| u.url() == url) {
             return Ok(i);
         }
-        list.push(Arc::new(Upstream::new(url, options.clone()).map_err(anyhow::Error::msg)?));
+        list.push(Arc::new(
+            Upstream::new(url, options.clone()).map_err(anyhow::Error::msg)?,
+        ));
         Ok(list.len() - 1)
     };
     if let Some(url) = default {
@@ -125,17 +132,31 @@ pub fn upstreams(
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = args.serving.settings()?;
-    let (upstreams, map) = upstreams(args.upstream.as_deref(), &args.service_upstreams, &args.serving.upstream_options())?;
-    let snapshot = Snapshot::build(&args.descriptors.sources(), &args.descriptors.route_options(), Some(&map))?;
+    let (upstreams, map) = upstreams(
+        args.upstream.as_deref(),
+        &args.service_upstreams,
+        &args.serving.upstream_options(),
+    )?;
+    let snapshot = Snapshot::build(
+        &args.descriptors.sources(),
+        &args.descriptors.route_options(),
+        Some(&map),
+    )?;
     if snapshot.routes.is_empty() {
-        tracing::warn!("the descriptors define no google.api.http rules: every request will be 404");
+        tracing::warn!(
+            "the descriptors define no google.api.http rules: every request will be 404"
+        );
     }
     let gateway = Gateway::new(snapshot, upstreams, settings);
     serve_until_signal(gateway, args.listen, args.serving.shutdown_grace).await
 }
 
 /// Binds `listen` and serves until SIGTERM or SIGINT.
-pub async fn serve_until_signal(gateway: Arc<Gateway>, listen: SocketAddr, grace: std::time::Duration) -> anyhow::Result<()> {
+pub async fn serve_until_signal(
+    gateway: Arc<Gateway>,
+    listen: SocketAddr,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -150,10 +171,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -185,14 +207,35 @@ pub fn route_listing(snapshot: &Snapshot) -> String {
                 "" => "-".to_string(),
                 b => b.to_string(),
             };
-            [method, plan.rule.path.clone(), plan.grpc_path.to_string(), body]
+            [
+                method,
+                plan.rule.path.clone(),
+                plan.grpc_path.to_string(),
+                body,
+            ]
         })
         .collect();
     rows.sort();
-    rows.insert(0, ["METHOD", "TEMPLATE", "GRPC METHOD", "BODY"].map(String::from));
-    let widths: Vec<usize> = (0..4).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    rows.insert(
+        0,
+        ["METHOD", "TEMPLATE", "GRPC METHOD", "BODY"].map(String::from),
+    );
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
     rows.iter()
-        .map(|r| format!("{:w0$}  {:w1$}  {:w2$}  {}\n", r[0], r[1], r[2], r[3], w0 = widths[0], w1 = widths[1], w2 = widths[2]))
+        .map(|r| {
+            format!(
+                "{:w0$}  {:w1$}  {:w2$}  {}\n",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2]
+            )
+        })
         .collect()
 }
 

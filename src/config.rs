@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "protogate", version, about = "A gRPC gateway driven by protobuf descriptors: REST/JSON in, gRPC out.")]
+#[command(
+    name = "protogate",
+    version,
+    about = "A gRPC gateway driven by protobuf descriptors: REST/JSON in, gRPC out."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -36,13 +40,29 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DescriptorArgs {
     /// A binary FileDescriptorSet (`protoc --include_imports --descriptor_set_out`, `buf build`).
-    #[arg(long = "descriptor-set", value_name = "FILE", env = "PROTOGATE_DESCRIPTOR_SET", value_delimiter = ',')]
+    #[arg(
+        long = "descriptor-set",
+        value_name = "FILE",
+        env = "PROTOGATE_DESCRIPTOR_SET",
+        value_delimiter = ','
+    )]
     pub descriptor_sets: Vec<PathBuf>,
     /// A .proto file compiled in-process (no protoc needed).
-    #[arg(long = "proto", value_name = "FILE", env = "PROTOGATE_PROTO", value_delimiter = ',')]
+    #[arg(
+        long = "proto",
+        value_name = "FILE",
+        env = "PROTOGATE_PROTO",
+        value_delimiter = ','
+    )]
     pub protos: Vec<PathBuf>,
     /// An import root for --proto files.
-    #[arg(short = 'I', long = "include", value_name = "DIR", env = "PROTOGATE_INCLUDE", value_delimiter = ',')]
+    #[arg(
+        short = 'I',
+        long = "include",
+        value_name = "DIR",
+        env = "PROTOGATE_INCLUDE",
+        value_delimiter = ','
+    )]
     pub includes: Vec<PathBuf>,
     /// Serve methods without an http rule as `POST /package.Service/Method` with body "*".
     #[arg(long, env = "PROTOGATE_EXPOSE_UNANNOTATED")]
@@ -57,10 +77,20 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL", env = "PROTOGATE_UPSTREAM")]
     pub upstream: Option<String>,
     /// Send one fully-qualified service to another upstream: `pkg.Service=http://host:port`.
-    #[arg(long = "service-upstream", value_name = "SERVICE=URL", env = "PROTOGATE_SERVICE_UPSTREAM", value_delimiter = ',')]
+    #[arg(
+        long = "service-upstream",
+        value_name = "SERVICE=URL",
+        env = "PROTOGATE_SERVICE_UPSTREAM",
+        value_delimiter = ','
+    )]
     pub service_upstreams: Vec<String>,
     /// Address to serve REST (HTTP/1.1 and h2c) on.
-    #[arg(long, value_name = "ADDR", env = "PROTOGATE_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "PROTOGATE_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub serving: ServingArgs,
@@ -88,7 +118,12 @@ pub struct ServingArgs {
     #[arg(long, value_name = "DURATION", env = "PROTOGATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
     /// Request header forwarded to the upstream unchanged (besides grpc-gateway's mapping).
-    #[arg(long = "forward-header", value_name = "NAME", env = "PROTOGATE_FORWARD_HEADER", value_delimiter = ',')]
+    #[arg(
+        long = "forward-header",
+        value_name = "NAME",
+        env = "PROTOGATE_FORWARD_HEADER",
+        value_delimiter = ','
+    )]
     pub forward_headers: Vec<String>,
     #[command(flatten)]
     pub json: JsonArgs,
@@ -139,7 +174,12 @@ pub struct CompileArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     /// Address to serve the demo on.
-    #[arg(long, value_name = "ADDR", env = "PROTOGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "PROTOGATE_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
     #[command(flatten)]
     pub serving: ServingArgs,
@@ -148,15 +188,23 @@ pub struct DemoArgs {
 /// `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 5s or 250ms"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 5s or 250ms"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
+            ))
+        }
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }

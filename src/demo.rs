@@ -33,9 +33,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let pool = crate::descriptor::load(&vps_sources())?;
     let backend = TcpListener::bind("127.0.0.1:0").await?;
     let backend_url = format!("http://{}", backend.local_addr()?);
-    tokio::spawn(backend::serve(backend, vps_handler(&pool)?, std::future::pending()));
+    tokio::spawn(backend::serve(
+        backend,
+        vps_handler(&pool)?,
+        std::future::pending(),
+    ));
     let settings = args.serving.settings()?;
-    let (upstreams, map) = crate::app::upstreams(Some(&backend_url), &[], &args.serving.upstream_options())?;
+    let (upstreams, map) =
+        crate::app::upstreams(Some(&backend_url), &[], &args.serving.upstream_options())?;
     let snapshot = Snapshot::build(&vps_sources(), &Default::default(), Some(&map))?;
     let gateway = Gateway::new(snapshot, upstreams, settings);
     tracing::info!(backend = %backend_url, "VPS demo backend started; try: curl -d @examples/sample.json http://{}/skvps/locdata", args.listen);
@@ -104,9 +109,13 @@ fn locate(types: &VpsTypes, request: &DynamicMessage) -> Result<DynamicMessage, 
         .and_then(|v| v.as_bytes().cloned())
         .unwrap_or_default();
     if image.is_empty() {
-        return Err(Status::invalid_argument("stVPBody.stCamera.imgData is empty: a camera frame is required"));
+        return Err(Status::invalid_argument(
+            "stVPBody.stCamera.imgData is empty: a camera frame is required",
+        ));
     }
-    let timestamp = get(request, &["stVPHeader", "u64TSSend"]).and_then(|v| v.as_u64()).unwrap_or(0);
+    let timestamp = get(request, &["stVPHeader", "u64TSSend"])
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
     let orientation = last_dr_orientation(request);
     let mut response = DynamicMessage::new(types.response.clone());
     let meta = response_meta(&mut response)?;
@@ -114,9 +123,22 @@ fn locate(types: &VpsTypes, request: &DynamicMessage) -> Result<DynamicMessage, 
     meta.set_field_by_name("u64Timestamp", Value::U64(timestamp));
     set_location(meta, request);
     if let Some(o) = &orientation {
-        set_floats(meta, "stOrientation", &[("f32qX", o[0]), ("f32qY", o[1]), ("f32qZ", o[2]), ("f32qW", o[3])]);
+        set_floats(
+            meta,
+            "stOrientation",
+            &[
+                ("f32qX", o[0]),
+                ("f32qY", o[1]),
+                ("f32qZ", o[2]),
+                ("f32qW", o[3]),
+            ],
+        );
     }
-    set_tracking(&mut response, timestamp, orientation.unwrap_or([0.0, 0.0, 0.0, 1.0]));
+    set_tracking(
+        &mut response,
+        timestamp,
+        orientation.unwrap_or([0.0, 0.0, 0.0, 1.0]),
+    );
     Ok(response)
 }
 
@@ -130,10 +152,16 @@ fn response_meta(response: &mut DynamicMessage) -> Result<&mut DynamicMessage, S
 fn last_dr_orientation(request: &DynamicMessage) -> Option<[f32; 4]> {
     let sets = get(request, &["stVPBody", "stState", "stFramePoseInfoSet"])?;
     let last_set = sets.as_list()?.last()?.as_message()?.clone();
-    let poses = last_set.get_field_by_name("stLastDRPoseInfoArray")?.into_owned();
+    let poses = last_set
+        .get_field_by_name("stLastDRPoseInfoArray")?
+        .into_owned();
     let pose = get(poses.as_list()?.last()?.as_message()?, &["stPose"])?;
     let pose = pose.as_message()?;
-    let f = |name: &str| pose.get_field_by_name(name).and_then(|v| v.as_f32()).unwrap_or(0.0);
+    let f = |name: &str| {
+        pose.get_field_by_name(name)
+            .and_then(|v| v.as_f32())
+            .unwrap_or(0.0)
+    };
     Some([f("f32qX"), f("f32qY"), f("f32qZ"), f("f32qW")])
 }
 
@@ -161,7 +189,8 @@ fn set_floats(message: &mut DynamicMessage, field: &str, values: &[(&str, f32)])
 }
 
 fn set_tracking(response: &mut DynamicMessage, timestamp: u64, q: [f32; 4]) {
-    let Some(Value::Message(tracking)) = response.get_field_by_name_mut("stVPResultTrackingMode") else {
+    let Some(Value::Message(tracking)) = response.get_field_by_name_mut("stVPResultTrackingMode")
+    else {
         return;
     };
     tracking.set_field_by_name("eVPStatusTrackingMode", Value::EnumNumber(2));
@@ -169,7 +198,16 @@ fn set_tracking(response: &mut DynamicMessage, timestamp: u64, q: [f32; 4]) {
         info.set_field_by_name("u64Timestamp", Value::U64(timestamp));
         info.set_field_by_name("bPoseFlag", Value::Bool(true));
         info.set_field_by_name("f32PoseConfidence", Value::F32(0.87));
-        set_floats(info, "stPose", &[("f32qX", q[0]), ("f32qY", q[1]), ("f32qZ", q[2]), ("f32qW", q[3])]);
+        set_floats(
+            info,
+            "stPose",
+            &[
+                ("f32qX", q[0]),
+                ("f32qY", q[1]),
+                ("f32qZ", q[2]),
+                ("f32qW", q[3]),
+            ],
+        );
     }
 }
 
@@ -178,4 +216,3 @@ fn confidence(types: &VpsTypes) -> DynamicMessage {
     value.set_field_by_name("value", Value::F32(0.87));
     value
 }
-

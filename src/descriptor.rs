@@ -171,6 +171,9 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(err.contains("x.binpb") && err.contains("not a FileDescriptorSet"), "{err}");
+        assert!(
+            err.contains("x.binpb") && err.contains("not a FileDescriptorSet"),
+            "{err}"
+        );
     }
 }

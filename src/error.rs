@@ -165,7 +165,10 @@ mod tests {
     fn body_is_a_google_rpc_status() {
         let e = GatewayError::invalid_argument("bad \"x\"");
         let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
-        assert_eq!(v, serde_json::json!({"code": 3, "message": "bad \"x\"", "details": []}));
+        assert_eq!(
+            v,
+            serde_json::json!({"code": 3, "message": "bad \"x\"", "details": []})
+        );
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
     }
 

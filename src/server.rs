@@ -66,7 +66,11 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    pub fn new(snapshot: Snapshot, upstreams: Vec<Arc<Upstream>>, settings: Settings) -> Arc<Gateway> {
+    pub fn new(
+        snapshot: Snapshot,
+        upstreams: Vec<Arc<Upstream>>,
+        settings: Settings,
+    ) -> Arc<Gateway> {
         Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             upstreams,

@@ -39,7 +39,9 @@ pub enum SnapshotError {
     Descriptor(#[from] descriptor::DescriptorError),
     #[error(transparent)]
     Route(#[from] crate::route::RouteError),
-    #[error("service {0} has routes but no upstream: give --upstream or --service-upstream {0}=URL")]
+    #[error(
+        "service {0} has routes but no upstream: give --upstream or --service-upstream {0}=URL"
+    )]
     NoUpstream(String),
     #[error("--service-upstream names {0}, which the descriptors do not define")]
     UnknownService(String),
@@ -78,7 +80,7 @@ fn check_services(pool: &DescriptorPool, map: &UpstreamMap) -> Result<(), Snapsh
 fn check_routed_services(routes: &RouteTable, map: &UpstreamMap) -> Result<(), SnapshotError> {
     for plan in routes.plans() {
         let service = plan.method.parent_service();
-        if map.index_of(&service).is_none() {
+        if map.index_of(service).is_none() {
             return Err(SnapshotError::NoUpstream(service.full_name().to_string()));
         }
     }

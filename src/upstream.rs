@@ -100,7 +100,10 @@ impl Upstream {
     }
 
     /// Sends a request on one of the connections, opening it if needed.
-    pub async fn send(&self, request: Request<UpstreamBody>) -> Result<Response<Incoming>, GatewayError> {
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, GatewayError> {
         let mut sender = self.sender().await?;
         sender
             .ready()
@@ -158,7 +161,10 @@ impl Upstream {
     }
 
     fn unavailable(&self, what: &str, error: &dyn std::fmt::Display) -> GatewayError {
-        GatewayError::unavailable(format!("upstream {} is unavailable: {what}: {error}", self.url))
+        GatewayError::unavailable(format!(
+            "upstream {} is unavailable: {what}: {error}",
+            self.url
+        ))
     }
 
     fn request_error(&self, error: &hyper::Error) -> GatewayError {

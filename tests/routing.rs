@@ -33,7 +33,10 @@ impl Fixture {
     /// The one call the backend received: its method path and its message as JSON.
     fn received(&self, type_name: &str) -> (String, serde_json::Value) {
         let call = self.backend.only_call();
-        (call.path.clone(), decode_json(&self.pool, type_name, &call.message))
+        (
+            call.path.clone(),
+            decode_json(&self.pool, type_name, &call.message),
+        )
     }
 }
 
@@ -82,27 +85,53 @@ async fn double_wildcard_matches_many_segments() {
 #[tokio::test]
 async fn verb_route_and_plain_route_side_by_side() {
     let f = fixture().await;
-    assert_eq!(send("POST", &f.url("/v1/things/t1:cancel"), &[], "").await.status, 200);
+    assert_eq!(
+        send("POST", &f.url("/v1/things/t1:cancel"), &[], "")
+            .await
+            .status,
+        200
+    );
     assert_eq!(get(&f.url("/v1/things/t2:cancel")).await.status, 200);
     let calls = f.backend.calls();
     assert_eq!(calls[0].path, "/testapi.v1.Library/CancelThing");
-    assert_eq!(decode_json(&f.pool, GET_REQ, &calls[0].message), json!({"name": "t1"}));
+    assert_eq!(
+        decode_json(&f.pool, GET_REQ, &calls[0].message),
+        json!({"name": "t1"})
+    );
     assert_eq!(calls[1].path, "/testapi.v1.Library/GetThing");
-    assert_eq!(decode_json(&f.pool, GET_REQ, &calls[1].message), json!({"name": "t2:cancel"}));
+    assert_eq!(
+        decode_json(&f.pool, GET_REQ, &calls[1].message),
+        json!({"name": "t2:cancel"})
+    );
 }
 
 #[tokio::test]
 async fn custom_method_and_any_method() {
     let f = fixture().await;
-    let resp = send("SEARCH", &f.url("/v1/books:search"), &[], r#"{"pageSize": 3}"#).await;
+    let resp = send(
+        "SEARCH",
+        &f.url("/v1/books:search"),
+        &[],
+        r#"{"pageSize": 3}"#,
+    )
+    .await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     for method in ["GET", "DELETE", "OPTIONS"] {
-        assert_eq!(send(method, &f.url("/v1/any/n1"), &[], "").await.status, 200, "{method}");
+        assert_eq!(
+            send(method, &f.url("/v1/any/n1"), &[], "").await.status,
+            200,
+            "{method}"
+        );
     }
     let calls = f.backend.calls();
     assert_eq!(calls[0].path, "/testapi.v1.Library/SearchBooks");
-    assert_eq!(decode_json(&f.pool, LIST_REQ, &calls[0].message), json!({"page_size": 3}));
-    assert!(calls[1..].iter().all(|c| c.path == "/testapi.v1.Library/AnyMethod"));
+    assert_eq!(
+        decode_json(&f.pool, LIST_REQ, &calls[0].message),
+        json!({"page_size": 3})
+    );
+    assert!(calls[1..]
+        .iter()
+        .all(|c| c.path == "/testapi.v1.Library/AnyMethod"));
 }
 
 #[tokio::test]
@@ -123,17 +152,32 @@ async fn body_field_with_path_variable() {
 #[tokio::test]
 async fn dotted_path_variable_into_the_body_field() {
     let f = fixture().await;
-    let resp = send("PATCH", &f.url("/v1/shelves/s1/books/b1"), &[], r#"{"title": "New", "name": "ignored"}"#).await;
+    let resp = send(
+        "PATCH",
+        &f.url("/v1/shelves/s1/books/b1"),
+        &[],
+        r#"{"title": "New", "name": "ignored"}"#,
+    )
+    .await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     let (path, msg) = f.received("testapi.v1.UpdateBookRequest");
     assert_eq!(path, "/testapi.v1.Library/UpdateBook");
-    assert_eq!(msg, json!({"book": {"name": "shelves/s1/books/b1", "title": "New"}}));
+    assert_eq!(
+        msg,
+        json!({"book": {"name": "shelves/s1/books/b1", "title": "New"}})
+    );
 }
 
 #[tokio::test]
 async fn body_star_ignores_the_query_and_path_wins_over_body() {
     let f = fixture().await;
-    let resp = send("PUT", &f.url("/v1/books/b9?title=fromquery"), &[], r#"{"name": "body", "title": "T"}"#).await;
+    let resp = send(
+        "PUT",
+        &f.url("/v1/books/b9?title=fromquery"),
+        &[],
+        r#"{"name": "body", "title": "T"}"#,
+    )
+    .await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     let (_, msg) = f.received("testapi.v1.Book");
     assert_eq!(msg, json!({"name": "b9", "title": "T"}));
@@ -176,7 +220,10 @@ async fn query_cannot_override_a_path_variable() {
     let f = fixture().await;
     let resp = get(&f.url("/v1/shelves/s1/books?shelf=other&pageSize=2")).await;
     assert_eq!(resp.status, 200);
-    assert_eq!(f.received(LIST_REQ).1, json!({"shelf": "s1", "page_size": 2}));
+    assert_eq!(
+        f.received(LIST_REQ).1,
+        json!({"shelf": "s1", "page_size": 2})
+    );
 }
 
 #[tokio::test]
@@ -185,13 +232,21 @@ async fn repeated_path_variable_splits_on_commas_and_nested_variable() {
     let resp = send("PUT", &f.url("/v1/tags/a,b,c/lbl"), &[], r#""a note""#).await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     let (_, msg) = f.received("testapi.v1.SetTagsRequest");
-    assert_eq!(msg, json!({"tags": ["a", "b", "c"], "sub": {"label": "lbl"}, "note": "a note"}));
+    assert_eq!(
+        msg,
+        json!({"tags": ["a", "b", "c"], "sub": {"label": "lbl"}, "note": "a note"})
+    );
 }
 
 #[tokio::test]
 async fn int64_path_variable() {
     let f = fixture().await;
-    assert_eq!(send("DELETE", &f.url("/v1/shelves/s1/books/-42"), &[], "").await.status, 200);
+    assert_eq!(
+        send("DELETE", &f.url("/v1/shelves/s1/books/-42"), &[], "")
+            .await
+            .status,
+        200
+    );
     assert_eq!(
         f.received("testapi.v1.DeleteBookRequest").1,
         json!({"shelf": "s1", "book_id": "-42"})
@@ -211,7 +266,11 @@ async fn response_json_follows_grpc_gateway_defaults() {
     assert_eq!(body["authorName"], "A", "lowerCamel names");
     assert_eq!(body["pageCount"], "7", "int64 as a string");
     assert_eq!(body["kind"], "NOVEL", "enum by name");
-    assert_eq!(body["tags"], json!([]), "unpopulated repeated field emitted");
+    assert_eq!(
+        body["tags"],
+        json!([]),
+        "unpopulated repeated field emitted"
+    );
     assert_eq!(body["available"], false, "unpopulated scalar emitted");
     assert_eq!(body["isbn13"], "978");
     assert!(body.get("isbn10").is_none(), "unset oneof member omitted");
@@ -228,13 +287,22 @@ async fn response_body_selects_a_scalar_a_list_or_a_number() {
     let f = fixture_with(reply).await;
     let list = get(&f.url("/v1/shelves")).await;
     assert_eq!(list.status, 200);
-    let titles: Vec<_> = list.json().as_array().unwrap().iter().map(|b| b["title"].clone()).collect();
+    let titles: Vec<_> = list
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["title"].clone())
+        .collect();
     assert_eq!(titles, vec![json!("x"), json!("y")]);
     assert_eq!(get(&f.url("/v1/shelves/s1/count")).await.json(), json!("2"));
 
     let book = encode_json(&pool, "testapi.v1.Book", json!({"title": "Dune"}));
     let f = fixture_with(book).await;
-    assert_eq!(get(&f.url("/v1/shelves/s/books/b:title")).await.json(), json!("Dune"));
+    assert_eq!(
+        get(&f.url("/v1/shelves/s/books/b:title")).await.json(),
+        json!("Dune")
+    );
 }
 
 #[tokio::test]
@@ -252,9 +320,18 @@ async fn http_body_in_and_out_is_raw() {
     assert_eq!(resp.body.as_ref(), b"\x89PNG\r\n\x1a\n");
 
     let f = fixture().await;
-    let resp = send("POST", &f.url("/v1/raw"), &[("content-type", "text/csv")], "a,b\n1,2\n").await;
+    let resp = send(
+        "POST",
+        &f.url("/v1/raw"),
+        &[("content-type", "text/csv")],
+        "a,b\n1,2\n",
+    )
+    .await;
     assert_eq!(resp.status, 200);
     let (path, msg) = f.received("google.api.HttpBody");
     assert_eq!(path, "/testapi.v1.Library/Upload");
-    assert_eq!(msg, json!({"content_type": "text/csv", "data": "YSxiCjEsMgo="}));
+    assert_eq!(
+        msg,
+        json!({"content_type": "text/csv", "data": "YSxiCjEsMgo="})
+    );
 }

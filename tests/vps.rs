@@ -20,7 +20,12 @@ async fn sample_json_reaches_the_backend_exactly_as_encoded() {
         serde_json::json!({"stVPResult": {"u64KeyFrameIndex": "7"}}),
     );
     let backend = Backend::start(reply_with(reply)).await;
-    let gw = start_gateway(protogate::demo::vps_sources(), &backend.url, Settings::default()).await;
+    let gw = start_gateway(
+        protogate::demo::vps_sources(),
+        &backend.url,
+        Settings::default(),
+    )
+    .await;
 
     let resp = send("POST", &format!("{}/skvps/locdata", gw.base), &[], sample()).await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
@@ -38,13 +43,26 @@ async fn sample_json_reaches_the_backend_exactly_as_encoded() {
 
     let json: serde_json::Value = serde_json::from_slice(&sample()).unwrap();
     let image_b64 = json["stVPBody"]["stCamera"]["imgData"].as_str().unwrap();
-    let image = base64::engine::general_purpose::STANDARD.decode(image_b64).unwrap();
+    let image = base64::engine::general_purpose::STANDARD
+        .decode(image_b64)
+        .unwrap();
     let received_image = received
         .get_field_by_name("stVPBody")
-        .and_then(|b| b.as_message()?.get_field_by_name("stCamera").map(|c| c.into_owned()))
-        .and_then(|c| c.as_message()?.get_field_by_name("imgData").map(|d| d.into_owned()))
+        .and_then(|b| {
+            b.as_message()?
+                .get_field_by_name("stCamera")
+                .map(|c| c.into_owned())
+        })
+        .and_then(|c| {
+            c.as_message()?
+                .get_field_by_name("imgData")
+                .map(|d| d.into_owned())
+        })
         .unwrap();
-    assert_eq!(received_image.as_bytes().unwrap().as_ref(), image.as_slice());
+    assert_eq!(
+        received_image.as_bytes().unwrap().as_ref(),
+        image.as_slice()
+    );
     assert!(image.len() > 100_000, "the sample carries a real image");
 }
 
@@ -54,17 +72,31 @@ async fn the_demo_backend_answers_the_sample_through_the_gateway() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let handler = protogate::demo::vps_handler(&pool).unwrap();
-    tokio::spawn(protogate::demo::backend::serve(listener, handler, std::future::pending()));
+    tokio::spawn(protogate::demo::backend::serve(
+        listener,
+        handler,
+        std::future::pending(),
+    ));
     let gw = start_gateway(protogate::demo::vps_sources(), &url, Settings::default()).await;
 
     let resp = send("POST", &format!("{}/skvps/locdata", gw.base), &[], sample()).await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     let body = resp.json();
     assert_eq!(body["stVPResult"]["u64Timestamp"], "1630564103461000000");
-    assert_eq!(body["stVPResultTrackingMode"]["eVPStatusTrackingMode"], "eLOCALIZED");
-    assert_eq!(body["stVPResult"]["stOrientation"]["f32qW"], 0.7071068);
+    assert_eq!(
+        body["stVPResultTrackingMode"]["eVPStatusTrackingMode"],
+        "eLOCALIZED"
+    );
+    let qw = body["stVPResult"]["stOrientation"]["f32qW"]
+        .as_f64()
+        .unwrap();
+    assert!((qw - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-6, "{qw}");
 
-    let resp = post_json(&format!("{}/skvps/locdata", gw.base), &serde_json::json!({})).await;
+    let resp = post_json(
+        &format!("{}/skvps/locdata", gw.base),
+        &serde_json::json!({}),
+    )
+    .await;
     assert_eq!(resp.status, 400);
     assert_eq!(resp.json()["code"], 3);
     assert!(resp.json()["message"].as_str().unwrap().contains("imgData"));

@@ -75,7 +75,9 @@ async fn dispatch(
     let path = request.uri().path().to_string();
     let service = Unary { handler, path };
     let request = request.map(tonic::body::Body::new);
-    Ok(tonic::server::Grpc::new(RawCodec).unary(service, request).await)
+    Ok(tonic::server::Grpc::new(RawCodec)
+        .unary(service, request)
+        .await)
 }
 
 /// Adapts a [`Handler`] to tonic's unary service.

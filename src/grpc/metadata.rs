@@ -137,9 +137,7 @@ fn map_prefixed(key: &str, value: &HeaderValue, out: &mut HeaderMap) -> Result<(
 /// Checks a binary metadata value and re-encodes it as unpadded standard base64.
 fn canonical_binary(key: &str, value: &HeaderValue) -> Result<HeaderValue, GatewayError> {
     let decoded = crate::grpc::status::decode_binary_header(value.as_bytes()).ok_or_else(|| {
-        GatewayError::invalid_argument(format!(
-            "header Grpc-Metadata-{key} is not valid base64"
-        ))
+        GatewayError::invalid_argument(format!("header Grpc-Metadata-{key} is not valid base64"))
     })?;
     let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(decoded);
     HeaderValue::from_str(&encoded).map_err(|e| GatewayError::internal(e.to_string()))
@@ -271,7 +269,11 @@ mod tests {
     #[test]
     fn bad_binary_metadata_is_a_400_and_non_ascii_is_skipped() {
         let err = map(&[("grpc-metadata-x-bin", "!!!")], &[]).unwrap_err();
-        assert!(err.message.contains("Grpc-Metadata-x-bin"), "{}", err.message);
+        assert!(
+            err.message.contains("Grpc-Metadata-x-bin"),
+            "{}",
+            err.message
+        );
         let out = map(&[("grpc-metadata-loc", "Gjøvik")], &[]).unwrap();
         assert!(out.get("loc").is_none());
     }

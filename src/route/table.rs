@@ -131,7 +131,11 @@ fn insert(
         })
 }
 
-fn compile(method: &MethodDescriptor, rule: HttpRule, upstream: usize) -> Result<RoutePlan, String> {
+fn compile(
+    method: &MethodDescriptor,
+    rule: HttpRule,
+    upstream: usize,
+) -> Result<RoutePlan, String> {
     let template = template::parse(&rule.path).map_err(|e| e.to_string())?;
     let input = method.input();
     let output = method.output();

@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::rest::Failure;
+use super::rest::{Failure, FailureExtra};
 use crate::error::{code_from_upstream_http, GatewayError};
 use crate::grpc::frame::{Decoder, Frame, FrameError};
 use crate::grpc::status::Status;
@@ -19,7 +19,8 @@ use crate::upstream::{Upstream, UpstreamBody};
 
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
-const AGENT: HeaderValue = HeaderValue::from_static(concat!("protogate/", env!("CARGO_PKG_VERSION")));
+const AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("protogate/", env!("CARGO_PKG_VERSION")));
 
 /// A successful unary reply.
 #[derive(Debug)]
@@ -50,7 +51,9 @@ fn grpc_request(
     metadata: HeaderMap,
     deadline: Option<Duration>,
 ) -> Result<Request<UpstreamBody>, GatewayError> {
-    let body: UpstreamBody = Full::new(frame).map_err(|never| match never {}).boxed_unsync();
+    let body: UpstreamBody = Full::new(frame)
+        .map_err(|never| match never {})
+        .boxed_unsync();
     let mut request = Request::new(body);
     *request.method_mut() = Method::POST;
     *request.uri_mut() = upstream.uri(&plan.grpc_path)?;
@@ -68,7 +71,11 @@ fn grpc_request(
     Ok(request)
 }
 
-async fn read_reply(response: Response<Incoming>, limit: usize, plan: &RoutePlan) -> Result<UnaryReply, Failure> {
+async fn read_reply(
+    response: Response<Incoming>,
+    limit: usize,
+    plan: &RoutePlan,
+) -> Result<UnaryReply, Failure> {
     let (parts, body) = response.into_parts();
     if let Some(status) = Status::from_headers(&parts.headers) {
         return Err(status_failure(status, parts.headers));
@@ -76,7 +83,10 @@ async fn read_reply(response: Response<Incoming>, limit: usize, plan: &RoutePlan
     check_grpc_response(parts.status, &parts.headers)?;
     let (frames, trailers) = read_frames(body, limit, &parts.headers).await?;
     let status = Status::from_headers(&trailers).ok_or_else(|| {
-        GatewayError::internal(format!("upstream ended {} without a grpc-status", plan.method_name()))
+        GatewayError::internal(format!(
+            "upstream ended {} without a grpc-status",
+            plan.method_name()
+        ))
     })?;
     if status.code != Code::Ok {
         return Err(status_failure(status, parts.headers));
@@ -114,9 +124,11 @@ fn check_grpc_response(status: StatusCode, headers: &HeaderMap) -> Result<(), Ga
 fn status_failure(status: Status, headers: HeaderMap) -> Failure {
     Failure {
         error: GatewayError::new(status.code, status.message),
-        details: status.details,
-        upstream_headers: Some(headers),
-        allow: None,
+        extra: Some(Box::new(FailureExtra {
+            details: status.details,
+            upstream_headers: Some(headers),
+            allow: None,
+        })),
     }
 }
 

@@ -3,7 +3,9 @@
 //! `+` as a space; keys bound by the path or the body are skipped; unknown keys are ignored
 //! unless the options reject them.
 
-use prost_reflect::{ReflectMessage, DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, Value};
+use prost_reflect::{
+    DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value,
+};
 
 use super::options::JsonOptions;
 use super::request::parent_mut;
@@ -64,7 +66,10 @@ fn split_map_key(key: &str) -> (&str, Option<&str>) {
 }
 
 /// Resolves a dotted path; `Ok(None)` when some name is unknown.
-fn resolve(message: &MessageDescriptor, dotted: &str) -> Result<Option<Vec<FieldDescriptor>>, String> {
+fn resolve(
+    message: &MessageDescriptor,
+    dotted: &str,
+) -> Result<Option<Vec<FieldDescriptor>>, String> {
     let mut current = message.clone();
     let mut fields = Vec::new();
     let parts: Vec<&str> = dotted.split('.').collect();
@@ -90,9 +95,15 @@ fn overlaps(bound: &[u32], path: &[u32]) -> bool {
 fn leaf_value(leaf: &FieldDescriptor, raw: &str) -> Result<Value, String> {
     if let Kind::Message(m) = leaf.kind() {
         let settable = crate::route::is_scalar_like(&m)
-            || matches!(m.full_name(), "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue");
+            || matches!(
+                m.full_name(),
+                "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue"
+            );
         if !settable {
-            return Err(format!("message type {} cannot be set from a query parameter", m.full_name()));
+            return Err(format!(
+                "message type {} cannot be set from a query parameter",
+                m.full_name()
+            ));
         }
     }
     scalar::parse(&leaf.kind(), raw)
@@ -117,7 +128,9 @@ fn set_once(
         return Err(format!("too many values for field {:?}", leaf.name()));
     }
     if let Some(oneof) = leaf.containing_oneof().filter(|o| !o.is_synthetic()) {
-        let taken = oneof.fields().any(|f| f.number() != leaf.number() && target.has_field(&f));
+        let taken = oneof
+            .fields()
+            .any(|f| f.number() != leaf.number() && target.has_field(&f));
         if taken {
             return Err(format!("field already set for oneof {:?}", oneof.name()));
         }
@@ -127,7 +140,12 @@ fn set_once(
     Ok(())
 }
 
-fn set_map_entry(target: &mut DynamicMessage, leaf: &FieldDescriptor, key: &str, raw: &str) -> Result<(), String> {
+fn set_map_entry(
+    target: &mut DynamicMessage,
+    leaf: &FieldDescriptor,
+    key: &str,
+    raw: &str,
+) -> Result<(), String> {
     let Kind::Message(entry) = leaf.kind() else {
         return Err("only map fields take name[key]=value".into());
     };

@@ -86,9 +86,15 @@ fn parse_json(
         return Ok(DynamicMessage::new(desc.clone()));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let message = DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &options.deserialize())
-        .and_then(|m| de.end().map(|()| m))
-        .map_err(|e| GatewayError::invalid_argument(format!("invalid JSON body for {}: {e}", desc.full_name())))?;
+    let message =
+        DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &options.deserialize())
+            .and_then(|m| de.end().map(|()| m))
+            .map_err(|e| {
+                GatewayError::invalid_argument(format!(
+                    "invalid JSON body for {}: {e}",
+                    desc.full_name()
+                ))
+            })?;
     Ok(message)
 }
 
@@ -127,7 +133,10 @@ fn body_field(
 }
 
 /// The message a path ends in, creating the messages along the way.
-pub fn parent_mut<'m>(message: &'m mut DynamicMessage, path: &[FieldDescriptor]) -> Result<&'m mut DynamicMessage, String> {
+pub fn parent_mut<'m>(
+    message: &'m mut DynamicMessage,
+    path: &[FieldDescriptor],
+) -> Result<&'m mut DynamicMessage, String> {
     let mut current = message;
     for field in path {
         current = match current.get_field_mut(field) {
@@ -139,7 +148,11 @@ pub fn parent_mut<'m>(message: &'m mut DynamicMessage, path: &[FieldDescriptor])
 }
 
 /// Sets a path variable; a repeated field takes a comma-separated list.
-fn set_path_variable(message: &mut DynamicMessage, path: &FieldPath, raw: &str) -> Result<(), String> {
+fn set_path_variable(
+    message: &mut DynamicMessage,
+    path: &FieldPath,
+    raw: &str,
+) -> Result<(), String> {
     let (leaf, parents) = path
         .fields
         .split_last()

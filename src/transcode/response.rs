@@ -4,7 +4,9 @@
 use base64::Engine;
 use bytes::Bytes;
 use prost::Message;
-use prost_reflect::{ReflectMessage, DescriptorPool, DynamicMessage, Kind, MessageDescriptor, SerializeOptions};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, Kind, MessageDescriptor, ReflectMessage, SerializeOptions,
+};
 use serde::Serialize;
 
 use super::options::JsonOptions;
@@ -53,7 +55,11 @@ fn raw_http_body(message: &DynamicMessage) -> RenderedBody {
 }
 
 /// Serialises `value` with the configured indentation.
-fn write_json<T: Serialize + ?Sized>(value: &T, indent: bool, capacity: usize) -> serde_json::Result<Vec<u8>> {
+fn write_json<T: Serialize + ?Sized>(
+    value: &T,
+    indent: bool,
+    capacity: usize,
+) -> serde_json::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(capacity);
     if indent {
         value.serialize(&mut serde_json::Serializer::pretty(&mut out))?;
@@ -100,7 +106,11 @@ fn field_json(
     let whole = message
         .serialize_with_options(serde_json::value::Serializer, &ser)
         .map_err(|e| GatewayError::internal(format!("cannot render response: {e}")))?;
-    let key = if options.use_proto_names { field.name() } else { field.json_name() };
+    let key = if options.use_proto_names {
+        field.name()
+    } else {
+        field.json_name()
+    };
     let value = whole.get(key).cloned().unwrap_or(serde_json::Value::Null);
     write_json(&value, options.indent, 64).map_err(|e| GatewayError::internal(e.to_string()))
 }
@@ -124,7 +134,11 @@ pub fn render_status_details(
         .collect()
 }
 
-fn render_any(pool: &DescriptorPool, any: &prost_types::Any, ser: &SerializeOptions) -> serde_json::Value {
+fn render_any(
+    pool: &DescriptorPool,
+    any: &prost_types::Any,
+    ser: &SerializeOptions,
+) -> serde_json::Value {
     let type_name = any.type_url.rsplit('/').next().unwrap_or_default();
     let rendered = pool
         .get_message_by_name(type_name)
@@ -142,9 +156,15 @@ fn render_any(pool: &DescriptorPool, any: &prost_types::Any, ser: &SerializeOpti
     }
 }
 
-fn decode_to_json(desc: MessageDescriptor, bytes: &[u8], ser: &SerializeOptions) -> Option<serde_json::Value> {
+fn decode_to_json(
+    desc: MessageDescriptor,
+    bytes: &[u8],
+    ser: &SerializeOptions,
+) -> Option<serde_json::Value> {
     let message = DynamicMessage::decode(desc, bytes).ok()?;
-    message.serialize_with_options(serde_json::value::Serializer, ser).ok()
+    message
+        .serialize_with_options(serde_json::value::Serializer, ser)
+        .ok()
 }
 
 /// `google.rpc.Status`, decoded statically: only `details` is needed here.

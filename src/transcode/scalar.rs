@@ -112,11 +112,16 @@ mod tests {
     fn numbers_bools_and_their_errors() {
         assert_eq!(parse(&Kind::Int64, "-42"), Ok(Value::I64(-42)));
         assert_eq!(parse(&Kind::Uint32, "7"), Ok(Value::U32(7)));
-        assert!(parse(&Kind::Int32, "4294967296").unwrap_err().contains("int32"));
+        assert!(parse(&Kind::Int32, "4294967296")
+            .unwrap_err()
+            .contains("int32"));
         assert!(parse(&Kind::Uint64, "-1").is_err());
         assert_eq!(parse(&Kind::Bool, "T"), Ok(Value::Bool(true)));
         assert!(parse(&Kind::Bool, "yes").is_err());
-        assert_eq!(parse(&Kind::Double, "Infinity"), Ok(Value::F64(f64::INFINITY)));
+        assert_eq!(
+            parse(&Kind::Double, "Infinity"),
+            Ok(Value::F64(f64::INFINITY))
+        );
         assert!(parse(&Kind::Double, "1e999").is_err());
     }
 
@@ -131,12 +136,20 @@ mod tests {
     #[test]
     fn well_known_types_from_strings() {
         let pool = crate::descriptor::load(&Default::default()).unwrap();
-        let ts = pool.get_message_by_name("google.protobuf.Timestamp").unwrap();
+        let ts = pool
+            .get_message_by_name("google.protobuf.Timestamp")
+            .unwrap();
         let v = parse(&Kind::Message(ts.clone()), "2024-01-02T03:04:05Z").unwrap();
-        let seconds = v.as_message().unwrap().get_field_by_name("seconds").unwrap();
+        let seconds = v
+            .as_message()
+            .unwrap()
+            .get_field_by_name("seconds")
+            .unwrap();
         assert_eq!(seconds.as_i64(), Some(1_704_164_645));
         assert!(parse(&Kind::Message(ts), "yesterday").is_err());
-        let w = pool.get_message_by_name("google.protobuf.Int32Value").unwrap();
+        let w = pool
+            .get_message_by_name("google.protobuf.Int32Value")
+            .unwrap();
         let v = parse(&Kind::Message(w), "10").unwrap();
         let inner = v.as_message().unwrap().get_field_by_name("value").unwrap();
         assert_eq!(inner.as_i32(), Some(10));

@@ -185,7 +185,12 @@ impl Resp {
 }
 
 /// Sends one HTTP/1.1 request on a fresh connection.
-pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Resp {
     bounded(send_unbounded(method, url, headers, body.into())).await
 }
 

@@ -14,8 +14,8 @@ use crate::grpc::Code;
 pub struct GatewayError {
     pub code: Code,
     pub message: String,
-    /// `details` already rendered as JSON values (`google.protobuf.Any` in JSON form).
-    pub details: Vec<serde_json::Value>,
+    /// `details` already rendered as JSON (`google.protobuf.Any` in JSON form).
+    pub details: Vec<Box<serde_json::value::RawValue>>,
     /// Overrides the status derived from `code` (405, 413, 415 have no exact gRPC code).
     pub http_status: Option<StatusCode>,
 }
@@ -96,7 +96,7 @@ impl std::error::Error for GatewayError {}
 struct StatusBody<'a> {
     code: i32,
     message: &'a str,
-    details: &'a [serde_json::Value],
+    details: &'a [Box<serde_json::value::RawValue>],
 }
 
 /// gRPC code to HTTP status, as grpc-gateway, vanguard and Google's APIs map it.

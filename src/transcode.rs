@@ -1,6 +1,7 @@
 //! Transcoding between REST and gRPC messages: JSON, path variables and query parameters into
 //! a request message; a response message back into JSON (or raw `HttpBody` bytes).
 
+pub mod json_out;
 mod options;
 mod query;
 mod request;

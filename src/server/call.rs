@@ -78,7 +78,11 @@ async fn read_reply(
 ) -> Result<UnaryReply, Failure> {
     let (parts, body) = response.into_parts();
     if let Some(status) = Status::from_headers(&parts.headers) {
-        return Err(status_failure(status, parts.headers));
+        // Trailers-only: no message can follow, so even OK is a failure of a unary call.
+        return Err(match status.code {
+            Code::Ok => no_message(plan).into(),
+            _ => status_failure(status, parts.headers, HeaderMap::new()),
+        });
     }
     check_grpc_response(parts.status, &parts.headers)?;
     let (frames, trailers) = read_frames(body, limit, &parts.headers).await?;
@@ -89,7 +93,7 @@ async fn read_reply(
         ))
     })?;
     if status.code != Code::Ok {
-        return Err(status_failure(status, parts.headers));
+        return Err(status_failure(status, parts.headers, trailers));
     }
     let message = single_message(frames, plan)?;
     Ok(UnaryReply {
@@ -121,15 +125,23 @@ fn check_grpc_response(status: StatusCode, headers: &HeaderMap) -> Result<(), Ga
     Ok(())
 }
 
-fn status_failure(status: Status, headers: HeaderMap) -> Failure {
+fn status_failure(status: Status, headers: HeaderMap, trailers: HeaderMap) -> Failure {
     Failure {
         error: GatewayError::new(status.code, status.message),
         extra: Some(Box::new(FailureExtra {
             details: status.details,
             upstream_headers: Some(headers),
+            upstream_trailers: Some(trailers),
             allow: None,
         })),
     }
+}
+
+fn no_message(plan: &RoutePlan) -> GatewayError {
+    GatewayError::internal(format!(
+        "upstream sent no response message for unary method {}",
+        plan.method_name()
+    ))
 }
 
 async fn read_frames(
@@ -204,10 +216,7 @@ fn single_message(frames: Vec<Frame>, plan: &RoutePlan) -> Result<Bytes, Gateway
     let mut frames = frames.into_iter();
     match (frames.next(), frames.next()) {
         (Some(frame), None) => Ok(frame.payload),
-        (None, _) => Err(GatewayError::internal(format!(
-            "upstream sent no response message for unary method {}",
-            plan.method_name()
-        ))),
+        (None, _) => Err(no_message(plan)),
         (Some(_), Some(_)) => Err(GatewayError::internal(format!(
             "upstream sent several response messages for unary method {}",
             plan.method_name()

@@ -177,6 +177,9 @@ impl Gateway {
         if let Some(upstream) = &extra.upstream_headers {
             metadata::response_metadata(upstream, "grpc-metadata-", headers);
         }
+        if let Some(trailers) = &extra.upstream_trailers {
+            metadata::response_metadata(trailers, "grpc-trailer-", headers);
+        }
         if let Some(allow) = &extra.allow {
             headers.insert(ALLOW, allow.clone());
         }
@@ -203,6 +206,8 @@ pub struct FailureExtra {
     pub details: Option<Bytes>,
     /// The upstream's response headers (metadata) for an upstream error.
     pub upstream_headers: Option<HeaderMap>,
+    /// The upstream's trailers (metadata) for an upstream error.
+    pub upstream_trailers: Option<HeaderMap>,
     /// The `Allow` header of a 405.
     pub allow: Option<HeaderValue>,
 }

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Cli, Command, CompileArgs, DemoArgs, DescriptorArgs, ServeArgs, ServingArgs};
 use crate::descriptor::Sources;
-use crate::route::RouteOptions;
+use crate::route::{RouteOptions, Unescape};
 use crate::server::{self, Gateway, Settings};
 use crate::snapshot::{Snapshot, UpstreamMap};
 use crate::transcode::JsonOptions;
@@ -59,6 +59,11 @@ impl DescriptorArgs {
     pub fn route_options(&self) -> RouteOptions {
         RouteOptions {
             expose_unannotated: self.expose_unannotated,
+            unescape: match self.path_unescape.as_str() {
+                "all-except-reserved" => Unescape::AllExceptReserved,
+                "all" => Unescape::All,
+                _ => Unescape::AllExceptSlash,
+            },
         }
     }
 }

@@ -67,6 +67,12 @@ pub struct DescriptorArgs {
     /// Serve methods without an http rule as `POST /package.Service/Method` with body "*".
     #[arg(long, env = "PROTOGATE_EXPOSE_UNANNOTATED")]
     pub expose_unannotated: bool,
+    /// How multi-segment path variables ({name=shelves/*}, {name=**}) are percent-decoded:
+    /// all but %2F (the google.api.http spec), all but RFC 6570 reserved characters (Envoy),
+    /// or all.
+    #[arg(long, value_name = "MODE", env = "PROTOGATE_PATH_UNESCAPE", default_value = "all-except-slash",
+          value_parser = ["all-except-slash", "all-except-reserved", "all"])]
+    pub path_unescape: String,
 }
 
 #[derive(Debug, Clone, Args)]

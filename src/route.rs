@@ -9,7 +9,7 @@ mod table;
 pub mod template;
 
 pub use field_path::FieldPath;
-pub use matcher::{Lookup, MethodSel};
+pub use matcher::{Lookup, MethodSel, Unescape};
 pub use plan::{is_scalar_like, BodyPlan, RoutePlan};
 pub use rule::HttpRule;
 pub use table::{RouteError, RouteOptions, RouteTable};

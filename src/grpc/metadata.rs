@@ -173,21 +173,57 @@ fn forwarded_host(incoming: &HeaderMap, authority: Option<&str>, out: &mut Heade
     }
 }
 
-/// Response headers that describe the gRPC transport, not the application.
+/// Response metadata that sets the REST response's status (`x-http-code: 201`), the pattern
+/// grpc-gateway users implement with a forward-response option.
+pub const HTTP_CODE_KEY: &str = "x-http-code";
+/// Prefix of response metadata that sets a REST response header as is
+/// (`x-http-header-location: /v1/books/7` sets `location`).
+pub const HTTP_HEADER_PREFIX: &str = "x-http-header-";
+
+/// Applies the upstream's `x-http-code` and `x-http-header-*` metadata to a response.
+pub fn apply_http_overrides(
+    upstream: &HeaderMap,
+    status: &mut http::StatusCode,
+    out: &mut HeaderMap,
+) {
+    let code = upstream
+        .get(HTTP_CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .and_then(|n| http::StatusCode::from_u16(n).ok());
+    if let Some(code) = code {
+        *status = code;
+    }
+    for (name, value) in upstream {
+        let Some(header) = name.as_str().strip_prefix(HTTP_HEADER_PREFIX) else {
+            continue;
+        };
+        if let Ok(header) = HeaderName::from_bytes(header.as_bytes()) {
+            if !is_reserved_key(header.as_str()) {
+                out.append(header, value.clone());
+            }
+        }
+    }
+}
+
+/// Response headers that describe the gRPC transport, not the application, or that
+/// [`apply_http_overrides`] consumes.
 fn is_transport_header(key: &str) -> bool {
-    matches!(
-        key,
-        "content-type"
-            | "grpc-status"
-            | "grpc-message"
-            | "grpc-status-details-bin"
-            | "grpc-encoding"
-            | "grpc-accept-encoding"
-            | "content-length"
-            | "date"
-            | "te"
-            | "trailer"
-    )
+    key == HTTP_CODE_KEY
+        || key.starts_with(HTTP_HEADER_PREFIX)
+        || matches!(
+            key,
+            "content-type"
+                | "grpc-status"
+                | "grpc-message"
+                | "grpc-status-details-bin"
+                | "grpc-encoding"
+                | "grpc-accept-encoding"
+                | "content-length"
+                | "date"
+                | "te"
+                | "trailer"
+        )
 }
 
 /// Copies upstream header (or trailer) metadata into REST response headers under `prefix`

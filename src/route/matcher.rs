@@ -22,8 +22,9 @@
 //! - At the winning template an exact method beats [`MethodSel::Any`]. If no template
 //!   matches under the request's method but some match under others, the answer is
 //!   [`Lookup::MethodNotAllowed`].
-//! - Captures: `{x}`/`{x=*}` values are fully percent-decoded; multi-segment values keep
-//!   escapes of RFC 6570 reserved characters (`%2F` stays `%2F`).
+//! - Captures: `{x}`/`{x=*}` values are fully percent-decoded; multi-segment values are
+//!   decoded by the [`Unescape`] mode: by default everything but `%2F` (the letter of
+//!   `google/api/http.proto`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -54,6 +55,21 @@ pub struct Matcher<T> {
     entries: Vec<Entry<T>>,
     /// Every verb some route uses, sorted: only these are split off request paths.
     verbs: Vec<Box<str>>,
+    /// How multi-segment captures are percent-decoded.
+    unescape: Unescape,
+}
+
+/// How the value of a multi-segment variable (`{x=a/*}`, `{x=**}`) is percent-decoded.
+/// Single-segment variables are always fully decoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unescape {
+    /// Everything but `%2F`/`%2f`, as `google/api/http.proto` specifies.
+    #[default]
+    AllExceptSlash,
+    /// Everything but RFC 6570 reserved characters (Envoy's default).
+    AllExceptReserved,
+    /// Everything, `%2F` included.
+    All,
 }
 
 /// An insertion refused because a route with the same method and shape exists.
@@ -154,7 +170,13 @@ impl<T> Matcher<T> {
             nodes: vec![Node::default()],
             entries: Vec::new(),
             verbs: Vec::new(),
+            unescape: Unescape::default(),
         }
+    }
+
+    /// Sets how multi-segment captures are decoded.
+    pub fn set_unescape(&mut self, mode: Unescape) {
+        self.unescape = mode;
     }
 
     /// Adds a route.
@@ -315,7 +337,7 @@ impl<T> Matcher<T> {
         let Some(e) = self.entries.get(entry) else {
             return Lookup::NotFound;
         };
-        match capture(&e.template, raw) {
+        match capture(&e.template, raw, self.unescape) {
             Ok(vars) => Lookup::Found {
                 value: &e.value,
                 template: &e.template,
@@ -468,7 +490,7 @@ fn split_verb(rest: &str) -> Option<(&str, &str)> {
 
 // === Captures ===
 
-fn capture(t: &Template, raw: &[&str]) -> Result<SmallVec<[String; 4]>, String> {
+fn capture(t: &Template, raw: &[&str], mode: Unescape) -> Result<SmallVec<[String; 4]>, String> {
     t.variables
         .iter()
         .map(|v| {
@@ -476,33 +498,37 @@ fn capture(t: &Template, raw: &[&str]) -> Result<SmallVec<[String; 4]>, String> 
             let end = if v.captures_rest(t) { raw.len() } else { v.end };
             let segs = raw.get(v.start..end).unwrap_or_default();
             if v.is_single_segment(t) {
-                decode(segs.first().copied().unwrap_or_default(), false).map(Cow::into_owned)
+                decode(segs.first().copied().unwrap_or_default(), Unescape::All)
+                    .map(Cow::into_owned)
             } else {
-                decode_joined(segs)
+                decode_joined(segs, mode)
             }
         })
         .collect()
 }
 
-fn decode_joined(segs: &[&str]) -> Result<String, String> {
+fn decode_joined(segs: &[&str], mode: Unescape) -> Result<String, String> {
     let mut out = String::new();
     for (i, seg) in segs.iter().enumerate() {
         if i > 0 {
             out.push('/');
         }
-        out.push_str(&decode(seg, true)?);
+        out.push_str(&decode(seg, mode)?);
     }
     Ok(out)
 }
 
-/// RFC 6570 reserved characters, which multi-segment captures keep escaped.
-fn is_reserved(b: u8) -> bool {
-    b":/?#[]@!$&'()*+,;=".contains(&b)
+/// Whether `mode` keeps the escape of `b` as written.
+fn keeps_escaped(mode: Unescape, b: u8) -> bool {
+    match mode {
+        Unescape::AllExceptSlash => b == b'/',
+        Unescape::AllExceptReserved => b":/?#[]@!$&'()*+,;=".contains(&b),
+        Unescape::All => false,
+    }
 }
 
-/// Percent-decodes one segment; with `keep_reserved`, escapes of reserved characters
-/// stay as written.
-fn decode(seg: &str, keep_reserved: bool) -> Result<Cow<'_, str>, String> {
+/// Percent-decodes one segment; escapes that `mode` keeps stay as written.
+fn decode(seg: &str, mode: Unescape) -> Result<Cow<'_, str>, String> {
     if !seg.contains('%') {
         return Ok(Cow::Borrowed(seg));
     }
@@ -519,7 +545,7 @@ fn decode(seg: &str, keep_reserved: bool) -> Result<Cow<'_, str>, String> {
         let Some(byte) = escape.get(1..).and_then(hex_pair) else {
             return Err(format!("malformed percent-escape in path segment {seg:?}"));
         };
-        if keep_reserved && is_reserved(byte) {
+        if keeps_escaped(mode, byte) {
             out.extend_from_slice(escape);
         } else {
             out.push(byte);

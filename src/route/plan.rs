@@ -40,6 +40,9 @@ pub struct RoutePlan {
     pub http_body_request: bool,
     /// The response is a raw `google.api.HttpBody`.
     pub http_body_response: bool,
+    /// For PATCH with a body field: the request's one `google.protobuf.FieldMask` field,
+    /// filled from the JSON keys of the body when the client sends no mask.
+    pub patch_mask: Option<FieldDescriptor>,
 }
 
 impl RoutePlan {
@@ -96,4 +99,14 @@ pub fn is_scalar_like(message: &MessageDescriptor) -> bool {
             | "google.protobuf.StringValue"
             | "google.protobuf.BytesValue"
     )
+}
+
+/// The one top-level `google.protobuf.FieldMask` field of `input`, if there is exactly one.
+pub fn single_field_mask(input: &MessageDescriptor) -> Option<FieldDescriptor> {
+    let mut masks = input.fields().filter(|f| {
+        !f.is_list()
+            && matches!(f.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask")
+    });
+    let first = masks.next()?;
+    masks.next().is_none().then_some(first)
 }

@@ -7,8 +7,8 @@ use http::uri::PathAndQuery;
 use prost_reflect::{DescriptorPool, MethodDescriptor, ServiceDescriptor};
 
 use super::field_path::FieldPath;
-use super::matcher::{Lookup, Matcher, MethodSel};
-use super::plan::{check_path_leaf, is_http_body, BodyPlan, RoutePlan};
+use super::matcher::{Lookup, Matcher, MethodSel, Unescape};
+use super::plan::{check_path_leaf, is_http_body, single_field_mask, BodyPlan, RoutePlan};
 use super::rule::{rules_of, HttpRule};
 use super::template;
 
@@ -27,6 +27,8 @@ pub struct RouteError {
 pub struct RouteOptions {
     /// Serve methods without an http rule as `POST /package.Service/Method` with `body: "*"`.
     pub expose_unannotated: bool,
+    /// How multi-segment path variables are percent-decoded.
+    pub unescape: Unescape,
 }
 
 /// All bindings, ready for lookup.
@@ -50,6 +52,7 @@ impl RouteTable {
         upstream_of: &dyn Fn(&ServiceDescriptor) -> usize,
     ) -> Result<RouteTable, RouteError> {
         let mut matcher = Matcher::new();
+        matcher.set_unescape(options.unescape);
         let http = pool.get_extension_by_name("google.api.http");
         for service in pool.services() {
             let upstream = upstream_of(&service);
@@ -159,7 +162,13 @@ fn compile(
     }
     let grpc_path = format!("/{}/{}", method.parent_service().full_name(), method.name());
     let grpc_path = PathAndQuery::try_from(grpc_path).map_err(|e| e.to_string())?;
+    let is_patch = rule.method == MethodSel::Method(http::Method::PATCH);
+    let patch_mask = match (&body, is_patch) {
+        (BodyPlan::Field(_), true) => single_field_mask(&input),
+        _ => None,
+    };
     Ok(RoutePlan {
+        patch_mask,
         method: method.clone(),
         http_body_request: matches!(body, BodyPlan::Message) && is_http_body(&input),
         http_body_response: response_body.is_none() && is_http_body(&output),

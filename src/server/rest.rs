@@ -157,6 +157,9 @@ impl Gateway {
             }
         };
         let mut response = Response::new(full(body));
+        let mut status = http::StatusCode::OK;
+        metadata::apply_http_overrides(&reply.headers, &mut status, response.headers_mut());
+        *response.status_mut() = status;
         metadata::response_metadata(&reply.headers, "grpc-metadata-", response.headers_mut());
         metadata::response_metadata(&reply.trailers, "grpc-trailer-", response.headers_mut());
         response.headers_mut().insert(CONTENT_TYPE, content_type);

@@ -46,6 +46,9 @@ pub fn request_message(
     if let (Some(q), false) = (input.query, matches!(plan.body, BodyPlan::Message)) {
         query::apply(&mut message, q, &plan.bound, options)?;
     }
+    if let (Some(mask), BodyPlan::Field(body)) = (&plan.patch_mask, &plan.body) {
+        fill_patch_mask(&mut message, mask, body.leaf(), input.body)?;
+    }
     Ok(message)
 }
 
@@ -168,4 +171,66 @@ fn set_path_variable(
         target.set_field(leaf, scalar::parse(&leaf.kind(), raw)?);
     }
     Ok(())
+}
+
+/// PATCH with a body field and no mask from the client: the mask lists the body's JSON keys
+/// (as proto field paths, sorted), as grpc-gateway's `allow_patch_feature` does.
+fn fill_patch_mask(
+    message: &mut DynamicMessage,
+    mask: &FieldDescriptor,
+    body_field: &FieldDescriptor,
+    body: &Bytes,
+) -> Result<(), GatewayError> {
+    let has_paths = message
+        .get_field(mask)
+        .as_message()
+        .and_then(|m| m.get_field_by_name("paths"))
+        .is_some_and(|p| p.as_list().is_some_and(|l| !l.is_empty()));
+    let Kind::Message(body_type) = body_field.kind() else {
+        return Ok(());
+    };
+    if has_paths || is_blank(body) {
+        return Ok(());
+    }
+    let json: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::invalid_argument(format!("invalid JSON body: {e}")))?;
+    let mut paths = Vec::new();
+    if let serde_json::Value::Object(object) = &json {
+        mask_paths(&body_type, object, "", &mut paths);
+    }
+    paths.sort();
+    let mut field_mask = DynamicMessage::new(match mask.kind() {
+        Kind::Message(m) => m,
+        _ => return Ok(()),
+    });
+    field_mask.set_field_by_name(
+        "paths",
+        Value::List(paths.into_iter().map(Value::String).collect()),
+    );
+    message.set_field(mask, Value::Message(field_mask));
+    Ok(())
+}
+
+fn mask_paths(
+    desc: &MessageDescriptor,
+    object: &serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+    paths: &mut Vec<String>,
+) {
+    for (key, value) in object {
+        let Some(field) = crate::route::field_path::find_field(desc, key) else {
+            continue;
+        };
+        let path = format!("{prefix}{}", field.name());
+        match (field.kind(), value) {
+            (Kind::Message(m), serde_json::Value::Object(inner))
+                if !field.is_list()
+                    && !field.is_map()
+                    && !m.full_name().starts_with("google.protobuf.") =>
+            {
+                mask_paths(&m, inner, &format!("{path}."), paths);
+            }
+            _ => paths.push(path),
+        }
+    }
 }

@@ -76,7 +76,10 @@ fn parse_enum(e: &EnumDescriptor, raw: &str) -> Result<i32, String> {
 
 fn parse_message(m: &MessageDescriptor, raw: &str) -> Result<DynamicMessage, String> {
     match m.full_name() {
-        "google.protobuf.Timestamp" | "google.protobuf.Duration" | "google.protobuf.FieldMask" => {
+        "google.protobuf.Duration" => {
+            from_json(m, &quoted(raw)).or_else(|e| go_duration(m, raw).ok_or(e))
+        }
+        "google.protobuf.Timestamp" | "google.protobuf.FieldMask" => {
             from_json(m, &serde_json::Value::String(raw.to_string()).to_string())
         }
         "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue" => {
@@ -85,6 +88,55 @@ fn parse_message(m: &MessageDescriptor, raw: &str) -> Result<DynamicMessage, Str
         name if name.starts_with("google.protobuf.") && name.ends_with("Value") => wrapper(m, raw),
         name => Err(format!("message type {name} cannot be set from a string")),
     }
+}
+
+fn quoted(raw: &str) -> String {
+    serde_json::Value::String(raw.to_string()).to_string()
+}
+
+/// A duration in Go's `time.ParseDuration` syntax (`1h30m`, `1.5s`, `300ms`), which
+/// grpc-gateway accepts in query parameters.
+fn go_duration(m: &MessageDescriptor, raw: &str) -> Option<DynamicMessage> {
+    let nanos = parse_go_duration(raw)?;
+    let mut message = DynamicMessage::new(m.clone());
+    let seconds = i64::try_from(nanos / 1_000_000_000).ok()?;
+    let rest = i32::try_from(nanos % 1_000_000_000).ok()?;
+    message.set_field_by_name("seconds", Value::I64(seconds));
+    message.set_field_by_name("nanos", Value::I32(rest));
+    Some(message)
+}
+
+/// Nanoseconds of a Go duration string.
+fn parse_go_duration(raw: &str) -> Option<i128> {
+    let (sign, mut rest) = match raw.strip_prefix('-') {
+        Some(r) => (-1, r),
+        None => (1, raw.strip_prefix('+').unwrap_or(raw)),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+        let (number, tail) = rest.split_at(number_end);
+        let value: f64 = number.parse().ok()?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    (total.is_finite() && total < 3.2e20).then(|| sign * total.round() as i128)
 }
 
 fn wrapper(m: &MessageDescriptor, raw: &str) -> Result<DynamicMessage, String> {
@@ -155,5 +207,27 @@ mod tests {
         assert_eq!(inner.as_i32(), Some(10));
         let any = pool.get_message_by_name("google.protobuf.Any").unwrap();
         assert!(parse(&Kind::Message(any), "x").is_err());
+        let d = pool
+            .get_message_by_name("google.protobuf.Duration")
+            .unwrap();
+        for (raw, seconds, nanos) in [
+            ("1.5s", 1, 500_000_000),
+            ("1h30m", 5400, 0),
+            ("-300ms", 0, -300_000_000),
+        ] {
+            let v = parse(&Kind::Message(d.clone()), raw).unwrap();
+            let m = v.as_message().unwrap();
+            assert_eq!(
+                m.get_field_by_name("seconds").unwrap().as_i64(),
+                Some(seconds),
+                "{raw}"
+            );
+            assert_eq!(
+                m.get_field_by_name("nanos").unwrap().as_i32(),
+                Some(nanos),
+                "{raw}"
+            );
+        }
+        assert!(parse(&Kind::Message(d), "5 minutes").is_err());
     }
 }

@@ -247,20 +247,28 @@ fn single_segment_values_are_fully_decoded() {
 }
 
 #[test]
-fn multi_segment_values_keep_reserved_escapes() {
+fn multi_segment_values_keep_only_slash_escaped_by_default() {
     let m = get(&["/v1/{name=**}"]);
-    let vars = found(&m, Method::GET, "/v1/a%2Fb/c%3ad/%41%7e%C3%A9%20").1;
-    assert_eq!(vars, strings(&["a%2Fb/c%3ad/A~é "]));
+    let vars = found(&m, Method::GET, "/v1/a%2Fb%2f/c%3ad/%41%7e%C3%A9%20").1;
+    assert_eq!(vars, strings(&["a%2Fb%2f/c:d/A~é "]));
     let vars = found(
         &m,
         Method::GET,
         "/v1/%21%23%24%26%27%28%29%2A%2B%2C%3B%3D%3F%40%5B%5D",
     )
     .1;
-    assert_eq!(
-        vars,
-        strings(&["%21%23%24%26%27%28%29%2A%2B%2C%3B%3D%3F%40%5B%5D"])
-    );
+    assert_eq!(vars, strings(&["!#$&'()*+,;=?@[]"]));
+}
+
+#[test]
+fn multi_segment_unescape_modes() {
+    let mut m = get(&["/v1/{name=**}"]);
+    m.set_unescape(Unescape::AllExceptReserved);
+    let vars = found(&m, Method::GET, "/v1/a%2Fb/c%3ad/%41%20").1;
+    assert_eq!(vars, strings(&["a%2Fb/c%3ad/A "]));
+    m.set_unescape(Unescape::All);
+    let vars = found(&m, Method::GET, "/v1/a%2Fb/c%3ad/%41%20").1;
+    assert_eq!(vars, strings(&["a/b/c:d/A "]));
 }
 
 #[test]

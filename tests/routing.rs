@@ -164,7 +164,8 @@ async fn dotted_path_variable_into_the_body_field() {
     assert_eq!(path, "/testapi.v1.Library/UpdateBook");
     assert_eq!(
         msg,
-        json!({"book": {"name": "shelves/s1/books/b1", "title": "New"}})
+        json!({"book": {"name": "shelves/s1/books/b1", "title": "New"}, "update_mask": "name,title"}),
+        "the path wins over the body, and PATCH fills the mask from the body's keys"
     );
 }
 

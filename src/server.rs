@@ -2,7 +2,10 @@
 //! upstreams, and the REST handler.
 
 mod call;
+mod dispatch;
+mod grpc_web;
 mod listen;
+mod passthrough;
 mod rest;
 
 use std::sync::Arc;
@@ -90,5 +93,10 @@ impl Gateway {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The upstream at `index` (as a route plan or [`Snapshot::upstream_of_service`] gives it).
+    pub fn upstream(&self, index: usize) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(index)
     }
 }

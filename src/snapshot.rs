@@ -12,6 +12,8 @@ use crate::route::{RouteOptions, RouteTable};
 pub struct Snapshot {
     pub pool: DescriptorPool,
     pub routes: RouteTable,
+    /// Every loaded service and the index of the upstream serving it, for native gRPC.
+    pub services: HashMap<String, usize>,
 }
 
 /// Which upstream serves which service: per-service overrides, then the default.
@@ -48,6 +50,11 @@ pub enum SnapshotError {
 }
 
 impl Snapshot {
+    /// The upstream index serving `service` (fully qualified), if it is loaded and routed.
+    pub fn upstream_of_service(&self, service: &str) -> Option<usize> {
+        self.services.get(service).copied()
+    }
+
     /// Loads descriptors and builds the routes. With `upstreams: None` (for `protogate
     /// routes`) every service maps to upstream 0 and nothing about upstreams is checked.
     pub fn build(
@@ -64,7 +71,15 @@ impl Snapshot {
         if let Some(map) = upstreams {
             check_routed_services(&routes, map)?;
         }
-        Ok(Snapshot { pool, routes })
+        let services = pool
+            .services()
+            .filter_map(|s| Some((s.full_name().to_string(), upstreams?.index_of(&s)?)))
+            .collect();
+        Ok(Snapshot {
+            pool,
+            routes,
+            services,
+        })
     }
 }
 

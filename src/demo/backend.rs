@@ -1,6 +1,8 @@
 //! A small gRPC server for raw protobuf messages, built on tonic: the built-in VPS demo runs on
-//! it, and so do the integration tests' backends. Handlers see the method path, the request
-//! metadata and the message bytes, and answer with bytes or a `tonic::Status`.
+//! it, and so do the integration tests' backends. Unary handlers see the method path, the
+//! request metadata and the message bytes, and answer with bytes or a `tonic::Status`;
+//! streaming handlers (for every non-unary kind: on the wire they are all the same) see the
+//! request stream and answer with a response stream.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -46,17 +48,64 @@ where
     Arc::new(move |call| Box::pin(f(call)))
 }
 
-/// Serves `handler` over h2c on `listener` until `shutdown` completes.
+/// A streaming call as the backend sees it.
+pub struct StreamCall {
+    pub path: String,
+    pub metadata: MetadataMap,
+    pub messages: tonic::Streaming<Bytes>,
+}
+
+/// A stream of response messages.
+pub type MessageStream = Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, Status>> + Send>>;
+/// The function that answers streaming calls: initial metadata and the response stream.
+pub type StreamHandler = Arc<
+    dyn Fn(StreamCall) -> BoxFuture<Result<(MetadataMap, MessageStream), Status>> + Send + Sync,
+>;
+
+/// Wraps an async closure as a [`StreamHandler`].
+pub fn stream_handler<F, Fut>(f: F) -> StreamHandler
+where
+    F: Fn(StreamCall) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(MetadataMap, MessageStream), Status>> + Send + 'static,
+{
+    Arc::new(move |call| Box::pin(f(call)))
+}
+
+/// What a backend serves: unary calls, and the streaming methods named by path.
+#[derive(Clone)]
+pub struct Handlers {
+    pub unary: Handler,
+    pub streaming: Option<(Vec<String>, StreamHandler)>,
+}
+
+/// Serves `handler` (unary calls only) over h2c on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, handler: Handler, shutdown: impl Future<Output = ()>) {
+    serve_all(
+        listener,
+        Handlers {
+            unary: handler,
+            streaming: None,
+        },
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `handlers` over h2c on `listener` until `shutdown` completes.
+pub async fn serve_all(
+    listener: TcpListener,
+    handlers: Handlers,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
+                let handlers = handlers.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| dispatch(handler.clone(), req));
+                    let service = hyper::service::service_fn(move |req| dispatch(handlers.clone(), req));
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .http2_only()
                         .serve_connection(TokioIo::new(stream), service)
@@ -69,15 +118,58 @@ pub async fn serve(listener: TcpListener, handler: Handler, shutdown: impl Futur
 }
 
 async fn dispatch(
-    handler: Handler,
+    handlers: Handlers,
     request: http::Request<Incoming>,
 ) -> Result<http::Response<tonic::body::Body>, Infallible> {
     let path = request.uri().path().to_string();
-    let service = Unary { handler, path };
     let request = request.map(tonic::body::Body::new);
-    Ok(tonic::server::Grpc::new(RawCodec)
-        .unary(service, request)
-        .await)
+    let mut grpc = tonic::server::Grpc::new(RawCodec);
+    if let Some((paths, handler)) = &handlers.streaming {
+        if paths.contains(&path) {
+            let service = Streams {
+                handler: handler.clone(),
+                path,
+            };
+            return Ok(grpc.streaming(service, request).await);
+        }
+    }
+    let service = Unary {
+        handler: handlers.unary,
+        path,
+    };
+    Ok(grpc.unary(service, request).await)
+}
+
+/// Adapts a [`StreamHandler`] to tonic's streaming service.
+struct Streams {
+    handler: StreamHandler,
+    path: String,
+}
+
+impl tower_service::Service<tonic::Request<tonic::Streaming<Bytes>>> for Streams {
+    type Response = tonic::Response<MessageStream>;
+    type Error = Status;
+    type Future = BoxFuture<Result<Self::Response, Status>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::Request<tonic::Streaming<Bytes>>) -> Self::Future {
+        let (metadata, _, messages) = request.into_parts();
+        let call = StreamCall {
+            path: self.path.clone(),
+            metadata,
+            messages,
+        };
+        let future = (self.handler)(call);
+        Box::pin(async move {
+            let (metadata, stream) = future.await?;
+            let mut response = tonic::Response::new(stream);
+            *response.metadata_mut() = metadata;
+            Ok(response)
+        })
+    }
 }
 
 /// Adapts a [`Handler`] to tonic's unary service.

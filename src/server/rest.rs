@@ -22,8 +22,8 @@ use crate::transcode::{self, RenderedBody, RequestInput};
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 impl Gateway {
-    /// Answers one request; never fails: every error becomes a `google.rpc.Status` body.
-    pub async fn handle(
+    /// Answers one REST request; never fails: every error becomes a `google.rpc.Status` body.
+    pub(super) async fn handle_rest(
         self: &Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,

@@ -3,10 +3,12 @@
 
 mod call;
 mod dispatch;
+mod failure;
 mod grpc_web;
 mod listen;
 mod passthrough;
 mod rest;
+mod streaming;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,7 +7,8 @@ mod query;
 mod request;
 mod response;
 pub mod scalar;
+pub mod stream;
 
 pub use options::JsonOptions;
-pub use request::{build_request, RequestInput};
+pub use request::{build_request, request_message, RequestInput};
 pub use response::{render_response, render_status_details, RenderedBody};

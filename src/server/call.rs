@@ -1,5 +1,5 @@
-//! One unary gRPC exchange with an upstream: the request frame out, and the response message,
-//! headers, trailers and status back, with every protocol failure mapped to a status.
+//! gRPC exchanges with an upstream: the request out, and the response message(s), headers,
+//! trailers and status back, with every protocol failure mapped to a status.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use super::rest::{Failure, FailureExtra};
+use super::failure::{Failure, FailureExtra};
 use crate::error::{code_from_upstream_http, GatewayError};
 use crate::grpc::frame::{Decoder, Frame, FrameError};
 use crate::grpc::status::Status;
@@ -30,30 +30,45 @@ pub struct UnaryReply {
     pub trailers: HeaderMap,
 }
 
-/// Calls `plan`'s method on `upstream` with one request frame.
+/// One request frame as an upstream body.
+pub fn single_frame(frame: Bytes) -> UpstreamBody {
+    Full::new(frame)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Calls `plan`'s method on `upstream` and reads the single response message.
 pub async fn unary(
     upstream: &Upstream,
     plan: &RoutePlan,
-    frame: Bytes,
+    body: UpstreamBody,
     metadata: HeaderMap,
     deadline: Option<Duration>,
     limit: usize,
 ) -> Result<UnaryReply, Failure> {
-    let request = grpc_request(upstream, plan, frame, metadata, deadline)?;
-    let response = upstream.send(request).await?;
+    let response = start(upstream, plan, body, metadata, deadline).await?;
     read_reply(response, limit, plan).await
+}
+
+/// Sends the request and returns the upstream's response as soon as its headers arrive.
+pub async fn start(
+    upstream: &Upstream,
+    plan: &RoutePlan,
+    body: UpstreamBody,
+    metadata: HeaderMap,
+    deadline: Option<Duration>,
+) -> Result<Response<Incoming>, GatewayError> {
+    let request = grpc_request(upstream, plan, body, metadata, deadline)?;
+    upstream.send(request).await
 }
 
 fn grpc_request(
     upstream: &Upstream,
     plan: &RoutePlan,
-    frame: Bytes,
+    body: UpstreamBody,
     metadata: HeaderMap,
     deadline: Option<Duration>,
 ) -> Result<Request<UpstreamBody>, GatewayError> {
-    let body: UpstreamBody = Full::new(frame)
-        .map_err(|never| match never {})
-        .boxed_unsync();
     let mut request = Request::new(body);
     *request.method_mut() = Method::POST;
     *request.uri_mut() = upstream.uri(&plan.grpc_path)?;
@@ -77,12 +92,8 @@ async fn read_reply(
     plan: &RoutePlan,
 ) -> Result<UnaryReply, Failure> {
     let (parts, body) = response.into_parts();
-    if let Some(status) = Status::from_headers(&parts.headers) {
-        // Trailers-only: no message can follow, so even OK is a failure of a unary call.
-        return Err(match status.code {
-            Code::Ok => no_message(plan).into(),
-            _ => status_failure(status, parts.headers, HeaderMap::new()),
-        });
+    if trailers_only(&parts.headers, plan)? {
+        return Err(no_message(plan).into());
     }
     check_grpc_response(parts.status, &parts.headers)?;
     let (frames, trailers) = read_frames(body, limit, &parts.headers).await?;
@@ -103,9 +114,19 @@ async fn read_reply(
     })
 }
 
+/// Whether the response is trailers-only (its status in the headers): `Err` for an error
+/// status, `Ok(true)` for OK (which carries no message).
+pub fn trailers_only(headers: &HeaderMap, _plan: &RoutePlan) -> Result<bool, Failure> {
+    match Status::from_headers(headers) {
+        None => Ok(false),
+        Some(status) if status.code == Code::Ok => Ok(true),
+        Some(status) => Err(status_failure(status, headers.clone(), HeaderMap::new())),
+    }
+}
+
 /// A reply that is not gRPC at all (an L7 proxy's error page, say) gets a status from its
 /// HTTP code, per the gRPC spec.
-fn check_grpc_response(status: StatusCode, headers: &HeaderMap) -> Result<(), GatewayError> {
+pub fn check_grpc_response(status: StatusCode, headers: &HeaderMap) -> Result<(), GatewayError> {
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -125,7 +146,7 @@ fn check_grpc_response(status: StatusCode, headers: &HeaderMap) -> Result<(), Ga
     Ok(())
 }
 
-fn status_failure(status: Status, headers: HeaderMap, trailers: HeaderMap) -> Failure {
+pub fn status_failure(status: Status, headers: HeaderMap, trailers: HeaderMap) -> Failure {
     Failure {
         error: GatewayError::new(status.code, status.message),
         extra: Some(Box::new(FailureExtra {
@@ -137,7 +158,7 @@ fn status_failure(status: Status, headers: HeaderMap, trailers: HeaderMap) -> Fa
     }
 }
 
-fn no_message(plan: &RoutePlan) -> GatewayError {
+pub fn no_message(plan: &RoutePlan) -> GatewayError {
     GatewayError::internal(format!(
         "upstream sent no response message for unary method {}",
         plan.method_name()
@@ -166,7 +187,7 @@ async fn read_frames(
     Ok((frames, trailers))
 }
 
-fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, GatewayError> {
+pub fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, GatewayError> {
     if !frame.compressed {
         return Ok(frame);
     }
@@ -177,7 +198,7 @@ fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, Gateway
     Err(frame_error(error))
 }
 
-fn frame_error(error: FrameError) -> GatewayError {
+pub fn frame_error(error: FrameError) -> GatewayError {
     let code = match error {
         FrameError::TooLarge { .. } => Code::ResourceExhausted,
         _ => Code::Internal,
@@ -187,7 +208,7 @@ fn frame_error(error: FrameError) -> GatewayError {
 
 /// A stream reset or broken connection mid-response, mapped as the gRPC spec maps
 /// RST_STREAM codes.
-fn stream_error(error: &hyper::Error) -> GatewayError {
+pub fn stream_error(error: &hyper::Error) -> GatewayError {
     let text = crate::upstream::error_chain(error);
     let reason = h2_reason(error);
     let code = match reason {

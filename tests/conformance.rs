@@ -202,7 +202,11 @@ fn metadata(map: &BTreeMap<String, String>) -> tonic::metadata::MetadataMap {
     out
 }
 
-fn answer(pool: &DescriptorPool, call: &Call, reply: &UpstreamReply) -> Result<Reply, tonic::Status> {
+fn answer(
+    pool: &DescriptorPool,
+    call: &Call,
+    reply: &UpstreamReply,
+) -> Result<Reply, tonic::Status> {
     if let Some(error) = &reply.error {
         let code = tonic::Code::from_i32(error["code"].as_i64().unwrap_or(2) as i32);
         let message = error["message"].as_str().unwrap_or_default().to_string();
@@ -246,10 +250,21 @@ impl Runner {
             connections: 1,
             connect_timeout: Duration::from_secs(2),
         };
-        let (upstreams, map) = protogate::app::upstreams(Some(&backend.url), &[], &options).unwrap();
-        let snapshot = Snapshot::build(&sources(&suite.proto), &route_options(&suite.flags), Some(&map)).unwrap();
+        let (upstreams, map) =
+            protogate::app::upstreams(Some(&backend.url), &[], &options).unwrap();
+        let snapshot = Snapshot::build(
+            &sources(&suite.proto),
+            &route_options(&suite.flags),
+            Some(&map),
+        )
+        .unwrap();
         let gw = start_with(Gateway::new(snapshot, upstreams, settings(&suite.flags))).await;
-        Runner { pool, backend, gw, current }
+        Runner {
+            pool,
+            backend,
+            gw,
+            current,
+        }
     }
 
     /// Runs one case; `Err` lists what differed.
@@ -275,12 +290,21 @@ impl Runner {
             (None, Some(json)) => Bytes::from(serde_json::to_vec(json).unwrap()),
             (None, None) => Bytes::new(),
         };
-        let headers: Vec<(&str, &str)> = request.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let url = format!("{}{}", self.gw.base, request.path);
         send(&request.method, &url, &headers, body).await
     }
 
-    fn check_upstream(&self, expected: Option<&UpstreamCall>, calls: &[Call], problems: &mut Vec<String>) {
+    fn check_upstream(
+        &self,
+        expected: Option<&UpstreamCall>,
+        calls: &[Call],
+        problems: &mut Vec<String>,
+    ) {
         let Some(expected) = expected else {
             if !calls.is_empty() {
                 problems.push(format!("expected no upstream call, got {}", calls[0].path));
@@ -292,7 +316,10 @@ impl Runner {
             return;
         };
         if call.path != expected.method {
-            problems.push(format!("upstream method {} != {}", call.path, expected.method));
+            problems.push(format!(
+                "upstream method {} != {}",
+                call.path, expected.method
+            ));
             return;
         }
         let input = input_type(&self.pool, &call.path);
@@ -350,16 +377,25 @@ fn check_response(expected: &HttpResponse, resp: &Resp, problems: &mut Vec<Strin
     }
     if let Some(body) = &expected.body {
         if resp.body.as_ref() != body.as_bytes() {
-            problems.push(format!("body {:?} != {body:?}", String::from_utf8_lossy(&resp.body)));
+            problems.push(format!(
+                "body {:?} != {body:?}",
+                String::from_utf8_lossy(&resp.body)
+            ));
         }
     }
     let parsed: Option<Json> = serde_json::from_slice(&resp.body).ok();
     if let Some(json) = &expected.json {
         if parsed.as_ref() != Some(json) {
-            problems.push(format!("json {} != {json}", String::from_utf8_lossy(&resp.body)));
+            problems.push(format!(
+                "json {} != {json}",
+                String::from_utf8_lossy(&resp.body)
+            ));
         }
     }
-    let message = parsed.as_ref().and_then(|p| p["message"].as_str()).unwrap_or_default();
+    let message = parsed
+        .as_ref()
+        .and_then(|p| p["message"].as_str())
+        .unwrap_or_default();
     for part in &expected.message_contains {
         if !message.contains(part.as_str()) {
             problems.push(format!("message {message:?} lacks {part:?}"));
@@ -378,8 +414,8 @@ fn suites() -> Vec<(PathBuf, Suite)> {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).unwrap();
-            let suite: Suite = serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let suite: Suite =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             (path, suite)
         })
         .collect()
@@ -398,11 +434,28 @@ async fn conformance_corpus() {
         for case in &suite.cases {
             total += 1;
             if let Err(problems) = runner.run(case).await {
-                failures.push(format!("{} / {}:\n    {}", file_name(&path), case.name, problems.join("\n    ")));
+                failures.push(format!(
+                    "{} / {}:\n    {}",
+                    file_name(&path),
+                    case.name,
+                    problems.join("\n    ")
+                ));
             }
         }
     }
-    println!("conformance: {} passed, {} failed", total - failures.len(), failures.len());
-    assert!(failures.is_empty(), "{} of {total} cases failed:\n{}", failures.len(), failures.join("\n"));
-    assert!(total >= 150, "the corpus has {total} cases; it should have at least 150");
+    println!(
+        "conformance: {} passed, {} failed",
+        total - failures.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        total >= 150,
+        "the corpus has {total} cases; it should have at least 150"
+    );
 }

@@ -14,6 +14,8 @@
 //! - [`upstream`]: HTTP/2 connections to the gRPC servers.
 //! - [`server`]: the listener and the REST handler.
 //! - [`snapshot`]: descriptors and routes, built once and swapped whole.
+//! - [`reload`]: rebuilding the snapshot on SIGHUP or file changes.
+//! - [`metrics`]: the Prometheus metrics.
 //! - [`app`]: the commands (`serve`, `routes`, `compile`, `demo`).
 //! - [`demo`]: the built-in VPS backend.
 
@@ -25,6 +27,8 @@ pub mod demo;
 pub mod descriptor;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod snapshot;

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use http::header::HeaderName;
 use http_body_util::combinators::UnsyncBoxBody;
 
+use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::transcode::JsonOptions;
 use crate::upstream::Upstream;
@@ -57,6 +58,7 @@ impl Default for Settings {
 
 /// The gateway: what it serves (swapped whole on reload) and where it forwards.
 pub struct Gateway {
+    metrics: Metrics,
     snapshot: ArcSwap<Snapshot>,
     upstreams: Vec<Arc<Upstream>>,
     settings: Settings,
@@ -77,6 +79,7 @@ impl Gateway {
         settings: Settings,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
+            metrics: Metrics::new(),
             snapshot: ArcSwap::from_pointee(snapshot),
             upstreams,
             settings,
@@ -91,6 +94,10 @@ impl Gateway {
     /// Replaces the snapshot; requests in flight finish on the one they started with.
     pub fn swap(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn settings(&self) -> &Settings {

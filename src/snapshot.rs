@@ -47,6 +47,8 @@ pub enum SnapshotError {
     NoUpstream(String),
     #[error("--service-upstream names {0}, which the descriptors do not define")]
     UnknownService(String),
+    #[error("{0}")]
+    Build(String),
 }
 
 impl Snapshot {

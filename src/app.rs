@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Cli, Command, CompileArgs, DemoArgs, DescriptorArgs, ServeArgs, ServingArgs};
 use crate::descriptor::Sources;
+use crate::reload::ReloadSource;
 use crate::route::{RouteOptions, Unescape};
 use crate::server::{self, Gateway, Settings};
 use crate::snapshot::{Snapshot, UpstreamMap};
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Routes(args) => routes(&args),
         Command::Compile(args) => compile(&args),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
+        Command::Check(args) => check(&args),
     }
 }
 
@@ -88,12 +90,33 @@ impl ServingArgs {
                 indent: self.json.indent_json,
                 reject_unknown_fields: self.json.reject_unknown_fields,
                 reject_unknown_query: self.json.reject_unknown_query,
+                max_depth: self.max_json_depth,
             },
             max_request_bytes: self.max_request_bytes,
             max_response_bytes: self.max_response_bytes,
             timeout: self.timeout,
             forward_headers,
+            admin_on_main_port: self.admin_listen.is_none(),
+            max_concurrent_requests: self.max_concurrent_requests,
+            method_timeouts: self.method_timeouts()?,
+            max_header_bytes: self.max_header_bytes,
         })
+    }
+
+    fn method_timeouts(
+        &self,
+    ) -> anyhow::Result<std::collections::HashMap<String, std::time::Duration>> {
+        self.method_timeouts
+            .iter()
+            .map(|entry| {
+                let (name, duration) = entry
+                    .split_once('=')
+                    .with_context(|| format!("--method-timeout {entry:?} is not NAME=DURATION"))?;
+                let duration = crate::config::parse_duration(duration)
+                    .map_err(|e| anyhow::anyhow!("--method-timeout {entry:?}: {e}"))?;
+                Ok((name.trim().trim_start_matches('.').to_string(), duration))
+            })
+            .collect()
     }
 
     pub fn upstream_options(&self) -> UpstreamOptions {
@@ -135,24 +158,54 @@ pub fn upstreams(
     Ok((list, map))
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Everything `serve` builds before it binds: the same checks `check` runs.
+fn prepare(args: &ServeArgs) -> anyhow::Result<(Arc<Gateway>, ReloadSource)> {
     let settings = args.serving.settings()?;
+    let upstream_options = args.serving.upstream_options();
     let (upstreams, map) = upstreams(
         args.upstream.as_deref(),
         &args.service_upstreams,
-        &args.serving.upstream_options(),
+        &upstream_options,
     )?;
-    let snapshot = Snapshot::build(
-        &args.descriptors.sources(),
-        &args.descriptors.route_options(),
-        Some(&map),
-    )?;
+    let source = ReloadSource {
+        sources: args.descriptors.sources(),
+        options: args.descriptors.route_options(),
+        upstreams: map,
+    };
+    let snapshot = source.build()?;
     if snapshot.routes.is_empty() {
         tracing::warn!(
-            "the descriptors define no google.api.http rules: every request will be 404"
+            "the descriptors define no google.api.http rules: every REST request will be 404"
         );
     }
-    let gateway = Gateway::new(snapshot, upstreams, settings);
+    Ok((Gateway::new(snapshot, upstreams, settings), source))
+}
+
+fn check(args: &ServeArgs) -> anyhow::Result<()> {
+    let (gateway, _) = prepare(args)?;
+    let snapshot = gateway.snapshot();
+    println!(
+        "ok: {} routes, {} services",
+        snapshot.routes.len(),
+        snapshot.services.len()
+    );
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (gateway, source) = prepare(&args)?;
+    crate::reload::spawn_triggers(gateway.clone(), source, args.watch_descriptors)?;
+    if let Some(admin) = args.serving.admin_listen {
+        let listener = TcpListener::bind(admin)
+            .await
+            .with_context(|| format!("cannot listen on {admin} (--admin-listen)"))?;
+        tracing::info!(address = %listener.local_addr()?, "admin endpoints");
+        tokio::spawn(server::serve_admin(
+            listener,
+            gateway.clone(),
+            shutdown_signal(),
+        ));
+    }
     serve_until_signal(gateway, args.listen, args.serving.shutdown_grace).await
 }
 

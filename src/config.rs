@@ -34,6 +34,8 @@ pub enum Command {
     Compile(CompileArgs),
     /// Run the gateway together with a built-in VPS backend.
     Demo(DemoArgs),
+    /// Validate descriptors and flags as `serve` would, without serving (for CI pipelines).
+    Check(ServeArgs),
 }
 
 /// Where descriptors come from.
@@ -98,6 +100,9 @@ pub struct ServeArgs {
         default_value = "0.0.0.0:8080"
     )]
     pub listen: SocketAddr,
+    /// Reload when the descriptor files change (SIGHUP always reloads).
+    #[arg(long, env = "PROTOGATE_WATCH_DESCRIPTORS")]
+    pub watch_descriptors: bool,
     #[command(flatten)]
     pub serving: ServingArgs,
 }
@@ -131,6 +136,37 @@ pub struct ServingArgs {
         value_delimiter = ','
     )]
     pub forward_headers: Vec<String>,
+    /// Serve /healthz, /readyz and /metrics on this address instead of the serving port.
+    #[arg(long, value_name = "ADDR", env = "PROTOGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Requests served at once; more are refused at once with 503 and Retry-After.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "PROTOGATE_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 4096
+    )]
+    pub max_concurrent_requests: usize,
+    /// Deadline for one fully-qualified method or service (`pkg.Svc/Method=2s`, `pkg.Svc=10s`),
+    /// used instead of --timeout; a shorter client Grpc-Timeout still wins.
+    #[arg(
+        long = "method-timeout",
+        value_name = "NAME=DURATION",
+        env = "PROTOGATE_METHOD_TIMEOUT",
+        value_delimiter = ','
+    )]
+    pub method_timeouts: Vec<String>,
+    /// Largest request header block accepted, in bytes (431 beyond, over HTTP/1.1).
+    #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_HEADER_BYTES", default_value_t = 64 << 10)]
+    pub max_header_bytes: usize,
+    /// Deepest nesting of objects and arrays accepted in request JSON (400 beyond).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "PROTOGATE_MAX_JSON_DEPTH",
+        default_value_t = 100
+    )]
+    pub max_json_depth: usize,
     #[command(flatten)]
     pub json: JsonArgs,
 }

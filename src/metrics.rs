@@ -84,11 +84,27 @@ impl Metrics {
         let bytes = Family::default();
         let connections = Family::default();
         registry.register("requests", "Requests answered", requests.clone());
-        registry.register("request_duration_seconds", "Time to answer a request (to the response headers for streams)", latency.clone());
-        registry.register("requests_in_flight", "Requests being served", in_flight.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request (to the response headers for streams)",
+            latency.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests being served",
+            in_flight.clone(),
+        );
         registry.register("reloads", "Descriptor reloads by outcome", reloads.clone());
-        registry.register("bytes", "Body bytes received from and sent to clients", bytes.clone());
-        registry.register("upstream_connections", "HTTP/2 connections to upstreams by state", connections.clone());
+        registry.register(
+            "bytes",
+            "Body bytes received from and sent to clients",
+            bytes.clone(),
+        );
+        registry.register(
+            "upstream_connections",
+            "HTTP/2 connections to upstreams by state",
+            connections.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -117,11 +133,15 @@ impl Metrics {
     }
 
     pub fn bytes_in(&self, n: u64) {
-        self.bytes.get_or_create(&DirectionLabels { direction: "in" }).inc_by(n);
+        self.bytes
+            .get_or_create(&DirectionLabels { direction: "in" })
+            .inc_by(n);
     }
 
     pub fn bytes_out(&self, n: u64) {
-        self.bytes.get_or_create(&DirectionLabels { direction: "out" }).inc_by(n);
+        self.bytes
+            .get_or_create(&DirectionLabels { direction: "out" })
+            .inc_by(n);
     }
 
     pub fn reload(&self, success: bool) {

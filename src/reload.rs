@@ -36,8 +36,15 @@ impl ReloadSource {
         let files = self.sources.descriptor_sets.iter();
         let mut dirs: BTreeSet<PathBuf> = files.filter_map(|f| parent(f)).collect();
         let protos = self.sources.protos.iter();
-        dirs.extend(protos.filter(|p| p.is_absolute() || p.exists()).filter_map(|p| parent(p)));
-        let mut watched: Vec<_> = dirs.into_iter().map(|d| (d, RecursiveMode::NonRecursive)).collect();
+        dirs.extend(
+            protos
+                .filter(|p| p.is_absolute() || p.exists())
+                .filter_map(|p| parent(p)),
+        );
+        let mut watched: Vec<_> = dirs
+            .into_iter()
+            .map(|d| (d, RecursiveMode::NonRecursive))
+            .collect();
         let includes = self.sources.includes.iter();
         watched.extend(includes.map(|d| (d.clone(), RecursiveMode::Recursive)));
         watched
@@ -46,7 +53,11 @@ impl ReloadSource {
 
 fn parent(file: &Path) -> Option<PathBuf> {
     let dir = file.parent()?;
-    Some(if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.to_path_buf() })
+    Some(if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir.to_path_buf()
+    })
 }
 
 /// The outcome of one reload, for logs and metrics.
@@ -71,17 +82,29 @@ pub async fn reload(gateway: &Arc<Gateway>, source: &ReloadSource) -> Outcome {
     };
     match &outcome {
         Outcome::Swapped { routes } => tracing::info!(routes, "descriptors reloaded"),
-        Outcome::Kept(e) => tracing::error!(error = %e, "reload failed; the previous descriptors stay in service"),
+        Outcome::Kept(e) => {
+            tracing::error!(error = %e, "reload failed; the previous descriptors stay in service")
+        }
     }
-    gateway.metrics().reload(matches!(outcome, Outcome::Swapped { .. }));
+    gateway
+        .metrics()
+        .reload(matches!(outcome, Outcome::Swapped { .. }));
     outcome
 }
 
 /// Reloads on SIGHUP, and on file changes when `watch` is set, until the process ends.
-pub fn spawn_triggers(gateway: Arc<Gateway>, source: ReloadSource, watch: bool) -> anyhow::Result<()> {
+pub fn spawn_triggers(
+    gateway: Arc<Gateway>,
+    source: ReloadSource,
+    watch: bool,
+) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<()>(1);
     spawn_sighup(tx.clone())?;
-    let watcher = if watch { Some(watch_files(&source, tx)?) } else { None };
+    let watcher = if watch {
+        Some(watch_files(&source, tx)?)
+    } else {
+        None
+    };
     tokio::spawn(async move {
         let _watcher = watcher;
         run(gateway, source, rx).await;
@@ -115,7 +138,10 @@ fn spawn_sighup(_tx: mpsc::Sender<()>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn watch_files(source: &ReloadSource, tx: mpsc::Sender<()>) -> anyhow::Result<notify::RecommendedWatcher> {
+fn watch_files(
+    source: &ReloadSource,
+    tx: mpsc::Sender<()>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
             let _ = tx.try_send(());

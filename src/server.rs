@@ -1,11 +1,13 @@
 //! The serving side: the listener, the [`Gateway`] that holds the current snapshot and the
 //! upstreams, and the REST handler.
 
+mod admin;
 mod call;
 mod dispatch;
 mod failure;
 mod grpc_web;
 mod listen;
+mod observe;
 mod passthrough;
 mod rest;
 mod streaming;
@@ -23,6 +25,7 @@ use crate::snapshot::Snapshot;
 use crate::transcode::JsonOptions;
 use crate::upstream::Upstream;
 
+pub use admin::serve_admin;
 pub use listen::serve;
 
 /// Errors carried by streamed bodies.
@@ -42,6 +45,14 @@ pub struct Settings {
     pub timeout: Option<Duration>,
     /// Request headers forwarded to the upstream unchanged.
     pub forward_headers: Vec<HeaderName>,
+    /// Answer `/healthz`, `/readyz` and `/metrics` on the serving port.
+    pub admin_on_main_port: bool,
+    /// Requests served at once; more are refused with 503 and `Retry-After`.
+    pub max_concurrent_requests: usize,
+    /// Deadlines per fully-qualified method or service, before `timeout`.
+    pub method_timeouts: std::collections::HashMap<String, Duration>,
+    /// Largest request header block, in bytes.
+    pub max_header_bytes: usize,
 }
 
 impl Default for Settings {
@@ -52,6 +63,10 @@ impl Default for Settings {
             max_response_bytes: 8 << 20,
             timeout: None,
             forward_headers: Vec::new(),
+            admin_on_main_port: true,
+            max_concurrent_requests: 4096,
+            method_timeouts: Default::default(),
+            max_header_bytes: 64 << 10,
         }
     }
 }
@@ -59,6 +74,7 @@ impl Default for Settings {
 /// The gateway: what it serves (swapped whole on reload) and where it forwards.
 pub struct Gateway {
     metrics: Metrics,
+    admission: Arc<tokio::sync::Semaphore>,
     snapshot: ArcSwap<Snapshot>,
     upstreams: Vec<Arc<Upstream>>,
     settings: Settings,
@@ -80,6 +96,9 @@ impl Gateway {
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
             metrics: Metrics::new(),
+            admission: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_requests.max(1),
+            )),
             snapshot: ArcSwap::from_pointee(snapshot),
             upstreams,
             settings,

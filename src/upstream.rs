@@ -187,3 +187,78 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// `grpc.health.v1.HealthCheckResponse`, decoded statically: only `status` matters.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+const SERVING: i32 = 1;
+
+impl Upstream {
+    /// Whether the upstream is reachable and, when it offers gRPC health checking, serving.
+    pub async fn probe(&self) -> Result<(), String> {
+        use http_body_util::{BodyExt, Full, Limited};
+        let mut request = Request::new(
+            Full::new(crate::grpc::frame::encode_raw(&[]))
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = self
+            .uri(&http::uri::PathAndQuery::from_static(
+                "/grpc.health.v1.Health/Check",
+            ))
+            .map_err(|e| e.message)?;
+        let headers = request.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+        let response = self.send(request).await.map_err(|e| e.message)?;
+        let (parts, body) = response.into_parts();
+        let collected = Limited::new(body, 4096)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let status = crate::grpc::status::Status::from_headers(&parts.headers)
+            .or_else(|| crate::grpc::status::Status::from_headers(&trailers));
+        health_verdict(status, &collected.to_bytes())
+    }
+}
+
+fn health_verdict(status: Option<crate::grpc::status::Status>, body: &[u8]) -> Result<(), String> {
+    use crate::grpc::Code;
+    match status.map(|s| s.code) {
+        Some(Code::Unimplemented) => Ok(()),
+        Some(Code::Ok) => {
+            let frames = crate::grpc::frame::decode_all(body, 4096).map_err(|e| e.to_string())?;
+            let payload = frames
+                .first()
+                .map(|f| f.payload.clone())
+                .unwrap_or_default();
+            let reply = <HealthCheckResponse as prost::Message>::decode(payload)
+                .map_err(|e| e.to_string())?;
+            match reply.status {
+                SERVING => Ok(()),
+                other => Err(format!("health check says {}", health_name(other))),
+            }
+        }
+        Some(code) => Err(format!("health check failed with {}", code.name())),
+        None => Err("health check got no grpc-status".into()),
+    }
+}
+
+fn health_name(status: i32) -> &'static str {
+    match status {
+        0 => "UNKNOWN",
+        1 => "SERVING",
+        2 => "NOT_SERVING",
+        3 => "SERVICE_UNKNOWN",
+        _ => "an unknown status",
+    }
+}

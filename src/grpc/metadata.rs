@@ -44,6 +44,9 @@ const PERMANENT: [(&str, &str); 24] = [
     ("warning", "grpcgateway-warning"),
 ];
 
+/// Headers forwarded as they are: the request id and W3C trace context.
+const ALWAYS_FORWARDED: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
+
 /// Metadata keys that belong to the gRPC transport and are never set from a client header.
 fn is_reserved_key(key: &str) -> bool {
     key.starts_with("grpc-")
@@ -113,7 +116,7 @@ fn map_request_header(
         if key == "authorization" {
             out.append(http::header::AUTHORIZATION, value.clone());
         }
-    } else if forward.contains(name) && !is_reserved_key(key) {
+    } else if (ALWAYS_FORWARDED.contains(&key) || forward.contains(name)) && !is_reserved_key(key) {
         out.append(name.clone(), value.clone());
     }
     Ok(())
@@ -269,6 +272,7 @@ mod tests {
                 ("authorization", "Bearer t"),
                 ("user-agent", "curl/8"),
                 ("x-request-id", "r1"),
+                ("x-random", "1"),
                 ("grpc-metadata-grpc-timeout", "1S"),
                 ("grpc-metadata-blob-bin", "AQID"),
             ],
@@ -280,7 +284,11 @@ mod tests {
         assert_eq!(out["grpcgateway-authorization"], "Bearer t");
         assert_eq!(out["grpcgateway-user-agent"], "curl/8");
         assert_eq!(out["blob-bin"], "AQID");
-        assert!(out.get("x-request-id").is_none());
+        assert_eq!(
+            out["x-request-id"], "r1",
+            "the request id is always forwarded"
+        );
+        assert!(out.get("x-random").is_none());
         assert!(out.get("grpc-timeout").is_none());
         assert_eq!(out["x-forwarded-for"], "10.1.2.3");
         assert_eq!(out["x-forwarded-host"], "gw.example:8080");

@@ -23,6 +23,8 @@ pub enum BodyPlan {
 pub struct RoutePlan {
     pub method: MethodDescriptor,
     pub rule: HttpRule,
+    /// `POST /skvps/locdata`: the route as metrics and logs name it.
+    pub label: std::sync::Arc<str>,
     pub template: Template,
     /// `/package.Service/Method`.
     pub grpc_path: PathAndQuery,

@@ -167,7 +167,12 @@ fn compile(
         (BodyPlan::Field(_), true) => single_field_mask(&input),
         _ => None,
     };
+    let verb = match &rule.method {
+        MethodSel::Any => "*".to_string(),
+        MethodSel::Method(m) => m.to_string(),
+    };
     Ok(RoutePlan {
+        label: format!("{verb} {}", rule.path).into(),
         patch_mask,
         method: method.clone(),
         http_body_request: matches!(body, BodyPlan::Message) && is_http_body(&input),

@@ -77,6 +77,9 @@ impl Failure {
             }
         }
         response
+            .extensions_mut()
+            .insert(super::observe::CodeTag(error.code));
+        response
     }
 }
 

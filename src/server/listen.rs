@@ -23,7 +23,7 @@ pub async fn serve(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = builder();
+    let builder = builder(gateway.settings().max_header_bytes);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -46,16 +46,22 @@ pub async fn serve(
     }
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
+/// HTTP/1.1 and HTTP/2 with bounded headers, a header read timeout (slow clients), and
+/// HTTP/2 rapid-reset protection (a cap on streams reset before the gateway saw them).
+fn builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
+        .max_buf_size(max_header_bytes.max(8192))
         .header_read_timeout(Duration::from_secs(30));
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(1024)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024))
         .keep_alive_interval(Duration::from_secs(30));
     builder
 }
@@ -71,7 +77,7 @@ fn serve_connection(
     let gateway = gateway.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let gateway = gateway.clone();
-        async move { Ok::<_, std::convert::Infallible>(gateway.handle(request, peer).await) }
+        async move { Ok::<_, std::convert::Infallible>(gateway.serve_request(request, peer).await) }
     });
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use super::call::{self, UnaryReply};
 pub(super) use super::failure::full;
 use super::failure::{Failure, JSON};
+use super::observe::RouteTag;
 use super::{Gateway, ResponseBody};
 use crate::error::GatewayError;
 use crate::grpc::{metadata, timeout, Code};
@@ -38,10 +39,15 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<ResponseBody> {
         let snapshot = self.snapshot();
-        match self.rest(&snapshot, request, peer).await {
+        let mut route = None;
+        let mut response = match self.rest(&snapshot, request, peer, &mut route).await {
             Ok(response) => response,
             Err(failure) => failure.response(&snapshot, &self.settings.json),
+        };
+        if let Some(label) = route {
+            response.extensions_mut().insert(RouteTag(label));
         }
+        response
     }
 
     async fn rest(
@@ -49,6 +55,7 @@ impl Gateway {
         snapshot: &Arc<Snapshot>,
         request: Request<Incoming>,
         peer: SocketAddr,
+        route: &mut Option<Arc<str>>,
     ) -> Result<Response<ResponseBody>, Failure> {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
@@ -60,13 +67,14 @@ impl Gateway {
             Lookup::NotFound => return Err(GatewayError::not_found(path).into()),
             Lookup::BadPath(message) => return Err(GatewayError::invalid_argument(message).into()),
         };
-        let setup = self.call_setup(&parts, peer)?;
+        *route = Some(plan.label.clone());
+        let setup = self.call_setup(&parts, peer, &plan)?;
         if !plan.is_unary() {
             return self
                 .stream(snapshot, plan, vars.to_vec(), parts, body, setup)
                 .await;
         }
-        let body = read_body(body, self.settings.max_request_bytes).await?;
+        let body = self.read_body(body).await?;
         let input = RequestInput {
             body: &body,
             content_type: content_type(&parts.headers),
@@ -80,9 +88,21 @@ impl Gateway {
         self.success_response(&plan, reply)
     }
 
+    /// Reads the whole request body within the limit, counting its bytes.
+    pub(super) async fn read_body(&self, body: Incoming) -> Result<Bytes, GatewayError> {
+        let body = read_body(body, self.settings.max_request_bytes).await?;
+        self.metrics.bytes_in(body.len() as u64);
+        Ok(body)
+    }
+
     /// The upstream metadata and deadline of a request.
-    fn call_setup(&self, parts: &Parts, peer: SocketAddr) -> Result<CallSetup, GatewayError> {
-        let deadline = self.deadline(&parts.headers)?;
+    fn call_setup(
+        &self,
+        parts: &Parts,
+        peer: SocketAddr,
+        plan: &RoutePlan,
+    ) -> Result<CallSetup, GatewayError> {
+        let deadline = self.deadline(&parts.headers, plan)?;
         let mut headers = HeaderMap::new();
         let authority = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
             parts
@@ -99,15 +119,28 @@ impl Gateway {
         Ok(CallSetup { headers, deadline })
     }
 
-    /// The earlier of the client's `Grpc-Timeout` and the configured timeout.
-    fn deadline(&self, headers: &HeaderMap) -> Result<Option<Duration>, GatewayError> {
+    /// The earlier of the client's `Grpc-Timeout` and the configured timeout (the method's,
+    /// else the service's, else the default).
+    fn deadline(
+        &self,
+        headers: &HeaderMap,
+        plan: &RoutePlan,
+    ) -> Result<Option<Duration>, GatewayError> {
+        let timeouts = &self.settings.method_timeouts;
+        let method = plan.grpc_path.path().trim_start_matches('/');
+        let service = plan.method.parent_service();
+        let configured = timeouts
+            .get(method)
+            .or_else(|| timeouts.get(service.full_name()))
+            .copied()
+            .or(self.settings.timeout);
         let client = match headers.get("grpc-timeout") {
             None => None,
             Some(v) => Some(v.to_str().ok().and_then(timeout::parse).ok_or_else(|| {
                 GatewayError::invalid_argument(format!("invalid Grpc-Timeout header {v:?}"))
             })?),
         };
-        Ok(match (client, self.settings.timeout) {
+        Ok(match (client, configured) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::call;
 use super::failure::{full, Failure};
-use super::rest::{content_type, deadline_exceeded, raw_content_type, read_body, CallSetup};
+use super::rest::{content_type, deadline_exceeded, raw_content_type, CallSetup};
 use super::{BoxError, Gateway, ResponseBody};
 use crate::error::GatewayError;
 use crate::grpc::frame::{self, Decoder};
@@ -73,7 +73,7 @@ impl Gateway {
         parts: &Parts,
         body: Incoming,
     ) -> Result<UpstreamBody, Failure> {
-        let body = read_body(body, self.settings.max_request_bytes).await?;
+        let body = self.read_body(body).await?;
         let input = RequestInput {
             body: &body,
             content_type: content_type(&parts.headers),

@@ -19,6 +19,8 @@ pub struct JsonOptions {
     pub reject_unknown_fields: bool,
     /// Reject query parameters that name no field (grpc-gateway ignores them).
     pub reject_unknown_query: bool,
+    /// Deepest nesting of objects and arrays accepted in request JSON.
+    pub max_depth: usize,
 }
 
 impl Default for JsonOptions {
@@ -31,6 +33,7 @@ impl Default for JsonOptions {
             indent: false,
             reject_unknown_fields: false,
             reject_unknown_query: false,
+            max_depth: 100,
         }
     }
 }

@@ -88,6 +88,7 @@ fn parse_json(
     if is_blank(body) {
         return Ok(DynamicMessage::new(desc.clone()));
     }
+    check_depth(body, options.max_depth)?;
     let mut de = serde_json::Deserializer::from_slice(body);
     let message =
         DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &options.deserialize())
@@ -232,5 +233,45 @@ fn mask_paths(
             }
             _ => paths.push(path),
         }
+    }
+}
+
+/// Refuses JSON nested deeper than `max` objects and arrays, before parsing it.
+pub fn check_depth(body: &[u8], max: usize) -> Result<(), GatewayError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (offset, &b) in body.iter().enumerate() {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b'{' | b'[') => {
+                depth += 1;
+                if depth > max {
+                    return Err(GatewayError::invalid_argument(format!(
+                        "invalid JSON body: nested deeper than {max} levels at byte {offset}"
+                    )));
+                }
+            }
+            (false, _, b'}' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_is_counted_outside_strings_only() {
+        assert!(check_depth(b"[[[1]]]", 3).is_ok());
+        assert!(check_depth(b"[[[[1]]]]", 3).is_err());
+        assert!(check_depth(br#"{"a":"[[[[[[\"[[["}"#, 1).is_ok());
+        let deep = "[".repeat(10_000);
+        let err = check_depth(deep.as_bytes(), 100).unwrap_err();
+        assert!(err.message.contains("deeper than 100"), "{}", err.message);
     }
 }

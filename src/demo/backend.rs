@@ -91,20 +91,22 @@ pub async fn serve(listener: TcpListener, handler: Handler, shutdown: impl Futur
     .await
 }
 
-/// Serves `handlers` over h2c on `listener` until `shutdown` completes.
+/// Serves `handlers` over h2c on `listener` until `shutdown` completes; then every open
+/// connection is closed at once, as when the server process goes away.
 pub async fn serve_all(
     listener: TcpListener,
     handlers: Handlers,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let handlers = handlers.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let service = hyper::service::service_fn(move |req| dispatch(handlers.clone(), req));
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .http2_only()
@@ -112,9 +114,11 @@ pub async fn serve_all(
                         .await;
                 });
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut shutdown => break,
         }
     }
+    connections.abort_all();
 }
 
 async fn dispatch(

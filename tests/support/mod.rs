@@ -112,9 +112,13 @@ impl Backend {
     }
 }
 
-/// A backend that answers every call with `message`.
+/// A backend that answers every call with `message` (and has no health service, like most
+/// servers: health checks get UNIMPLEMENTED).
 pub fn reply_with(message: Bytes) -> impl Fn(&Call) -> Result<Reply, tonic::Status> {
-    move |_| {
+    move |call| {
+        if call.path == "/grpc.health.v1.Health/Check" {
+            return Err(tonic::Status::unimplemented("no health service"));
+        }
         Ok(Reply {
             message: message.clone(),
             metadata: Default::default(),

@@ -197,7 +197,7 @@ async fn query_parameters_of_every_kind() {
     let f = fixture().await;
     let query = "pageSize=10&page_token=abc+def&tags=a&tags=b%20c&kind=POETRY&since=2024-01-02T03:04:05Z\
                  &limit=5&filter.authorName=Herbert&filter.nested.kind=1&labels[k1]=v1&labels[k2]=v2\
-                 &tokenBytes=-_8&maxAge=1.5s&fields=title,pageCount&exact=true&minPrice=2.5\
+                 &tokenBytes=-_8&maxAge=1.5s&fields=title,page_count&exact=true&minPrice=2.5\
                  &minCopies=18446744073709551615&years=1965&years=1966&unknown=ignored";
     let resp = get(&f.url(&format!("/v1/shelves/s1/books?{query}"))).await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);

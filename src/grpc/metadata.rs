@@ -17,7 +17,9 @@ use crate::error::GatewayError;
 const METADATA_PREFIX: &str = "grpc-metadata-";
 
 /// Permanent HTTP headers and the metadata key grpc-gateway forwards each under.
-const PERMANENT: [(&str, &str); 24] = [
+/// (`Host` is not among them: Go's server moves it out of the header map, so grpc-gateway
+/// never forwards it.)
+const PERMANENT: [(&str, &str); 23] = [
     ("accept", "grpcgateway-accept"),
     ("accept-charset", "grpcgateway-accept-charset"),
     ("accept-language", "grpcgateway-accept-language"),
@@ -29,7 +31,6 @@ const PERMANENT: [(&str, &str); 24] = [
     ("date", "grpcgateway-date"),
     ("expect", "grpcgateway-expect"),
     ("from", "grpcgateway-from"),
-    ("host", "grpcgateway-host"),
     ("if-match", "grpcgateway-if-match"),
     ("if-modified-since", "grpcgateway-if-modified-since"),
     ("if-none-match", "grpcgateway-if-none-match"),
@@ -193,6 +194,7 @@ pub fn apply_http_overrides(
         .get(HTTP_CODE_KEY)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u16>().ok())
+        .filter(|n| (100..=599).contains(n))
         .and_then(|n| http::StatusCode::from_u16(n).ok());
     if let Some(code) = code {
         *status = code;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http::uri::PathAndQuery;
-use prost_reflect::{DescriptorPool, MethodDescriptor, ServiceDescriptor};
+use prost_reflect::{DescriptorPool, Kind, MethodDescriptor, ServiceDescriptor};
 
 use super::field_path::FieldPath;
 use super::matcher::{Lookup, Matcher, MethodSel, Unescape};
@@ -176,7 +176,13 @@ fn compile(
         patch_mask,
         method: method.clone(),
         http_body_request: matches!(body, BodyPlan::Message) && is_http_body(&input),
-        http_body_response: response_body.is_none() && is_http_body(&output),
+        http_body_response: match &response_body {
+            None => is_http_body(&output),
+            Some(f) => {
+                matches!(f.leaf().kind(), Kind::Message(m) if is_http_body(&m))
+                    && !f.leaf().is_list()
+            }
+        },
         rule,
         template,
         grpc_path,

@@ -42,10 +42,15 @@ pub fn write_field(
         options,
         depth: 0,
     };
-    if message.has_field(field) || field.is_list() || field.is_map() {
-        w.field_value(field, &message.get_field(field))
-    } else {
-        w.unpopulated(field)
+    match field.kind() {
+        // An unset message is written as its default, as grpc-gateway does for response_body.
+        Kind::Message(m) if !message.has_field(field) && !field.is_list() && !field.is_map() => {
+            w.message(&DynamicMessage::new(m))
+        }
+        _ if message.has_field(field) || field.is_list() || field.is_map() => {
+            w.field_value(field, &message.get_field(field))
+        }
+        _ => w.unpopulated(field),
     }
 }
 

@@ -21,11 +21,27 @@ pub fn apply(
     options: &JsonOptions,
 ) -> Result<(), GatewayError> {
     let mut seen: Vec<Vec<u32>> = Vec::new();
-    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode_component(raw_key).map_err(|e| {
+            GatewayError::invalid_argument(format!("query parameter {raw_key:?}: {e}"))
+        })?;
+        let value = decode_component(raw_value)
+            .map_err(|e| GatewayError::invalid_argument(format!("query parameter {key:?}: {e}")))?;
         apply_one(message, &key, &value, bound, options, &mut seen)
             .map_err(|e| GatewayError::invalid_argument(format!("query parameter {key:?}: {e}")))?;
     }
     Ok(())
+}
+
+/// One query key or value: `+` is a space, `%XX` escapes are decoded, and the result must be
+/// UTF-8 (a lossy replacement would hand the upstream text the client never sent).
+fn decode_component(raw: &str) -> Result<String, String> {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|v| v.into_owned())
+        .map_err(|_| "is not valid UTF-8 once percent-decoded".to_string())
 }
 
 fn apply_one(
@@ -155,6 +171,9 @@ fn set_map_entry(
     let key = map_key(&entry.map_entry_key_field().kind(), key)?;
     let value = leaf_value(&entry.map_entry_value_field(), raw)?;
     if let Value::Map(map) = target.get_field_mut(leaf) {
+        if map.contains_key(&key) {
+            return Err("more than one value for the same map key".into());
+        }
         map.insert(key, value);
     }
     Ok(())

@@ -197,7 +197,8 @@ fn fill_patch_mask(
         .map_err(|e| GatewayError::invalid_argument(format!("invalid JSON body: {e}")))?;
     let mut paths = Vec::new();
     if let serde_json::Value::Object(object) = &json {
-        mask_paths(&body_type, object, "", &mut paths);
+        mask_paths(&body_type, object, "", &mut paths)
+            .map_err(|e| GatewayError::invalid_argument(format!("invalid JSON body: {e}")))?;
     }
     paths.sort();
     let mut field_mask = DynamicMessage::new(match mask.kind() {
@@ -212,24 +213,48 @@ fn fill_patch_mask(
     Ok(())
 }
 
+/// The mask paths of a JSON object, as grpc-gateway builds them: nested messages recurse
+/// (an empty object is a path of its own), `Struct` and `Value` contents recurse blindly by
+/// key, lists, maps and other well-known types are leaves; an unknown key is an error.
 fn mask_paths(
     desc: &MessageDescriptor,
     object: &serde_json::Map<String, serde_json::Value>,
     prefix: &str,
     paths: &mut Vec<String>,
-) {
+) -> Result<(), String> {
     for (key, value) in object {
-        let Some(field) = crate::route::field_path::find_field(desc, key) else {
-            continue;
-        };
+        let field = crate::route::field_path::find_field(desc, key)
+            .ok_or_else(|| format!("could not find field {key:?} in {}", desc.full_name()))?;
         let path = format!("{prefix}{}", field.name());
         match (field.kind(), value) {
             (Kind::Message(m), serde_json::Value::Object(inner))
-                if !field.is_list()
-                    && !field.is_map()
-                    && !m.full_name().starts_with("google.protobuf.") =>
+                if !field.is_list() && !field.is_map() && !inner.is_empty() =>
             {
-                mask_paths(&m, inner, &format!("{path}."), paths);
+                match m.full_name() {
+                    "google.protobuf.Struct" | "google.protobuf.Value" => {
+                        blind_paths(inner, &path, paths)
+                    }
+                    name if name.starts_with("google.protobuf.") => paths.push(path),
+                    _ => mask_paths(&m, inner, &format!("{path}."), paths)?,
+                }
+            }
+            _ => paths.push(path),
+        }
+    }
+    Ok(())
+}
+
+/// Paths into free-form JSON: every key, down to the leaves.
+fn blind_paths(
+    object: &serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+    paths: &mut Vec<String>,
+) {
+    for (key, value) in object {
+        let path = format!("{prefix}.{key}");
+        match value {
+            serde_json::Value::Object(inner) if !inner.is_empty() => {
+                blind_paths(inner, &path, paths)
             }
             _ => paths.push(path),
         }

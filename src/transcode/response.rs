@@ -31,7 +31,14 @@ pub fn render_response(
         ))
     })?;
     if plan.http_body_response {
-        return Ok(raw_http_body(&message));
+        let body = match &plan.response_body {
+            None => message,
+            Some(path) => match message.get_field(path.leaf()).as_message() {
+                Some(m) => m.clone(),
+                None => DynamicMessage::new(plan.output.clone()),
+            },
+        };
+        return Ok(raw_http_body(&body));
     }
     let json = match &plan.response_body {
         None => to_json(&message, options)?,

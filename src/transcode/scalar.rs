@@ -79,7 +79,8 @@ fn parse_message(m: &MessageDescriptor, raw: &str) -> Result<DynamicMessage, Str
         "google.protobuf.Duration" => {
             from_json(m, &quoted(raw)).or_else(|e| go_duration(m, raw).ok_or(e))
         }
-        "google.protobuf.Timestamp" | "google.protobuf.FieldMask" => {
+        "google.protobuf.FieldMask" => Ok(field_mask(m, raw)),
+        "google.protobuf.Timestamp" => {
             from_json(m, &serde_json::Value::String(raw.to_string()).to_string())
         }
         "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue" => {
@@ -88,6 +89,18 @@ fn parse_message(m: &MessageDescriptor, raw: &str) -> Result<DynamicMessage, Str
         name if name.starts_with("google.protobuf.") && name.ends_with("Value") => wrapper(m, raw),
         name => Err(format!("message type {name} cannot be set from a string")),
     }
+}
+
+/// A comma-separated list of paths, taken as written (grpc-gateway does not rename them).
+fn field_mask(m: &MessageDescriptor, raw: &str) -> DynamicMessage {
+    let paths = raw
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| Value::String(p.to_string()))
+        .collect();
+    let mut message = DynamicMessage::new(m.clone());
+    message.set_field_by_name("paths", Value::List(paths));
+    message
 }
 
 fn quoted(raw: &str) -> String {

@@ -621,19 +621,31 @@ fn flags_read_environment_variables() {
 }
 
 /// The option lines of a help text: `--long-name` and the rest of the line.
+/// Each option of a `--help` text with its whole description (clap puts long descriptions on
+/// the lines after the flag).
 fn help_options(help: &str) -> Vec<(String, String)> {
-    help.lines()
-        .map(str::trim_start)
-        .filter(|l| l.starts_with('-'))
-        .filter_map(|l| {
-            let at = l.find("--")?;
-            let name: String = l[at + 2..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .collect();
-            Some((name, l.to_string()))
-        })
-        .collect()
+    let mut options: Vec<(String, String)> = Vec::new();
+    for line in help.lines().map(str::trim_start) {
+        let name = line
+            .starts_with('-')
+            .then(|| line.find("--"))
+            .flatten()
+            .map(|at| {
+                line[at + 2..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect::<String>()
+            });
+        match (name, options.last_mut()) {
+            (Some(name), _) => options.push((name, line.to_string())),
+            (None, Some((_, text))) => {
+                text.push(' ');
+                text.push_str(line);
+            }
+            (None, None) => {}
+        }
+    }
+    options
 }
 
 #[test]

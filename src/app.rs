@@ -8,14 +8,17 @@ use anyhow::{bail, Context};
 use http::header::HeaderName;
 use tokio::net::TcpListener;
 
-use crate::config::{Cli, Command, CompileArgs, DemoArgs, DescriptorArgs, ServeArgs, ServingArgs};
+use crate::config::{
+    Cli, Command, CompileArgs, DemoArgs, DescriptorArgs, JsonArgs, OpenapiArgs, ServeArgs,
+    ServingArgs,
+};
 use crate::descriptor::Sources;
 use crate::reload::ReloadSource;
 use crate::route::{RouteOptions, Unescape};
 use crate::server::{self, Gateway, Settings};
 use crate::snapshot::{Snapshot, UpstreamMap};
 use crate::transcode::JsonOptions;
-use crate::upstream::{Upstream, UpstreamOptions};
+use crate::upstream::{Upstream, UpstreamOptions, UpstreamTls};
 
 /// Runs a parsed command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -25,7 +28,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Routes(args) => routes(&args),
         Command::Compile(args) => compile(&args),
         Command::Demo(args) => runtime()?.block_on(crate::demo::run(args)),
-        Command::Check(args) => check(&args),
+        Command::Check(args) => runtime()?.block_on(check(&args)),
+        Command::Openapi(args) => openapi(&args),
     }
 }
 
@@ -39,8 +43,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logging(format: &str, filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: log collectors would keep the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
         "json" => builder.json().try_init(),
@@ -54,7 +61,7 @@ impl DescriptorArgs {
             descriptor_sets: self.descriptor_sets.clone(),
             protos: self.protos.clone(),
             includes: self.includes.clone(),
-            embedded_sets: Vec::new(),
+            ..Sources::default()
         }
     }
 
@@ -100,6 +107,10 @@ impl ServingArgs {
             max_concurrent_requests: self.max_concurrent_requests,
             method_timeouts: self.method_timeouts()?,
             max_header_bytes: self.max_header_bytes,
+            cors: server::CorsPolicy::from_origins(&self.cors_allow_origins)
+                .map_err(anyhow::Error::msg)?,
+            docs: server::DocsSettings::from_paths(&self.openapi_path, &self.docs_path)
+                .map_err(anyhow::Error::msg)?,
         })
     }
 
@@ -123,6 +134,26 @@ impl ServingArgs {
         UpstreamOptions {
             connections: usize::from(self.upstream_connections),
             connect_timeout: self.connect_timeout,
+            resolve_interval: self.upstream_resolve_interval,
+            tls: UpstreamTls {
+                ca_file: self.upstream_ca_file.clone(),
+                client_cert: self.upstream_client_cert.clone(),
+                client_key: self.upstream_client_key.clone(),
+                server_name: self.upstream_tls_server_name.clone(),
+            },
+            authority: self.upstream_authority.clone(),
+        }
+    }
+
+    /// The serving port's TLS configuration (`--tls-cert`, `--tls-key`), if any; the files
+    /// are read now, so that a bad pair stops start-up.
+    pub fn server_tls(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(
+                crate::tls::server_config(cert, key).map_err(anyhow::Error::msg)?,
+            )),
+            (None, None) => Ok(None),
+            _ => bail!("--tls-cert and --tls-key go together"),
         }
     }
 }
@@ -147,19 +178,36 @@ pub fn upstreams(
     if let Some(url) = default {
         map.default = Some(index_of(url, &mut list)?);
     }
-    for entry in per_service {
-        let Some((service, url)) = entry.split_once('=') else {
-            bail!("--service-upstream {entry:?} is not SERVICE=URL");
-        };
-        let service = service.trim().trim_start_matches('.');
-        let index = index_of(url.trim(), &mut list)?;
-        map.by_service.insert(service.to_string(), index);
+    for (service, url) in service_entries(per_service)? {
+        let index = index_of(&url, &mut list)?;
+        map.by_service.insert(service, index);
     }
     Ok((list, map))
 }
 
+/// `--service-upstream` values as (service, URL). The flag splits its values at commas, and
+/// so does a static list of endpoints (`pkg.Svc=http://10.0.0.1:5000,10.0.0.2:5000`): a value
+/// without `=` continues the previous value's list.
+fn service_entries(per_service: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for entry in per_service {
+        match (entry.split_once('='), entries.last_mut()) {
+            (Some((service, url)), _) => entries.push((
+                service.trim().trim_start_matches('.').to_string(),
+                url.trim().to_string(),
+            )),
+            (None, Some((_, url))) => {
+                url.push(',');
+                url.push_str(entry.trim());
+            }
+            (None, None) => bail!("--service-upstream {entry:?} is not SERVICE=URL"),
+        }
+    }
+    Ok(entries)
+}
+
 /// Everything `serve` builds before it binds: the same checks `check` runs.
-fn prepare(args: &ServeArgs) -> anyhow::Result<(Arc<Gateway>, ReloadSource)> {
+async fn prepare(args: &ServeArgs) -> anyhow::Result<(Arc<Gateway>, ReloadSource)> {
     let settings = args.serving.settings()?;
     let upstream_options = args.serving.upstream_options();
     let (upstreams, map) = upstreams(
@@ -167,8 +215,15 @@ fn prepare(args: &ServeArgs) -> anyhow::Result<(Arc<Gateway>, ReloadSource)> {
         &args.service_upstreams,
         &upstream_options,
     )?;
+    let mut sources = args.descriptors.sources();
+    if args.descriptors_from_reflection {
+        sources.from_reflection = true;
+        sources.fetched_sets = crate::reflection_source::fetch_all(&upstreams)
+            .await
+            .map_err(|e| anyhow::anyhow!("--descriptors-from-reflection: {e}"))?;
+    }
     let source = ReloadSource {
-        sources: args.descriptors.sources(),
+        sources,
         options: args.descriptors.route_options(),
         upstreams: map,
     };
@@ -181,8 +236,9 @@ fn prepare(args: &ServeArgs) -> anyhow::Result<(Arc<Gateway>, ReloadSource)> {
     Ok((Gateway::new(snapshot, upstreams, settings), source))
 }
 
-fn check(args: &ServeArgs) -> anyhow::Result<()> {
-    let (gateway, _) = prepare(args)?;
+async fn check(args: &ServeArgs) -> anyhow::Result<()> {
+    let (gateway, _) = prepare(args).await?;
+    args.serving.server_tls()?;
     let snapshot = gateway.snapshot();
     println!(
         "ok: {} routes, {} services",
@@ -193,8 +249,11 @@ fn check(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let (gateway, source) = prepare(&args)?;
-    crate::reload::spawn_triggers(gateway.clone(), source, args.watch_descriptors)?;
+    let (gateway, source) = prepare(&args).await?;
+    let refresh = args
+        .descriptors_from_reflection
+        .then_some(args.reflection_interval);
+    crate::reload::spawn_triggers_every(gateway.clone(), source, args.watch_descriptors, refresh)?;
     if let Some(admin) = args.serving.admin_listen {
         let listener = TcpListener::bind(admin)
             .await
@@ -206,7 +265,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             shutdown_signal(),
         ));
     }
-    serve_until_signal(gateway, args.listen, args.serving.shutdown_grace).await
+    let tls = args.serving.server_tls()?;
+    serve_until_signal_with_tls(gateway, args.listen, args.serving.shutdown_grace, tls).await
 }
 
 /// Binds `listen` and serves until SIGTERM or SIGINT.
@@ -215,12 +275,28 @@ pub async fn serve_until_signal(
     listen: SocketAddr,
     grace: std::time::Duration,
 ) -> anyhow::Result<()> {
+    serve_until_signal_with_tls(gateway, listen, grace, None).await
+}
+
+/// Binds `listen` and serves, over TLS when `tls` is set, until SIGTERM or SIGINT.
+pub async fn serve_until_signal_with_tls(
+    gateway: Arc<Gateway>,
+    listen: SocketAddr,
+    grace: std::time::Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let routes = gateway.snapshot().routes.len();
-    tracing::info!(address = %listener.local_addr()?, routes, "serving");
-    server::serve(listener, gateway, shutdown_signal(), grace).await;
+    let tls_on = tls.is_some();
+    tracing::info!(address = %listener.local_addr()?, routes, tls = tls_on, "serving");
+    match tls {
+        Some(config) => {
+            server::serve_tls(listener, gateway, config, shutdown_signal(), grace).await
+        }
+        None => server::serve(listener, gateway, shutdown_signal(), grace).await,
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -295,6 +371,40 @@ pub fn route_listing(snapshot: &Snapshot) -> String {
             )
         })
         .collect()
+}
+
+impl JsonArgs {
+    /// The JSON mapping these flags describe.
+    pub fn options(&self, max_depth: usize) -> JsonOptions {
+        JsonOptions {
+            use_proto_names: self.use_proto_names,
+            emit_unpopulated: !self.omit_unpopulated,
+            enums_as_ints: self.enums_as_ints,
+            int64_as_numbers: self.int64_as_numbers,
+            indent: self.indent_json,
+            reject_unknown_fields: self.reject_unknown_fields,
+            reject_unknown_query: self.reject_unknown_query,
+            max_depth,
+        }
+    }
+}
+
+/// `protogate openapi`: the document `/openapi.json` would serve for these descriptors.
+fn openapi(args: &OpenapiArgs) -> anyhow::Result<()> {
+    let descriptors = &args.descriptors;
+    let snapshot = Snapshot::build(&descriptors.sources(), &descriptors.route_options(), None)?;
+    let json = args.json.options(JsonOptions::default().max_depth);
+    let document = crate::openapi::document(&snapshot, &json);
+    let text = serde_json::to_string_pretty(&document)? + "\n";
+    match &args.output {
+        Some(path) => write_atomically(path, text.as_bytes()),
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("cannot write the document")
+        }
+    }
 }
 
 fn compile(args: &CompileArgs) -> anyhow::Result<()> {

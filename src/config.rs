@@ -11,7 +11,10 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "protogate",
     version,
-    about = "A gRPC gateway driven by protobuf descriptors: REST/JSON in, gRPC out."
+    about = "A gRPC gateway driven by protobuf descriptors: REST/JSON in, gRPC out.",
+    // Each option on one line with its `[env: ...]`, however long the longest name: clap
+    // otherwise moves every description below its flag once one flag is long.
+    term_width = 0
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -36,6 +39,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Validate descriptors and flags as `serve` would, without serving (for CI pipelines).
     Check(ServeArgs),
+    /// Write the OpenAPI 3.1 document of the descriptors' routes (what /openapi.json serves).
+    Openapi(OpenapiArgs),
 }
 
 /// Where descriptors come from.
@@ -81,7 +86,8 @@ pub struct DescriptorArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     pub descriptors: DescriptorArgs,
-    /// The default upstream, `http://host:port` (h2c with prior knowledge).
+    /// The default upstream: `http://host:port` (h2c with prior knowledge) or `https://host:port`
+    /// (TLS); the host is resolved to every address it has, or is a list `h1:port,h2:port`.
     #[arg(long, value_name = "URL", env = "PROTOGATE_UPSTREAM")]
     pub upstream: Option<String>,
     /// Send one fully-qualified service to another upstream: `pkg.Service=http://host:port`.
@@ -103,6 +109,14 @@ pub struct ServeArgs {
     /// Reload when the descriptor files change (SIGHUP always reloads).
     #[arg(long, env = "PROTOGATE_WATCH_DESCRIPTORS")]
     pub watch_descriptors: bool,
+    /// Also take descriptors from the upstreams' gRPC server reflection (v1, else v1alpha), at
+    /// start-up and every --reflection-interval; files given too win by file name.
+    #[arg(long, env = "PROTOGATE_DESCRIPTORS_FROM_REFLECTION")]
+    pub descriptors_from_reflection: bool,
+    /// How often reflection descriptors are fetched again (a change is swapped in like a
+    /// reload); 0 fetches them at start-up and on SIGHUP only.
+    #[arg(long, value_name = "DURATION", env = "PROTOGATE_REFLECTION_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub reflection_interval: Duration,
     #[command(flatten)]
     pub serving: ServingArgs,
 }
@@ -110,12 +124,59 @@ pub struct ServeArgs {
 /// How requests are served; shared by `serve` and `demo`.
 #[derive(Debug, Clone, Args)]
 pub struct ServingArgs {
-    /// HTTP/2 connections opened to each upstream.
+    /// HTTP/2 connections opened to each upstream endpoint (each address of an upstream).
     #[arg(long, value_name = "N", env = "PROTOGATE_UPSTREAM_CONNECTIONS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub upstream_connections: u16,
     /// Time allowed to connect to an upstream.
     #[arg(long, value_name = "DURATION", env = "PROTOGATE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+    /// How often upstream host names are resolved again; every address is an endpoint (a
+    /// Kubernetes headless Service gives one per pod). Addresses in the URL are not resolved.
+    #[arg(long, value_name = "DURATION", env = "PROTOGATE_UPSTREAM_RESOLVE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub upstream_resolve_interval: Duration,
+    /// CA certificates (PEM) trusted for https:// upstreams, instead of the system's roots.
+    #[arg(long, value_name = "FILE", env = "PROTOGATE_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to https:// upstreams (mutual TLS).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PROTOGATE_UPSTREAM_CLIENT_CERT",
+        requires = "upstream_client_key"
+    )]
+    pub upstream_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --upstream-client-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PROTOGATE_UPSTREAM_CLIENT_KEY",
+        requires = "upstream_client_cert"
+    )]
+    pub upstream_client_key: Option<PathBuf>,
+    /// Name sent as TLS SNI and verified in the upstream's certificate, instead of the
+    /// URL's host.
+    #[arg(long, value_name = "NAME", env = "PROTOGATE_UPSTREAM_TLS_SERVER_NAME")]
+    pub upstream_tls_server_name: Option<String>,
+    /// The :authority (host) of upstream requests, instead of the URL's first host:port.
+    #[arg(long, value_name = "HOST[:PORT]", env = "PROTOGATE_UPSTREAM_AUTHORITY")]
+    pub upstream_authority: Option<String>,
+    /// Certificate chain (PEM) to serve TLS with on the serving port (ALPN h2 and
+    /// http/1.1); re-read when the file changes. Plain HTTP when unset.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PROTOGATE_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert; re-read when the file changes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PROTOGATE_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Deadline of every upstream call; a shorter client `Grpc-Timeout` wins. No deadline when unset.
     #[arg(long, value_name = "DURATION", env = "PROTOGATE_TIMEOUT", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
@@ -136,6 +197,16 @@ pub struct ServingArgs {
         value_delimiter = ','
     )]
     pub forward_headers: Vec<String>,
+    /// Let browser pages from this origin (`https://app.example.com`, or `*` for any) call the
+    /// gateway: answers CORS preflights and adds CORS headers, for gRPC-Web and REST alike.
+    /// No CORS headers at all when unset.
+    #[arg(
+        long = "cors-allow-origin",
+        value_name = "ORIGIN",
+        env = "PROTOGATE_CORS_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub cors_allow_origins: Vec<String>,
     /// Serve /healthz, /readyz and /metrics on this address instead of the serving port.
     #[arg(long, value_name = "ADDR", env = "PROTOGATE_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
@@ -167,8 +238,38 @@ pub struct ServingArgs {
         default_value_t = 100
     )]
     pub max_json_depth: usize,
+    /// Where the OpenAPI 3.1 document of the loaded routes is served, on the serving port;
+    /// empty disables it.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "PROTOGATE_OPENAPI_PATH",
+        default_value = "/openapi.json"
+    )]
+    pub openapi_path: String,
+    /// Where the browsable API documentation page is served, on the serving port; empty
+    /// disables it.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "PROTOGATE_DOCS_PATH",
+        default_value = "/docs"
+    )]
+    pub docs_path: String,
     #[command(flatten)]
     pub json: JsonArgs,
+}
+
+/// `protogate openapi`: descriptors in, the OpenAPI document out.
+#[derive(Debug, Clone, Args)]
+pub struct OpenapiArgs {
+    #[command(flatten)]
+    pub descriptors: DescriptorArgs,
+    #[command(flatten)]
+    pub json: JsonArgs,
+    /// Where to write the document (standard output when not given).
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
+    pub output: Option<PathBuf>,
 }
 
 /// The JSON mapping; defaults are grpc-gateway v2's.

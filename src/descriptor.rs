@@ -22,6 +22,12 @@ pub struct Sources {
     pub includes: Vec<PathBuf>,
     /// Binary sets already in memory (the built-in VPS demo), named for messages.
     pub embedded_sets: Vec<(&'static str, &'static [u8])>,
+    /// Also take descriptors from every upstream's gRPC server reflection; they are fetched
+    /// (by `reflection_source`) into `fetched_sets` before each build.
+    pub from_reflection: bool,
+    /// Sets fetched at run time, named for messages; loaded last, so a file of the same name
+    /// from any other source wins.
+    pub fetched_sets: Vec<(String, bytes::Bytes)>,
 }
 
 /// Why descriptors could not be loaded; the message names the file.
@@ -63,9 +69,12 @@ pub fn load(sources: &Sources) -> Result<DescriptorPool, DescriptorError> {
         add_set(&mut pool, path, &bytes)?;
     }
     if !sources.protos.is_empty() {
-        let set = compile(&sources.includes, &sources.protos, false)?;
+        let set = compile(&sources.includes, &sources.protos, true)?;
         pool.decode_file_descriptor_set(set.as_slice())
             .map_err(|e| DescriptorError::Compile(e.to_string()))?;
+    }
+    for (name, bytes) in &sources.fetched_sets {
+        add_set(&mut pool, Path::new(name), bytes)?;
     }
     Ok(pool)
 }

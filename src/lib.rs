@@ -11,10 +11,13 @@
 //! - [`transcode`]: JSON, path and query into request messages; responses back to JSON.
 //! - [`grpc`]: framing, status, `grpc-timeout`, and the header/metadata mapping.
 //! - [`error`]: the one table from failures to HTTP status and `google.rpc.Status` bodies.
-//! - [`upstream`]: HTTP/2 connections to the gRPC servers.
+//! - [`upstream`]: HTTP/2 connections to the gRPC servers: discovery, balancing, TLS.
+//! - [`tls`]: certificates and keys, and the serving certificate that follows its files.
 //! - [`server`]: the listener and the REST handler.
 //! - [`snapshot`]: descriptors and routes, built once and swapped whole.
 //! - [`reload`]: rebuilding the snapshot on SIGHUP or file changes.
+//! - [`reflection_source`]: descriptors from the upstreams' gRPC server reflection.
+//! - [`openapi`]: the OpenAPI 3.1 document of the loaded routes.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`app`]: the commands (`serve`, `routes`, `compile`, `demo`).
 //! - [`demo`]: the built-in VPS backend.
@@ -28,9 +31,12 @@ pub mod descriptor;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod openapi;
+pub mod reflection_source;
 pub mod reload;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod transcode;
 pub mod upstream;

@@ -2,7 +2,8 @@
 //! fully, and swap it atomically; a bad new set keeps the old snapshot. Triggers are SIGHUP
 //! and, with `--watch-descriptors`, changes under the directories holding the descriptor
 //! files (a Kubernetes ConfigMap update swaps a `..data` symlink in that directory, which a
-//! watch on the file itself would miss).
+//! watch on the file itself would miss). With descriptors from the upstreams' reflection,
+//! every reload fetches them again, and so does a timer, which swaps only when they changed.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -67,9 +68,29 @@ pub enum Outcome {
     Kept(SnapshotError),
 }
 
-/// Rebuilds the gateway's snapshot off the reactor and swaps it in when it is valid.
+/// Rebuilds the gateway's snapshot off the reactor and swaps it in when it is valid
+/// (fetching reflection descriptors again first, when they are a source).
 pub async fn reload(gateway: &Arc<Gateway>, source: &ReloadSource) -> Outcome {
-    let source = source.clone();
+    let mut source = source.clone();
+    if let Err(e) = refetch(gateway, &mut source).await {
+        return report(gateway, Outcome::Kept(e));
+    }
+    build_and_swap(gateway, source).await
+}
+
+/// Fetches the reflection descriptors of every upstream into `source`, if they are a source.
+async fn refetch(gateway: &Gateway, source: &mut ReloadSource) -> Result<(), SnapshotError> {
+    if !source.sources.from_reflection {
+        return Ok(());
+    }
+    let upstreams: Vec<_> = (0..).map_while(|i| gateway.upstream(i).cloned()).collect();
+    source.sources.fetched_sets = crate::reflection_source::fetch_all(&upstreams)
+        .await
+        .map_err(SnapshotError::Build)?;
+    Ok(())
+}
+
+async fn build_and_swap(gateway: &Arc<Gateway>, source: ReloadSource) -> Outcome {
     let built = tokio::task::spawn_blocking(move || source.build()).await;
     let outcome = match built {
         Ok(Ok(snapshot)) => {
@@ -80,6 +101,11 @@ pub async fn reload(gateway: &Arc<Gateway>, source: &ReloadSource) -> Outcome {
         Ok(Err(e)) => Outcome::Kept(e),
         Err(e) => Outcome::Kept(SnapshotError::Build(format!("the reload task failed: {e}"))),
     };
+    report(gateway, outcome)
+}
+
+/// Logs and counts an outcome.
+fn report(gateway: &Gateway, outcome: Outcome) -> Outcome {
     match &outcome {
         Outcome::Swapped { routes } => tracing::info!(routes, "descriptors reloaded"),
         Outcome::Kept(e) => {
@@ -98,6 +124,17 @@ pub fn spawn_triggers(
     source: ReloadSource,
     watch: bool,
 ) -> anyhow::Result<()> {
+    spawn_triggers_every(gateway, source, watch, None)
+}
+
+/// [`spawn_triggers`], and with `refresh` a timer that fetches the reflection descriptors
+/// again that often and reloads when they changed.
+pub fn spawn_triggers_every(
+    gateway: Arc<Gateway>,
+    source: ReloadSource,
+    watch: bool,
+    refresh: Option<Duration>,
+) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<()>(1);
     spawn_sighup(tx.clone())?;
     let watcher = if watch {
@@ -107,17 +144,57 @@ pub fn spawn_triggers(
     };
     tokio::spawn(async move {
         let _watcher = watcher;
-        run(gateway, source, rx).await;
+        run(gateway, source, rx, refresh).await;
     });
     Ok(())
 }
 
-/// Waits for triggers, lets a burst of them settle, then reloads once.
-async fn run(gateway: Arc<Gateway>, source: ReloadSource, mut rx: mpsc::Receiver<()>) {
+/// Waits for triggers, lets a burst of them settle, then reloads once; on each refresh tick,
+/// fetches the reflection descriptors and reloads only when they changed.
+async fn run(
+    gateway: Arc<Gateway>,
+    mut source: ReloadSource,
+    mut rx: mpsc::Receiver<()>,
+    refresh: Option<Duration>,
+) {
     const SETTLE: Duration = Duration::from_millis(300);
-    while rx.recv().await.is_some() {
-        while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {}
-        reload(&gateway, &source).await;
+    let mut ticks = refresh.filter(|d| !d.is_zero()).map(|every| {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
+    loop {
+        let tick = tokio::select! {
+            trigger = rx.recv() => {
+                if trigger.is_none() {
+                    break;
+                }
+                while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {}
+                false
+            }
+            () = next_tick(&mut ticks) => true,
+        };
+        let mut next = source.clone();
+        if let Err(e) = refetch(&gateway, &mut next).await {
+            report(&gateway, Outcome::Kept(e));
+            continue;
+        }
+        if tick && next.sources.fetched_sets == source.sources.fetched_sets {
+            tracing::debug!("reflection descriptors unchanged");
+            continue;
+        }
+        if let Outcome::Swapped { .. } = build_and_swap(&gateway, next.clone()).await {
+            source = next;
+        }
+    }
+}
+
+async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -3,12 +3,15 @@
 
 mod admin;
 mod call;
+mod cors;
 mod dispatch;
+mod docs;
 mod failure;
 mod grpc_web;
 mod listen;
 mod observe;
 mod passthrough;
+mod reflection;
 mod rest;
 mod streaming;
 
@@ -26,7 +29,11 @@ use crate::transcode::JsonOptions;
 use crate::upstream::Upstream;
 
 pub use admin::serve_admin;
-pub use listen::serve;
+pub use cors::CorsPolicy;
+pub(crate) use docs::DocsCache;
+pub use docs::DocsSettings;
+pub use listen::{serve, serve_tls};
+pub(crate) use reflection::ReflectionCache;
 
 /// Errors carried by streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,6 +60,10 @@ pub struct Settings {
     pub method_timeouts: std::collections::HashMap<String, Duration>,
     /// Largest request header block, in bytes.
     pub max_header_bytes: usize,
+    /// Browser access (CORS) for gRPC-Web and REST; `None` sends no CORS headers at all.
+    pub cors: Option<CorsPolicy>,
+    /// Where `/openapi.json` and `/docs` are served (on the serving port).
+    pub docs: DocsSettings,
 }
 
 impl Default for Settings {
@@ -67,6 +78,8 @@ impl Default for Settings {
             max_concurrent_requests: 4096,
             method_timeouts: Default::default(),
             max_header_bytes: 64 << 10,
+            cors: None,
+            docs: DocsSettings::default(),
         }
     }
 }

@@ -14,6 +14,10 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Every loaded service and the index of the upstream serving it, for native gRPC.
     pub services: HashMap<String, usize>,
+    /// gRPC server reflection over these descriptors, built on first use.
+    pub(crate) reflection: crate::server::ReflectionCache,
+    /// `/openapi.json` and `/docs` for these routes, rendered on first use.
+    pub(crate) openapi: crate::server::DocsCache,
 }
 
 /// Which upstream serves which service: per-service overrides, then the default.
@@ -81,6 +85,8 @@ impl Snapshot {
             pool,
             routes,
             services,
+            reflection: Default::default(),
+            openapi: Default::default(),
         })
     }
 }

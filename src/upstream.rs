@@ -1,31 +1,81 @@
-//! Upstream gRPC servers: a few HTTP/2 (h2c) connections per upstream, opened on first use,
-//! multiplexed, and replaced when they close.
+//! Upstream gRPC servers.
+//!
+//! An upstream is a URL whose host names one or more endpoints: `http://name:port` (h2c with
+//! prior knowledge) or `https://name:port` (TLS, ALPN h2), where the name is resolved by DNS
+//! now and every `resolve_interval` (a Kubernetes headless Service answers one address per
+//! pod), or a static list `http://10.0.0.1:5000,10.0.0.2:5000`. Every address is an endpoint
+//! with a few multiplexed HTTP/2 connections; each request goes to the less loaded of two
+//! endpoints chosen at random among the healthy ones (power of two choices on requests in
+//! flight). An endpoint whose connection cannot be opened, or breaks, is unhealthy: skipped
+//! while others are healthy and reconnected in the background with exponential backoff. A
+//! request that never reached an upstream (its connection could not be opened, or was found
+//! closed) is retried once, on another endpoint when there is one; a request that was sent is
+//! never retried, since the upstream may have acted on it.
+//!
+//! - `discovery`: the URL's names, their resolution, and the endpoint set.
+//! - `endpoint`: one address, its connections, health and load.
+//! - `balance`: the choice of endpoint.
+//! - `connect`: TCP, TLS and the HTTP/2 handshake.
+//! - `tls`: the client TLS configuration (roots, client certificate, server name).
+//! - `body`: the response body that carries the endpoint's load until it ends.
+//! - `probe`: gRPC health checking for readiness.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod balance;
+mod body;
+mod connect;
+mod discovery;
+mod endpoint;
+mod probe;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
-use tokio::sync::Mutex;
 
 use crate::error::GatewayError;
+
+pub use body::UpstreamResponseBody;
+
+use connect::Connector;
+use discovery::{EndpointSet, Target};
+use endpoint::SendFailure;
 
 /// The body type sent upstream: a unary frame or a streamed client body.
 pub type UpstreamBody = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
+/// TLS to `https://` upstreams (ignored for `http://` ones).
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamTls {
+    /// PEM file of the certificate authorities to trust; the system's roots when unset.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to the upstream (mutual TLS), with `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// The name sent as SNI and checked against the upstream's certificate, instead of the
+    /// URL's host (for addresses, or certificates issued for a Service name).
+    pub server_name: Option<String>,
+}
+
 /// How connections to upstreams behave.
 #[derive(Debug, Clone)]
 pub struct UpstreamOptions {
-    /// HTTP/2 connections kept per upstream.
+    /// HTTP/2 connections kept per endpoint.
     pub connections: usize,
-    /// Time allowed to establish a TCP connection and the HTTP/2 handshake.
+    /// Time allowed to establish a connection: TCP, TLS and the HTTP/2 handshake.
     pub connect_timeout: Duration,
+    /// How often names in upstream URLs are resolved again.
+    pub resolve_interval: Duration,
+    /// TLS settings for `https://` upstreams.
+    pub tls: UpstreamTls,
+    /// The `:authority` of requests, instead of the URL's first `host:port`.
+    pub authority: Option<String>,
 }
 
 impl Default for UpstreamOptions {
@@ -33,18 +83,50 @@ impl Default for UpstreamOptions {
         UpstreamOptions {
             connections: 2,
             connect_timeout: Duration::from_secs(5),
+            resolve_interval: Duration::from_secs(5),
+            tls: UpstreamTls::default(),
+            authority: None,
         }
     }
 }
 
-/// One upstream gRPC server.
+/// Upstream connections by state, for `protogate_upstream_connections`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionCounts {
+    /// Open HTTP/2 connections.
+    pub connected: i64,
+    /// Connections being opened.
+    pub connecting: i64,
+    /// Connections whose last attempt failed or that broke, not yet reopened.
+    pub failed: i64,
+}
+
+impl ConnectionCounts {
+    /// The counts with their metric label.
+    pub fn by_state(&self) -> [(&'static str, i64); 3] {
+        [
+            ("connected", self.connected),
+            ("connecting", self.connecting),
+            ("failed", self.failed),
+        ]
+    }
+}
+
+/// One endpoint as [`Upstream::endpoints`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStatus {
+    pub addr: SocketAddr,
+    pub healthy: bool,
+    /// Requests sent to it whose response has not ended.
+    pub in_flight: usize,
+}
+
+/// One upstream gRPC service: its endpoints, their connections, and the balancing.
 pub struct Upstream {
-    url: String,
+    url: Arc<str>,
     scheme: Scheme,
     authority: Authority,
-    slots: Vec<Mutex<Option<SendRequest<UpstreamBody>>>>,
-    next: AtomicUsize,
-    options: UpstreamOptions,
+    endpoints: Arc<EndpointSet>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -54,38 +136,38 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    /// An upstream at `url` (`http://host:port`, h2c with prior knowledge).
+    /// An upstream at `url`: `http://host:port` (h2c with prior knowledge) or
+    /// `https://host:port` (TLS), where `host:port` may be a comma-separated list. Nothing is
+    /// resolved or connected until the first request, so this needs no runtime.
     pub fn new(url: &str, options: UpstreamOptions) -> Result<Upstream, String> {
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| format!("upstream {url:?} is not a URL: {e}"))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(format!(
-                "upstream {url:?}: only http:// (h2c) upstreams are supported"
-            ));
-        }
-        let authority = uri
-            .authority()
-            .filter(|a| a.port_u16().is_some())
-            .cloned()
-            .ok_or_else(|| format!("upstream {url:?} needs a host and a port"))?;
-        if !matches!(uri.path(), "" | "/") {
-            return Err(format!("upstream {url:?} must not have a path"));
-        }
-        let slots = (0..options.connections.max(1))
-            .map(|_| Mutex::new(None))
-            .collect();
+        let target = Target::parse(url)?;
+        let authority = match &options.authority {
+            Some(a) => a
+                .parse::<Authority>()
+                .map_err(|e| format!("upstream authority {a:?} is not host[:port]: {e}"))?,
+            None => target.authority()?,
+        };
+        let label: Arc<str> = Arc::from(url);
+        let tls = match target.scheme == Scheme::HTTPS {
+            true => Some(tls::connect_config(&options.tls, target.first_host())?),
+            false => None,
+        };
+        let connector = Arc::new(Connector::new(label.clone(), tls, options.connect_timeout));
         Ok(Upstream {
-            url: url.to_string(),
-            scheme: Scheme::HTTP,
+            url: label,
+            scheme: target.scheme.clone(),
             authority,
-            slots,
-            next: AtomicUsize::new(0),
-            options,
+            endpoints: Arc::new(EndpointSet::new(target, connector, &options)),
         })
     }
 
+    /// The URL as configured (also the `upstream` label of metrics).
     pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL as a shared string, for metric labels.
+    pub fn label(&self) -> &Arc<str> {
         &self.url
     }
 
@@ -99,80 +181,76 @@ impl Upstream {
             .map_err(|e| GatewayError::internal(format!("bad upstream URI: {e}")))
     }
 
-    /// Sends a request on one of the connections, opening it if needed.
+    /// Sends a request to one endpoint and returns its response once the headers arrive. The
+    /// endpoint counts the request as in flight until the response body ends or is dropped.
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, GatewayError> {
-        let mut sender = self.sender().await?;
-        sender
-            .ready()
+    ) -> Result<Response<UpstreamResponseBody>, GatewayError> {
+        let endpoints = self
+            .endpoints
+            .current()
             .await
-            .map_err(|e| self.unavailable("connection lost", &e))?;
-        sender
-            .send_request(request)
-            .await
-            .map_err(|e| self.request_error(&e))
-    }
-
-    async fn sender(&self) -> Result<SendRequest<UpstreamBody>, GatewayError> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[index].lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
-        }
-        let sender = self.connect().await?;
-        *slot = Some(sender.clone());
-        Ok(sender)
-    }
-
-    async fn connect(&self) -> Result<SendRequest<UpstreamBody>, GatewayError> {
-        let timeout = self.options.connect_timeout;
-        tokio::time::timeout(timeout, self.handshake())
-            .await
-            .map_err(|_| {
-                GatewayError::unavailable(format!(
-                    "upstream {} did not accept a connection within {timeout:?}",
-                    self.url
-                ))
-            })?
-    }
-
-    async fn handshake(&self) -> Result<SendRequest<UpstreamBody>, GatewayError> {
-        let stream = TcpStream::connect(self.authority.as_str())
-            .await
-            .map_err(|e| self.unavailable("cannot connect", &e))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .adaptive_window(true)
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.unavailable("HTTP/2 handshake failed", &e))?;
-        let url = self.url.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(upstream = %url, error = %e, "upstream connection ended");
+            .map_err(|e| self.unavailable(&e))?;
+        let mut request = request;
+        let mut avoid = None;
+        let mut last_error = String::new();
+        for _attempt in 0..2 {
+            let Some(endpoint) = balance::pick(&endpoints, avoid.as_ref()) else {
+                break;
+            };
+            match endpoint.send(request).await {
+                Ok(response) => return Ok(response),
+                Err(SendFailure::Sent { error, addr }) => {
+                    return Err(self.request_error(&error, addr))
+                }
+                Err(SendFailure::Unsent {
+                    request: returned,
+                    error,
+                    refused,
+                }) => {
+                    request = *returned;
+                    last_error = error;
+                    // A refused connection says the endpoint is down: go elsewhere. A stale
+                    // connection says nothing about it: a new one may do.
+                    avoid = refused.then_some(endpoint);
+                }
             }
-        });
-        Ok(sender)
+        }
+        Err(self.unavailable(&last_error))
     }
 
-    fn unavailable(&self, what: &str, error: &dyn std::fmt::Display) -> GatewayError {
-        GatewayError::unavailable(format!(
-            "upstream {} is unavailable: {what}: {error}",
-            self.url
-        ))
+    /// Connections by state, summed over the endpoints, for `protogate_upstream_connections`.
+    pub fn connection_counts(&self) -> ConnectionCounts {
+        let mut counts = ConnectionCounts::default();
+        for endpoint in self.endpoints.snapshot().iter() {
+            endpoint.count_connections(&mut counts);
+        }
+        counts
     }
 
-    fn request_error(&self, error: &hyper::Error) -> GatewayError {
+    /// The endpoints known now (none before the first request resolved them).
+    pub fn endpoints(&self) -> Vec<EndpointStatus> {
+        self.endpoints
+            .snapshot()
+            .iter()
+            .map(|e| e.status())
+            .collect()
+    }
+
+    fn unavailable(&self, error: &str) -> GatewayError {
+        GatewayError::unavailable(format!("upstream {} is unavailable: {error}", self.url))
+    }
+
+    fn request_error(&self, error: &hyper::Error, addr: SocketAddr) -> GatewayError {
         let detail = error_chain(error);
         if detail.contains("REFUSED_STREAM") {
-            return self.unavailable("stream refused", &detail);
+            return self.unavailable(&format!("{addr} refused the stream: {detail}"));
         }
-        GatewayError::unavailable(format!("upstream {} failed the call: {detail}", self.url))
+        GatewayError::unavailable(format!(
+            "upstream {} failed the call at {addr}: {detail}",
+            self.url
+        ))
     }
 }
 
@@ -186,79 +264,4 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// `grpc.health.v1.HealthCheckResponse`, decoded statically: only `status` matters.
-#[derive(Clone, PartialEq, prost::Message)]
-struct HealthCheckResponse {
-    #[prost(int32, tag = "1")]
-    status: i32,
-}
-
-const SERVING: i32 = 1;
-
-impl Upstream {
-    /// Whether the upstream is reachable and, when it offers gRPC health checking, serving.
-    pub async fn probe(&self) -> Result<(), String> {
-        use http_body_util::{BodyExt, Full, Limited};
-        let mut request = Request::new(
-            Full::new(crate::grpc::frame::encode_raw(&[]))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = self
-            .uri(&http::uri::PathAndQuery::from_static(
-                "/grpc.health.v1.Health/Check",
-            ))
-            .map_err(|e| e.message)?;
-        let headers = request.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
-        let response = self.send(request).await.map_err(|e| e.message)?;
-        let (parts, body) = response.into_parts();
-        let collected = Limited::new(body, 4096)
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-        let trailers = collected.trailers().cloned().unwrap_or_default();
-        let status = crate::grpc::status::Status::from_headers(&parts.headers)
-            .or_else(|| crate::grpc::status::Status::from_headers(&trailers));
-        health_verdict(status, &collected.to_bytes())
-    }
-}
-
-fn health_verdict(status: Option<crate::grpc::status::Status>, body: &[u8]) -> Result<(), String> {
-    use crate::grpc::Code;
-    match status.map(|s| s.code) {
-        Some(Code::Unimplemented) => Ok(()),
-        Some(Code::Ok) => {
-            let frames = crate::grpc::frame::decode_all(body, 4096).map_err(|e| e.to_string())?;
-            let payload = frames
-                .first()
-                .map(|f| f.payload.clone())
-                .unwrap_or_default();
-            let reply = <HealthCheckResponse as prost::Message>::decode(payload)
-                .map_err(|e| e.to_string())?;
-            match reply.status {
-                SERVING => Ok(()),
-                other => Err(format!("health check says {}", health_name(other))),
-            }
-        }
-        Some(code) => Err(format!("health check failed with {}", code.name())),
-        None => Err("health check got no grpc-status".into()),
-    }
-}
-
-fn health_name(status: i32) -> &'static str {
-    match status {
-        0 => "UNKNOWN",
-        1 => "SERVING",
-        2 => "NOT_SERVING",
-        3 => "SERVICE_UNKNOWN",
-        _ => "an unknown status",
-    }
 }

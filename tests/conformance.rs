@@ -249,6 +249,7 @@ impl Runner {
         let options = protogate::upstream::UpstreamOptions {
             connections: 1,
             connect_timeout: Duration::from_secs(2),
+            ..Default::default()
         };
         let (upstreams, map) =
             protogate::app::upstreams(Some(&backend.url), &[], &options).unwrap();

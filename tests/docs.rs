@@ -13,7 +13,9 @@ fn operations_guide_lists_every_serve_flag_and_its_environment_variable() {
         .unwrap();
     let mut missing = Vec::new();
     for block in option_blocks(&help) {
-        let Some(flag) = block.split_whitespace().find(|w| w.starts_with("--")) else { continue };
+        let Some(flag) = block.split_whitespace().find(|w| w.starts_with("--")) else {
+            continue;
+        };
         let flag = flag.trim_end_matches(',');
         if flag == "--help" {
             continue;
@@ -21,7 +23,11 @@ fn operations_guide_lists_every_serve_flag_and_its_environment_variable() {
         if !doc.contains(&format!("`{flag}")) {
             missing.push(flag.to_string());
         }
-        match block.split("[env: ").nth(1).and_then(|e| e.split('=').next()) {
+        match block
+            .split("[env: ")
+            .nth(1)
+            .and_then(|e| e.split('=').next())
+        {
             Some(env) if doc.contains(env) => {}
             Some(env) => missing.push(env.to_string()),
             None => missing.push(format!("{flag} has no environment variable")),

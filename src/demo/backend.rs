@@ -121,6 +121,51 @@ pub async fn serve_all(
     connections.abort_all();
 }
 
+/// Serves `handlers` over HTTP/2 on TLS connections accepted from `listener` (`tls` decides
+/// the certificate, ALPN and whether client certificates are required), until `shutdown`
+/// completes; then every open connection is closed at once, as with [`serve_all`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    handlers: Handlers,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let (acceptor, handlers) = (acceptor.clone(), handlers.clone());
+                connections.spawn(async move {
+                    let handshake = acceptor.accept(stream);
+                    if let Ok(Ok(stream)) = tokio::time::timeout(std::time::Duration::from_secs(10), handshake).await {
+                        serve_io(stream, handlers).await;
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    connections.abort_all();
+}
+
+/// Serves `handlers` over HTTP/2 on one already accepted connection (plain or TLS) until
+/// the client closes it.
+pub async fn serve_io<I>(io: I, handlers: Handlers)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| dispatch(handlers.clone(), req));
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .http2_only()
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
 async fn dispatch(
     handlers: Handlers,
     request: http::Request<Incoming>,

@@ -26,6 +26,9 @@ impl Gateway {
         &self,
         request: &Request<B>,
     ) -> Option<Response<ResponseBody>> {
+        if let Some(docs) = self.docs_response(request) {
+            return Some(docs);
+        }
         if !self.settings.admin_on_main_port {
             return None;
         }
@@ -41,6 +44,7 @@ impl Gateway {
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => self.readiness().await,
             "/metrics" => {
+                self.record_connections();
                 let mut r = text(StatusCode::OK, self.metrics.render());
                 let ct = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
                 r.headers_mut().insert(CONTENT_TYPE, ct);
@@ -51,6 +55,15 @@ impl Gateway {
         let mut response = response;
         response.extensions_mut().insert(RouteTag(Arc::from(path)));
         Some(response)
+    }
+
+    /// Copies the upstreams' connection counts into the metrics before they are rendered.
+    fn record_connections(&self) {
+        for upstream in &self.upstreams {
+            for (state, n) in upstream.connection_counts().by_state() {
+                self.metrics.connections(upstream.label(), state, n);
+            }
+        }
     }
 
     /// 200 when descriptors are loaded and every upstream answers; 503 naming what is not.

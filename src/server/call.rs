@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 use super::failure::{Failure, FailureExtra};
 use crate::error::{code_from_upstream_http, GatewayError};
@@ -15,7 +14,7 @@ use crate::grpc::frame::{Decoder, Frame, FrameError};
 use crate::grpc::status::Status;
 use crate::grpc::{timeout, Code};
 use crate::route::RoutePlan;
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
 
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -57,7 +56,7 @@ pub async fn start(
     body: UpstreamBody,
     metadata: HeaderMap,
     deadline: Option<Duration>,
-) -> Result<Response<Incoming>, GatewayError> {
+) -> Result<Response<UpstreamResponseBody>, GatewayError> {
     let request = grpc_request(upstream, plan, body, metadata, deadline)?;
     upstream.send(request).await
 }
@@ -87,7 +86,7 @@ fn grpc_request(
 }
 
 async fn read_reply(
-    response: Response<Incoming>,
+    response: Response<UpstreamResponseBody>,
     limit: usize,
     plan: &RoutePlan,
 ) -> Result<UnaryReply, Failure> {
@@ -166,7 +165,7 @@ pub fn no_message(plan: &RoutePlan) -> GatewayError {
 }
 
 async fn read_frames(
-    mut body: Incoming,
+    mut body: UpstreamResponseBody,
     limit: usize,
     headers: &HeaderMap,
 ) -> Result<(Vec<Frame>, HeaderMap), GatewayError> {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, ORIGIN};
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 
@@ -38,8 +38,26 @@ pub fn classify(headers: &HeaderMap) -> Protocol {
 }
 
 impl Gateway {
-    /// Answers one request, whatever its protocol; never fails.
+    /// Answers one request, whatever its protocol; never fails. With CORS on, preflights are
+    /// answered before any routing and every other answer gets its CORS headers here.
     pub async fn handle(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ResponseBody> {
+        let Some(cors) = &self.settings.cors else {
+            return self.dispatch(request, peer).await;
+        };
+        if let Some(preflight) = cors.preflight(request.method(), request.headers()) {
+            return preflight;
+        }
+        let origin = request.headers().get(ORIGIN).cloned();
+        let mut response = self.dispatch(request, peer).await;
+        cors.decorate(origin.as_ref(), response.headers_mut());
+        response
+    }
+
+    async fn dispatch(
         self: &Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,

@@ -1,4 +1,5 @@
-//! Accepting connections: HTTP/1.1 and h2c on one port, until shutdown, then draining.
+//! Accepting connections: HTTP/1.1 and h2c on one port (or HTTP/1.1 and h2 over TLS), until
+//! shutdown, then draining.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,10 +10,16 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
-use super::Gateway;
+use super::{BoxError, Gateway};
+
+/// Time a client gets to complete the TLS handshake: a slow or silent one must not hold a
+/// task and a socket for long.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `gateway` on `listener` until `shutdown` completes, then waits up to `grace` for
 /// open connections to finish their requests.
@@ -22,13 +29,43 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
+    accept_until(listener, gateway, None, shutdown, grace).await
+}
+
+/// Like [`serve`], over TLS with `config` (its certificate resolver decides which certificate
+/// each handshake gets, so a reloading one rotates without a restart). HTTP/1.1 or HTTP/2 is
+/// whatever the client speaks after the handshake, as ALPN agreed.
+pub async fn serve_tls(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let acceptor = TlsAcceptor::from(config);
+    accept_until(listener, gateway, Some(acceptor), shutdown, grace).await
+}
+
+async fn accept_until(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
     let graceful = GracefulShutdown::new();
     let builder = builder(gateway.settings().max_header_bytes);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_connection(&builder, &graceful, &gateway, stream, peer),
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    match &tls {
+                        None => serve_connection(&builder, &graceful, &gateway, stream, peer),
+                        Some(acceptor) => serve_tls_connection(&builder, &graceful, &gateway, acceptor, stream, peer),
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -66,6 +103,34 @@ fn builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// Completes the TLS handshake in the connection's own task (a slow client must not stall
+/// the accept loop), then serves it like a plain one.
+fn serve_tls_connection(
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    gateway: &Arc<Gateway>,
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+    let (builder, gateway) = (builder.clone(), gateway.clone());
+    // Taken before the handshake: a shutdown waits for handshakes in progress (bounded by
+    // their timeout), then closes those connections gracefully like the others.
+    let watcher = graceful.watcher();
+    tokio::spawn(async move {
+        let stream = match handshake.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+        };
+        let connection = http_connection(&builder, &gateway, stream, peer);
+        if let Err(e) = watcher.watch(connection).await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
+}
+
 fn serve_connection(
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
@@ -73,19 +138,30 @@ fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let _ = stream.set_nodelay(true);
-    let gateway = gateway.clone();
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let gateway = gateway.clone();
-        async move { Ok::<_, std::convert::Infallible>(gateway.serve_request(request, peer).await) }
-    });
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
-    let connection = graceful.watch(connection);
+    let connection = graceful.watch(http_connection(builder, gateway, stream, peer));
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     });
+}
+
+/// HTTP/1.1 or HTTP/2 on `io`, every request going to the gateway with the peer's address.
+fn http_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    gateway: &Arc<Gateway>,
+    io: I,
+    peer: SocketAddr,
+) -> impl GracefulConnection<Error = BoxError> + Send + 'static
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let gateway = gateway.clone();
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let gateway = gateway.clone();
+        async move { Ok::<_, std::convert::Infallible>(gateway.serve_request(request, peer).await) }
+    });
+    builder
+        .serve_connection(TokioIo::new(io), service)
+        .into_owned()
 }

@@ -1,24 +1,144 @@
-//! Native gRPC passthrough: frames and trailers streamed to the upstream serving the service.
+//! Native gRPC passthrough: the request goes to the upstream serving its service, and the
+//! upstream's answer comes back, both streamed frame by frame without being decoded.
+//!
+//! Bodies are handed from one side's hyper connection to the other's, so HTTP/2 flow control
+//! carries back-pressure end to end and nothing is buffered here. When the client goes away,
+//! hyper drops the response body, which is the upstream's body: dropping it resets the
+//! upstream stream (RST_STREAM CANCEL), so the upstream sees the cancellation too.
 
-use http::{Request, Response};
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Request, Response, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::{Gateway, ResponseBody};
+use super::observe::CodeTag;
+use super::{reflection, Gateway, ResponseBody};
+use crate::error::GatewayError;
+use crate::grpc::status::Status;
 use crate::grpc::Code;
+use crate::upstream::{Upstream, UpstreamBody};
+
+const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and `host`, which the upstream URI replaces. `te` is
+/// dropped too, then set to the one value HTTP/2 allows and gRPC requires.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
 impl Gateway {
     /// Answers a native gRPC request.
-    pub(super) async fn handle_grpc(&self, _request: Request<Incoming>) -> Response<ResponseBody> {
-        grpc_error(
-            Code::Unimplemented,
-            "native gRPC passthrough is not served yet",
-        )
+    pub(super) async fn handle_grpc(&self, request: Request<Incoming>) -> Response<ResponseBody> {
+        self.passthrough(request.map(|body| body.map_err(Into::into).boxed_unsync()))
+            .await
     }
+
+    /// Forwards a gRPC request (native, or translated from gRPC-Web) to the upstream serving
+    /// its service; reflection is answered here. Never fails: errors are gRPC statuses.
+    pub(super) async fn passthrough(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Response<ResponseBody> {
+        let snapshot = self.snapshot();
+        let Some(service) = service_of(request.uri().path()) else {
+            let message = format!("{:?} is not a gRPC method path", request.uri().path());
+            return grpc_error(Code::Unimplemented, &message);
+        };
+        if reflection::is_reflection(service) {
+            return reflection::serve(&snapshot, request).await;
+        }
+        let upstream = snapshot
+            .upstream_of_service(service)
+            .and_then(|index| self.upstream(index));
+        let Some(upstream) = upstream else {
+            let message = format!("unknown service {service}");
+            return grpc_error(Code::Unimplemented, &message);
+        };
+        match forward(upstream, request).await {
+            Ok(response) => tag_trailers_only(response),
+            Err(e) => grpc_error(e.code, &e.message),
+        }
+    }
+}
+
+/// The service of a `/package.Service/Method` path.
+fn service_of(path: &str) -> Option<&str> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some(service)
+}
+
+/// Sends `request` to `upstream` and returns its response as soon as its headers arrive.
+async fn forward(
+    upstream: &Upstream,
+    request: Request<UpstreamBody>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let request = upstream_request(upstream, request)?;
+    let response = upstream.send(request).await?;
+    Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
+}
+
+/// The client's request re-addressed to `upstream`: same method, path, metadata (including
+/// `grpc-timeout`) and body; hop-by-hop headers dropped; HTTP/2 with `te: trailers`.
+fn upstream_request(
+    upstream: &Upstream,
+    request: Request<UpstreamBody>,
+) -> Result<Request<UpstreamBody>, GatewayError> {
+    let (mut parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = upstream.uri(&path)?;
+    parts.version = Version::HTTP_2;
+    // The server connection's extensions describe the client's connection, not this one.
+    parts.extensions = http::Extensions::new();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.insert(TE, TRAILERS);
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    for name in [CONNECTION, HOST, TRANSFER_ENCODING, UPGRADE] {
+        headers.remove(name);
+    }
+}
+
+/// Marks an upstream trailers-only error for the metrics; a status sent in trailers arrives
+/// after the response is measured and counts as OK there.
+fn tag_trailers_only(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    if let Some(status) = Status::from_headers(response.headers()) {
+        response.extensions_mut().insert(CodeTag(status.code));
+    }
+    response
 }
 
 /// A trailers-only gRPC error response.
 pub(super) fn grpc_error(code: Code, message: &str) -> Response<ResponseBody> {
-    let mut response = Response::new(super::rest::full(bytes::Bytes::new()));
+    let mut response = Response::new(super::failure::full(bytes::Bytes::new()));
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,
@@ -31,5 +151,58 @@ pub(super) fn grpc_error(code: Code, message: &str) -> Response<ResponseBody> {
     if let Ok(v) = http::HeaderValue::from_str(&encoded) {
         headers.insert("grpc-message", v);
     }
+    response.extensions_mut().insert(CodeTag(code));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_paths() {
+        assert_eq!(service_of("/pkg.Svc/Method"), Some("pkg.Svc"));
+        assert_eq!(service_of("/Svc/M"), Some("Svc"));
+        for bad in [
+            "",
+            "/",
+            "/pkg.Svc",
+            "/pkg.Svc/",
+            "//M",
+            "/a/b/c",
+            "pkg.Svc/M",
+        ] {
+            assert_eq!(service_of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_metadata_stays() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-hop", "1"),
+            ("host", "gateway:8080"),
+            ("te", "trailers, deflate"),
+            ("transfer-encoding", "chunked"),
+            ("grpc-timeout", "5S"),
+            ("authorization", "Bearer t"),
+            ("x-custom-bin", "AAEC"),
+        ] {
+            h.append(k, v.parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "grpc-timeout", "x-custom-bin"]);
+    }
+
+    #[test]
+    fn own_errors_are_trailers_only_and_percent_encoded() {
+        let r = grpc_error(Code::Unavailable, "upstream down: 100%");
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert_eq!(r.headers()["grpc-message"], "upstream%20down%3A%20100%25");
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+    }
 }

@@ -32,7 +32,7 @@ use crate::route::RoutePlan;
 use crate::snapshot::Snapshot;
 use crate::transcode::stream::{JsonSplitter, StreamFormat};
 use crate::transcode::{self, RenderedBody, RequestInput};
-use crate::upstream::UpstreamBody;
+use crate::upstream::{UpstreamBody, UpstreamResponseBody};
 
 /// The first error of a request pump, reported in place of the upstream's reaction to it.
 type PumpError = Arc<Mutex<Option<GatewayError>>>;
@@ -197,7 +197,7 @@ enum Event {
 
 /// Reads response frames and the final status, within the deadline.
 struct Events {
-    body: Incoming,
+    body: UpstreamResponseBody,
     decoder: Decoder,
     headers: HeaderMap,
     deadline: Option<(Instant, Duration)>,

@@ -2,6 +2,8 @@
 //! and a small HTTP/1.1 client. Every await that could hang is bounded by [`TIMEOUT`].
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -138,6 +140,7 @@ pub async fn start_gateway(sources: Sources, upstream: &str, settings: Settings)
     let options = protogate::upstream::UpstreamOptions {
         connections: 2,
         connect_timeout: Duration::from_secs(2),
+        ..Default::default()
     };
     let (upstreams, map) = protogate::app::upstreams(Some(upstream), &[], &options).unwrap();
     let snapshot = Snapshot::build(&sources, &Default::default(), Some(&map)).unwrap();
@@ -255,4 +258,55 @@ pub fn decode_json(pool: &DescriptorPool, type_name: &str, bytes: &[u8]) -> serd
     message
         .serialize_with_options(serde_json::value::Serializer, &options)
         .unwrap()
+}
+
+/// The test API plus `Relay` (every call kind, no HTTP rules), compiled in-process: what the
+/// passthrough, gRPC-Web and reflection tests serve.
+pub fn relay_sources() -> Sources {
+    Sources {
+        protos: vec![
+            PathBuf::from("testapi/v1/library.proto"),
+            PathBuf::from("testapi/v1/streams.proto"),
+        ],
+        includes: vec![repo_path("tests/protos")],
+        ..Sources::default()
+    }
+}
+
+/// A real gRPC server with unary and streaming handlers, stopped when dropped.
+pub struct Served {
+    pub url: String,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Starts a gRPC server for `handlers` on a loopback port.
+pub async fn serve_handlers(handlers: backend::Handlers) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(backend::serve_all(listener, handlers, async move {
+        let _ = stopped.await;
+    }));
+    Served { url, _stop: stop }
+}
+
+/// A tonic HTTP/2 channel to `base` (`http://host:port`), connected.
+pub async fn grpc_channel(base: &str) -> tonic::transport::Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(base.to_string()).unwrap();
+    bounded(endpoint.connect()).await.unwrap()
+}
+
+/// A raw-bytes gRPC client to the gateway at `base`, ready for a call.
+pub async fn grpc_client(base: &str) -> tonic::client::Grpc<tonic::transport::Channel> {
+    let mut client = tonic::client::Grpc::new(grpc_channel(base).await);
+    bounded(client.ready()).await.unwrap();
+    client
+}
+
+/// A loopback URL where nothing listens (the port was just bound and released).
+pub async fn dead_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    url
 }

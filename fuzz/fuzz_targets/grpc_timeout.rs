@@ -1,0 +1,7 @@
+//! `cargo fuzz run grpc_timeout`: see ../../tests/fuzz/targets.rs.
+#![no_main]
+
+#[path = "../../tests/fuzz/targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::grpc_timeout(data));

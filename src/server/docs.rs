@@ -1,0 +1,163 @@
+//! The API's own documentation, on the serving port: `/openapi.json` (the OpenAPI 3.1 document
+//! of the routes loaded now) and `/docs` (a page for people, with a form to try each route).
+//!
+//! Both answer on the serving port even when `--admin-listen` moves the admin endpoints: they
+//! describe the API that port serves, and the page sends its requests there (same origin).
+//! They are answered before route matching, as the admin paths are, so they take precedence
+//! over a route with the same path; each path is a flag, and empty turns it off.
+//!
+//! Both are rendered once per snapshot, on first use, and kept with it: a reload brings a new
+//! document with the new snapshot.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+
+use super::failure::full;
+use super::observe::RouteTag;
+use super::{Gateway, ResponseBody};
+use crate::snapshot::Snapshot;
+use crate::transcode::JsonOptions;
+
+/// The page: one self-contained file (no network at run time); the document goes in its
+/// `__OPENAPI_DOCUMENT__` placeholder.
+const PAGE: &str = include_str!("../../assets/docs.html");
+const PLACEHOLDER: &str = "__OPENAPI_DOCUMENT__";
+/// The page may run its own inline script and talk to this origin only.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
+/// Where the documentation is served; `None` turns a path off.
+#[derive(Debug, Clone)]
+pub struct DocsSettings {
+    pub openapi_path: Option<String>,
+    pub docs_path: Option<String>,
+}
+
+impl Default for DocsSettings {
+    fn default() -> Self {
+        DocsSettings {
+            openapi_path: Some("/openapi.json".into()),
+            docs_path: Some("/docs".into()),
+        }
+    }
+}
+
+impl DocsSettings {
+    /// From the flags: empty disables a path; any other value must be an absolute path.
+    pub fn from_paths(openapi: &str, docs: &str) -> Result<DocsSettings, String> {
+        let check = |flag: &str, value: &str| -> Result<Option<String>, String> {
+            match value {
+                "" => Ok(None),
+                v if v.starts_with('/') && !v.contains(['?', '#']) => Ok(Some(v.to_string())),
+                v => Err(format!(
+                    "{flag} {v:?} must be a path starting with '/' (or empty, to turn it off)"
+                )),
+            }
+        };
+        let settings = DocsSettings {
+            openapi_path: check("--openapi-path", openapi)?,
+            docs_path: check("--docs-path", docs)?,
+        };
+        if settings.openapi_path.is_some() && settings.openapi_path == settings.docs_path {
+            return Err("--openapi-path and --docs-path must differ".into());
+        }
+        Ok(settings)
+    }
+}
+
+/// The rendered document and page of one snapshot.
+#[derive(Default)]
+pub(crate) struct DocsCache(OnceLock<Rendered>);
+
+impl std::fmt::Debug for DocsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DocsCache")
+    }
+}
+
+struct Rendered {
+    json: Bytes,
+    page: Bytes,
+}
+
+enum Which {
+    Document,
+    Page,
+}
+
+impl Gateway {
+    /// `/openapi.json` or `/docs`, if `request` asks for one of them.
+    pub(super) fn docs_response<B>(&self, request: &Request<B>) -> Option<Response<ResponseBody>> {
+        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+            return None;
+        }
+        let path = request.uri().path();
+        let docs = &self.settings.docs;
+        let which = if docs.openapi_path.as_deref() == Some(path) {
+            Which::Document
+        } else if docs.docs_path.as_deref() == Some(path) {
+            Which::Page
+        } else {
+            return None;
+        };
+        let snapshot = self.snapshot();
+        let rendered = snapshot
+            .openapi
+            .0
+            .get_or_init(|| render(&snapshot, &self.settings.json));
+        let (body, content_type) = match which {
+            Which::Document => (rendered.json.clone(), "application/json"),
+            Which::Page => (rendered.page.clone(), "text/html; charset=utf-8"),
+        };
+        let mut response = Response::new(full(body));
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // Tools on allowed origins (an OpenAPI viewer, say) may read the document.
+        if let (Which::Document, Some(cors)) = (&which, &self.settings.cors) {
+            cors.decorate(request.headers().get(http::header::ORIGIN), headers);
+        }
+        if matches!(which, Which::Page) {
+            headers.insert(
+                http::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(PAGE_POLICY),
+            );
+            headers.insert(
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+        }
+        response.extensions_mut().insert(RouteTag(Arc::from(path)));
+        Some(response)
+    }
+}
+
+fn render(snapshot: &Snapshot, json: &JsonOptions) -> Rendered {
+    let document = crate::openapi::document(snapshot, json);
+    let text = serde_json::to_string_pretty(&document).unwrap_or_else(|_| "{}".into());
+    Rendered {
+        page: Bytes::from(page(&text)),
+        json: Bytes::from(text + "\n"),
+    }
+}
+
+/// The page with the document inlined as data. `<`, `>` and `&` can only occur inside JSON
+/// strings, where their `\u` escapes mean the same, so no text in the document (a proto
+/// comment, say) can close the script element.
+fn page(document_json: &str) -> String {
+    let mut escaped = String::with_capacity(document_json.len() + 64);
+    for c in document_json.chars() {
+        match c {
+            '<' => escaped.push_str("\\u003c"),
+            '>' => escaped.push_str("\\u003e"),
+            '&' => escaped.push_str("\\u0026"),
+            c => escaped.push(c),
+        }
+    }
+    PAGE.replacen(PLACEHOLDER, &escaped, 1)
+}

@@ -1,0 +1,67 @@
+//! The response body of an upstream call: hyper's body, plus the endpoint's load count,
+//! released when the body ends so that the balancer sees streams as long as they last.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::endpoint::Load;
+
+/// An upstream response body. Reads exactly like [`Incoming`] (same data and error types);
+/// the request stops counting as in flight on its endpoint at the end of the body (the
+/// trailers, the last frame, or an error) or when the body is dropped.
+pub struct UpstreamResponseBody {
+    body: Incoming,
+    load: Option<Load>,
+}
+
+impl UpstreamResponseBody {
+    pub(super) fn new(body: Incoming, load: Load) -> Self {
+        UpstreamResponseBody {
+            body,
+            load: Some(load),
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamResponseBody")
+            .field("body", &self.body)
+            .field("in_flight", &self.load.is_some())
+            .finish()
+    }
+}
+
+impl Body for UpstreamResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        let ended = match &polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(frame))) => frame.is_trailers(),
+            Poll::Pending => false,
+        };
+        if ended {
+            this.load = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

@@ -1,0 +1,316 @@
+//! One endpoint (an address of an upstream): its HTTP/2 connections, its health, and its
+//! load (requests in flight), which the balancer compares.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::client::conn::http2::SendRequest;
+use tokio::sync::Mutex;
+
+use super::balance::random_below;
+use super::body::UpstreamResponseBody;
+use super::connect::{Connector, Driver};
+use super::{ConnectionCounts, EndpointStatus, UpstreamBody};
+
+/// A connection slot's state, for the connection metrics.
+const IDLE: u8 = 0;
+const CONNECTING: u8 = 1;
+const CONNECTED: u8 = 2;
+const FAILED: u8 = 3;
+
+/// The first pause before reconnecting to an unhealthy endpoint; it doubles per failure.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// The longest pause between reconnection attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Why a request did not get a response from this endpoint.
+pub(super) enum SendFailure {
+    /// Nothing reached the upstream, so the request can go elsewhere. `refused` when no
+    /// connection could be opened (the endpoint is down), not when one was found closed.
+    Unsent {
+        request: Box<Request<UpstreamBody>>,
+        error: String,
+        refused: bool,
+    },
+    /// The request was, or may have been, sent to `addr`: it must not be repeated.
+    Sent {
+        error: hyper::Error,
+        addr: SocketAddr,
+    },
+}
+
+/// One HTTP/2 connection, opened on first use and again after it closes.
+struct Slot {
+    /// Held while connecting, so that concurrent requests share one new connection.
+    sender: Mutex<Option<SendRequest<UpstreamBody>>>,
+    state: AtomicU8,
+    /// Which connection the state describes: a closed one must not overwrite its successor.
+    generation: AtomicU64,
+}
+
+/// One address of an upstream.
+pub(super) struct Endpoint {
+    pub addr: SocketAddr,
+    connector: Arc<Connector>,
+    slots: Box<[Slot]>,
+    next: AtomicUsize,
+    in_flight: AtomicUsize,
+    unhealthy: AtomicBool,
+    /// A background reconnection is running.
+    recovering: AtomicBool,
+    /// Resolution no longer lists it: no new requests, no reconnection.
+    retired: AtomicBool,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr, connector: Arc<Connector>, connections: usize) -> Endpoint {
+        let slots = (0..connections.max(1))
+            .map(|_| Slot {
+                sender: Mutex::new(None),
+                state: AtomicU8::new(IDLE),
+                generation: AtomicU64::new(0),
+            })
+            .collect();
+        Endpoint {
+            addr,
+            connector,
+            slots,
+            next: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            unhealthy: AtomicBool::new(false),
+            recovering: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Relaxed)
+    }
+
+    /// Requests sent here whose response has not ended.
+    pub fn load(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn status(&self) -> EndpointStatus {
+        EndpointStatus {
+            addr: self.addr,
+            healthy: self.is_healthy(),
+            in_flight: self.load(),
+        }
+    }
+
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    pub fn count_connections(&self, counts: &mut ConnectionCounts) {
+        for slot in self.slots.iter() {
+            match slot.state.load(Ordering::Relaxed) {
+                CONNECTING => counts.connecting += 1,
+                CONNECTED => counts.connected += 1,
+                FAILED => counts.failed += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends `request` on one of the connections, opening it if needed.
+    pub async fn send(
+        self: &Arc<Self>,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
+        // Counted from now, so that the balancer sees requests waiting for a connection too.
+        let load = Load::new(self.clone());
+        let mut sender = match self.connection().await {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(SendFailure::Unsent {
+                    request: Box::new(request),
+                    error,
+                    refused: true,
+                })
+            }
+        };
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok(response.map(|body| UpstreamResponseBody::new(body, load))),
+            Err(mut e) => match e.take_message() {
+                Some(request) => Err(SendFailure::Unsent {
+                    request: Box::new(request),
+                    error: format!("the connection to {} closed", self.addr),
+                    refused: false,
+                }),
+                None => Err(SendFailure::Sent {
+                    error: e.into_error(),
+                    addr: self.addr,
+                }),
+            },
+        }
+    }
+
+    /// A connection to send on: the next slot's, round robin. When that one is being opened
+    /// by another request, an open one is used instead of waiting for it.
+    async fn connection(self: &Arc<Self>) -> Result<SendRequest<UpstreamBody>, String> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        if self.slots[index].state.load(Ordering::Relaxed) == CONNECTING {
+            if let Some(sender) = self.any_open() {
+                return Ok(sender);
+            }
+        }
+        self.open(index).await
+    }
+
+    fn any_open(&self) -> Option<SendRequest<UpstreamBody>> {
+        self.slots.iter().find_map(|slot| {
+            let held = slot.sender.try_lock().ok()?;
+            held.as_ref().filter(|s| !s.is_closed()).cloned()
+        })
+    }
+
+    /// The slot's connection, opened now if it has none or its last one closed.
+    async fn open(self: &Arc<Self>, index: usize) -> Result<SendRequest<UpstreamBody>, String> {
+        let slot = &self.slots[index];
+        let mut held = slot.sender.lock().await;
+        if let Some(sender) = held.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(sender.clone());
+        }
+        *held = None;
+        let attempt = Attempt::start(&slot.state);
+        match self.connector.connect(self.addr).await {
+            Ok((sender, driver)) => {
+                let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                attempt.finish(CONNECTED);
+                self.drive(index, generation, driver);
+                self.unhealthy.store(false, Ordering::Relaxed);
+                *held = Some(sender.clone());
+                Ok(sender)
+            }
+            Err(e) => {
+                attempt.finish(FAILED);
+                tracing::debug!(upstream = %self.connector.label(), endpoint = %self.addr, error = %e.0, "upstream connection failed");
+                self.mark_unhealthy();
+                Err(e.0)
+            }
+        }
+    }
+
+    /// Runs the connection; when it ends, frees its slot, and when it broke, takes the
+    /// endpoint out until a reconnection succeeds.
+    fn drive(self: &Arc<Self>, index: usize, generation: u64, driver: Driver) {
+        let endpoint = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let result = driver.await;
+            let Some(endpoint) = endpoint.upgrade() else {
+                return;
+            };
+            let slot = &endpoint.slots[index];
+            if slot.generation.load(Ordering::Relaxed) == generation {
+                let state = if result.is_ok() { IDLE } else { FAILED };
+                slot.state.store(state, Ordering::Relaxed);
+            }
+            if let Err(e) = result {
+                tracing::debug!(upstream = %endpoint.connector.label(), endpoint = %endpoint.addr, error = %e, "upstream connection broke");
+                endpoint.mark_unhealthy();
+            }
+        });
+    }
+
+    /// Skips the endpoint while others are healthy, and starts reconnecting in the background
+    /// (one task per endpoint).
+    fn mark_unhealthy(self: &Arc<Self>) {
+        self.unhealthy.store(true, Ordering::Relaxed);
+        if self.retired.load(Ordering::Relaxed) || self.recovering.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tokio::spawn(recover(Arc::downgrade(self)));
+    }
+}
+
+/// Reconnects to an unhealthy endpoint after pauses that double from [`BACKOFF_FIRST`] to
+/// [`BACKOFF_MAX`], jittered so that gateways do not reconnect in step; a success makes it
+/// healthy. Holds no reference while it sleeps, so a dropped upstream ends it.
+async fn recover(endpoint: Weak<Endpoint>) {
+    let mut pause = BACKOFF_FIRST;
+    loop {
+        tokio::time::sleep(jittered(pause)).await;
+        pause = (pause * 2).min(BACKOFF_MAX);
+        let Some(endpoint) = endpoint.upgrade() else {
+            return;
+        };
+        if endpoint.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        if !endpoint.is_healthy() {
+            match endpoint.open(0).await {
+                Ok(_) => endpoint.unhealthy.store(false, Ordering::Relaxed),
+                Err(_) => continue,
+            }
+        }
+        // Healthy again; stop, unless it failed again before the flag was down.
+        endpoint.recovering.store(false, Ordering::Release);
+        if endpoint.is_healthy() || endpoint.recovering.swap(true, Ordering::AcqRel) {
+            return;
+        }
+    }
+}
+
+/// A pause between half and all of `pause`.
+fn jittered(pause: Duration) -> Duration {
+    let millis = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX).max(2);
+    let half = millis / 2;
+    Duration::from_millis(half + random_below(usize::try_from(half).unwrap_or(usize::MAX)) as u64)
+}
+
+/// Marks a slot as connecting until the attempt finishes; an attempt abandoned midway (its
+/// request was cancelled) leaves the slot idle rather than connecting forever.
+struct Attempt<'a> {
+    state: &'a AtomicU8,
+    finished: bool,
+}
+
+impl<'a> Attempt<'a> {
+    fn start(state: &'a AtomicU8) -> Self {
+        state.store(CONNECTING, Ordering::Relaxed);
+        Attempt {
+            state,
+            finished: false,
+        }
+    }
+
+    fn finish(mut self, state: u8) {
+        self.state.store(state, Ordering::Relaxed);
+        self.finished = true;
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.state.store(IDLE, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One request in flight on an endpoint, counted until dropped.
+pub(super) struct Load(Arc<Endpoint>);
+
+impl Load {
+    fn new(endpoint: Arc<Endpoint>) -> Load {
+        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+        Load(endpoint)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

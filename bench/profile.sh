@@ -53,25 +53,15 @@ profile_callgrind() {
   wait "$GATEWAY_PID" || true
   cleanup
   local served; served="$(python3 "$ROOT/bench/summarize.py" parse gateway "$work/oha" | cut -f1)"
-  local total
-  total="$(callgrind_annotate "$work/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')"
   {
-    echo "## $case: $served requests, $total instructions, $((total / served)) per request"
+    echo "## $case (callgrind)"
     echo
-    echo "### self"
-    callgrind_top no "$work/callgrind.out"
-    echo
-    echo "### inclusive"
-    callgrind_top yes "$work/callgrind.out"
+    (callgrind_annotate --auto=no --inclusive=no --threshold=100 "$work/callgrind.out"
+      echo "=== inclusive"
+      callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$work/callgrind.out") 2>/dev/null |
+      python3 "$ROOT/bench/summarize.py" callgrind "$served" "$TOP"
     echo
   } | tee "$work/report.md"
-}
-
-callgrind_top() { # callgrind_top INCLUSIVE FILE: the TOP functions, without file names
-  callgrind_annotate --inclusive="$1" --threshold=100 "$2" 2>/dev/null |
-    sed -n '/^Ir  *file:function/,$p' | sed 1d | grep -v '^--' | grep -v '^$' |
-    sed -E 's#%\)  [^ :]*:#%)  #; s# \[[^] ]*\]$##' |
-    cut -c1-200 | head -n "$TOP"
 }
 
 oha_requests() { # a fixed number of requests at 4 clients

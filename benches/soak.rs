@@ -735,7 +735,10 @@ async fn run(config: &Config) -> Report {
             let (restarting, epoch) = (restarting.clone(), epoch.clone());
             let (addr, sample, oversized) =
                 (gateway.addr.clone(), sample.clone(), oversized.clone());
-            let mut rng = Rng(config.seed.wrapping_add(i as u64 * 0x9e37_79b9_7f4a_7c15) | 1);
+            let mut rng = Rng(config
+                .seed
+                .wrapping_add((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                | 1);
             tokio::spawn(async move {
                 let mut sender = None;
                 while Instant::now() < end {

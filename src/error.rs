@@ -131,6 +131,52 @@ pub fn code_from_upstream_http(status: StatusCode) -> Code {
     }
 }
 
+/// An HTTP/2 stream reset by the upstream (or a broken connection: `None`) to gRPC code, as the
+/// gRPC spec maps RST_STREAM codes; a stream cut by GOAWAY before the server took it is
+/// `UNAVAILABLE` like a refused one.
+pub fn code_from_reset(reset: Option<Reset>) -> Code {
+    match reset {
+        None => Code::Unavailable,
+        Some(r) if r.unprocessed() => Code::Unavailable,
+        Some(r) => match r.reason {
+            h2::Reason::CANCEL => Code::Cancelled,
+            h2::Reason::ENHANCE_YOUR_CALM => Code::ResourceExhausted,
+            h2::Reason::INADEQUATE_SECURITY => Code::PermissionDenied,
+            _ => Code::Internal,
+        },
+    }
+}
+
+/// How an HTTP/2 stream was ended by the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reset {
+    pub reason: h2::Reason,
+    /// Ended by a GOAWAY whose last stream id is below this stream's.
+    pub go_away: bool,
+}
+
+impl Reset {
+    /// The server did not process the stream (RFC 9113 §8.7), so it may be sent again.
+    pub fn unprocessed(self) -> bool {
+        self.reason == h2::Reason::REFUSED_STREAM || self.go_away
+    }
+}
+
+/// The HTTP/2 reset somewhere in an error's chain of sources.
+pub fn h2_reset(error: &(dyn std::error::Error + 'static)) -> Option<Reset> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason().map(|reason| Reset {
+                reason,
+                go_away: h2.is_go_away(),
+            });
+        }
+        current = e.source();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,14 +195,24 @@ impl Upstream {
         let mut request = request;
         let mut avoid = None;
         let mut last_error = String::new();
-        for _attempt in 0..2 {
+        for _attempt in 0..ATTEMPTS {
             let Some(endpoint) = balance::pick(&endpoints, avoid.as_ref()) else {
                 break;
             };
+            let replay = Replay::of(&request);
             match endpoint.send(request).await {
                 Ok(response) => return Ok(response),
                 Err(SendFailure::Sent { error, addr }) => {
-                    return Err(self.request_error(&error, addr))
+                    // A refused stream was not processed (RFC 9113 §8.7): a request whose body
+                    // can be sent again goes once more, as after a connection failure.
+                    let refused = crate::error::h2_reset(&error).is_some_and(|r| r.unprocessed());
+                    match replay.filter(|_| refused) {
+                        Some(replay) => {
+                            request = replay.request();
+                            last_error = error_chain(&error);
+                        }
+                        None => return Err(self.request_error(&error, addr)),
+                    }
                 }
                 Err(SendFailure::Unsent {
                     request: returned,
@@ -242,15 +252,58 @@ impl Upstream {
         GatewayError::unavailable(format!("upstream {} is unavailable: {error}", self.url))
     }
 
+    /// A call that failed after it was sent, mapped by the stream's reset reason.
     fn request_error(&self, error: &hyper::Error, addr: SocketAddr) -> GatewayError {
         let detail = error_chain(error);
-        if detail.contains("REFUSED_STREAM") {
-            return self.unavailable(&format!("{addr} refused the stream: {detail}"));
-        }
-        GatewayError::unavailable(format!(
-            "upstream {} failed the call at {addr}: {detail}",
-            self.url
-        ))
+        let code = crate::error::code_from_reset(crate::error::h2_reset(error));
+        GatewayError::new(
+            code,
+            format!("upstream {} failed the call at {addr}: {detail}", self.url),
+        )
+    }
+}
+
+/// Tries of one request: an unsent or refused request goes again, at most this many times in
+/// all (a GOAWAY can refuse the retry too when a server restarts all its connections at once).
+const ATTEMPTS: usize = 3;
+
+/// The body of a request that can be sent again, attached by callers that hold it whole.
+#[derive(Debug, Clone)]
+pub struct ReplayBody(pub Bytes);
+
+/// What it takes to send a request again: its head and its whole body.
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Replay {
+    fn of(request: &Request<UpstreamBody>) -> Option<Replay> {
+        let body = request.extensions().get::<ReplayBody>()?.0.clone();
+        Some(Replay {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+            body,
+        })
+    }
+
+    fn request(self) -> Request<UpstreamBody> {
+        use http_body_util::{BodyExt, Full};
+        let body = Full::new(self.body.clone())
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        request.extensions_mut().insert(ReplayBody(self.body));
+        request
     }
 }
 

@@ -465,7 +465,6 @@ async fn broken_responses_map_to_their_statuses() {
 /// A stream reset before any response header is mapped by the same table as one reset
 /// mid-response (gRPC's RST_STREAM mapping): the code says what the upstream meant.
 #[tokio::test]
-#[ignore = "bug: a reset before response headers is always 503 UNAVAILABLE (src/upstream.rs Upstream::request_error ignores the RST_STREAM reason)"]
 async fn a_stream_reset_before_headers_maps_by_its_reason() {
     let upstream = h2_upstream(GoAway::Never).await;
     let gw = start_gateway(library_sources(), &upstream.url, Settings::default()).await;
@@ -578,7 +577,6 @@ async fn goaway_during_load() {
 /// the gateway sent before it saw the GOAWAY; a stream refused by it, never processed
 /// upstream, is retried on a new connection: no request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: 1-3% of requests get 503 (src/upstream.rs Upstream::send neither skips a connection that got GOAWAY nor retries a stream it refused)"]
 async fn a_graceful_goaway_loses_no_request() {
     let upstream = h2_upstream(GoAway::Graceful(10)).await;
     let gw = start_gateway(library_sources(), &upstream.url, Settings::default()).await;

@@ -14,7 +14,7 @@ use crate::grpc::frame::{Decoder, Frame, FrameError};
 use crate::grpc::status::Status;
 use crate::grpc::{timeout, Code};
 use crate::route::RoutePlan;
-use crate::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
+use crate::upstream::{ReplayBody, Upstream, UpstreamBody, UpstreamResponseBody};
 
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -29,18 +29,23 @@ pub struct UnaryReply {
     pub trailers: HeaderMap,
 }
 
-/// One request frame as an upstream body.
-pub fn single_frame(frame: Bytes) -> UpstreamBody {
-    Full::new(frame)
-        .map_err(|never| match never {})
-        .boxed_unsync()
+/// What a call sends: one whole frame (which can be sent again if the upstream refuses the
+/// stream), or a stream of frames.
+pub enum CallBody {
+    Whole(Bytes),
+    Streamed(UpstreamBody),
+}
+
+/// One request frame.
+pub fn single_frame(frame: Bytes) -> CallBody {
+    CallBody::Whole(frame)
 }
 
 /// Calls `plan`'s method on `upstream` and reads the single response message.
 pub async fn unary(
     upstream: &Upstream,
     plan: &RoutePlan,
-    body: UpstreamBody,
+    body: CallBody,
     metadata: HeaderMap,
     deadline: Option<Duration>,
     limit: usize,
@@ -53,7 +58,7 @@ pub async fn unary(
 pub async fn start(
     upstream: &Upstream,
     plan: &RoutePlan,
-    body: UpstreamBody,
+    body: CallBody,
     metadata: HeaderMap,
     deadline: Option<Duration>,
 ) -> Result<Response<UpstreamResponseBody>, GatewayError> {
@@ -64,11 +69,21 @@ pub async fn start(
 fn grpc_request(
     upstream: &Upstream,
     plan: &RoutePlan,
-    body: UpstreamBody,
+    body: CallBody,
     metadata: HeaderMap,
     deadline: Option<Duration>,
 ) -> Result<Request<UpstreamBody>, GatewayError> {
+    let (body, replay) = match body {
+        CallBody::Whole(frame) => {
+            let full = Full::new(frame.clone()).map_err(|never| match never {});
+            (full.boxed_unsync(), Some(ReplayBody(frame)))
+        }
+        CallBody::Streamed(body) => (body, None),
+    };
     let mut request = Request::new(body);
+    if let Some(replay) = replay {
+        request.extensions_mut().insert(replay);
+    }
     *request.method_mut() = Method::POST;
     *request.uri_mut() = upstream.uri(&plan.grpc_path)?;
     *request.version_mut() = Version::HTTP_2;
@@ -209,27 +224,8 @@ pub fn frame_error(error: FrameError) -> GatewayError {
 /// RST_STREAM codes.
 pub fn stream_error(error: &hyper::Error) -> GatewayError {
     let text = crate::upstream::error_chain(error);
-    let reason = h2_reason(error);
-    let code = match reason {
-        Some(h2::Reason::REFUSED_STREAM) => Code::Unavailable,
-        Some(h2::Reason::CANCEL) => Code::Cancelled,
-        Some(h2::Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
-        Some(h2::Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
-        Some(_) => Code::Internal,
-        None => Code::Unavailable,
-    };
+    let code = crate::error::code_from_reset(crate::error::h2_reset(error));
     GatewayError::new(code, format!("upstream response failed: {text}"))
-}
-
-fn h2_reason(error: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.reason();
-        }
-        current = e.source();
-    }
-    None
 }
 
 fn single_message(frames: Vec<Frame>, plan: &RoutePlan) -> Result<Bytes, GatewayError> {

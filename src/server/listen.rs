@@ -138,12 +138,28 @@ fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let connection = graceful.watch(http_connection(builder, gateway, stream, peer));
+    let watcher = graceful.watcher();
+    let (builder, gateway) = (builder.clone(), gateway.clone());
     tokio::spawn(async move {
+        // hyper's protocol detection waits for the first bytes with no time limit: a client
+        // that connects and sends nothing would hold the connection forever.
+        if !sends_within(&stream, FIRST_BYTE_TIMEOUT).await {
+            return;
+        }
+        let connection = watcher.watch(http_connection(&builder, &gateway, stream, peer));
         if let Err(e) = connection.await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     });
+}
+
+/// How long a new connection may stay silent before it is closed.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether the peer sends something within `limit` (without consuming it).
+async fn sends_within(stream: &TcpStream, limit: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(limit, stream.peek(&mut byte)).await, Ok(Ok(n)) if n > 0)
 }
 
 /// HTTP/1.1 or HTTP/2 on `io`, every request going to the gateway with the peer's address.

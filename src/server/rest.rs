@@ -23,7 +23,7 @@ use crate::grpc::{metadata, timeout, Code};
 use crate::route::{Lookup, RoutePlan};
 use crate::snapshot::Snapshot;
 use crate::transcode::{self, RenderedBody, RequestInput};
-use crate::upstream::{Upstream, UpstreamBody};
+use crate::upstream::Upstream;
 
 /// What every upstream call of a REST request needs besides its body.
 pub(super) struct CallSetup {
@@ -155,7 +155,7 @@ impl Gateway {
     pub(super) async fn call_unary(
         &self,
         plan: &RoutePlan,
-        body: UpstreamBody,
+        body: call::CallBody,
         setup: CallSetup,
     ) -> Result<UnaryReply, Failure> {
         let upstream = self.upstream_of(plan)?;
@@ -211,6 +211,10 @@ pub(super) fn raw_content_type(content_type: &str) -> HeaderValue {
 
 /// Reads the whole body, refusing more than `limit` bytes with 413.
 pub(super) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+    // An announced Content-Length beyond the limit is refused before a byte is read.
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(GatewayError::payload_too_large(limit));
+    }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {

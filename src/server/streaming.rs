@@ -53,7 +53,9 @@ impl Gateway {
     ) -> Result<Response<ResponseBody>, Failure> {
         let pump_error: PumpError = Arc::default();
         let request_body = match plan.method.is_client_streaming() {
-            true => self.pump(&plan, vars, &parts, body, pump_error.clone()),
+            true => {
+                call::CallBody::Streamed(self.pump(&plan, vars, &parts, body, pump_error.clone()))
+            }
             false => self.single_request(&plan, &vars, &parts, body).await?,
         };
         if !plan.method.is_server_streaming() {
@@ -72,7 +74,7 @@ impl Gateway {
         vars: &[String],
         parts: &Parts,
         body: Incoming,
-    ) -> Result<UpstreamBody, Failure> {
+    ) -> Result<call::CallBody, Failure> {
         let body = self.read_body(body).await?;
         let input = RequestInput {
             body: &body,
@@ -89,7 +91,7 @@ impl Gateway {
         &self,
         snapshot: &Arc<Snapshot>,
         plan: Arc<RoutePlan>,
-        request_body: UpstreamBody,
+        request_body: call::CallBody,
         setup: CallSetup,
         format: StreamFormat,
         pump_error: PumpError,

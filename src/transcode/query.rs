@@ -82,6 +82,10 @@ fn split_map_key(key: &str) -> (&str, Option<&str>) {
 }
 
 /// Resolves a dotted path; `Ok(None)` when some name is unknown.
+/// The deepest dotted path a query parameter may name: recursive messages would otherwise let
+/// one parameter build an arbitrarily deep request.
+const MAX_PATH_DEPTH: usize = 32;
+
 fn resolve(
     message: &MessageDescriptor,
     dotted: &str,
@@ -89,6 +93,11 @@ fn resolve(
     let mut current = message.clone();
     let mut fields = Vec::new();
     let parts: Vec<&str> = dotted.split('.').collect();
+    if parts.len() > MAX_PATH_DEPTH {
+        return Err(format!(
+            "a field path may have at most {MAX_PATH_DEPTH} parts"
+        ));
+    }
     for (i, part) in parts.iter().enumerate() {
         let Some(field) = find_field(&current, part) else {
             return Ok(None);

@@ -8,7 +8,9 @@ use prost_reflect::{DynamicMessage, EnumDescriptor, Kind, MessageDescriptor, Val
 pub fn parse(kind: &Kind, raw: &str) -> Result<Value, String> {
     match kind {
         Kind::Double => parse_float(raw).map(Value::F64),
-        Kind::Float => parse_float(raw).map(|f| Value::F32(f as f32)),
+        Kind::Float => parse_float(raw)
+            .and_then(|f| to_f32(f, raw))
+            .map(Value::F32),
         Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => parse_int(raw, "int32").map(Value::I32),
         Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => parse_int(raw, "int64").map(Value::I64),
         Kind::Uint32 | Kind::Fixed32 => parse_int(raw, "uint32").map(Value::U32),
@@ -31,6 +33,15 @@ fn parse_float(raw: &str) -> Result<f64, String> {
             .ok()
             .filter(|f| f.is_finite())
             .ok_or_else(|| format!("{raw:?} is not a number")),
+    }
+}
+
+/// A finite double that does not fit a float is out of range, not infinity.
+fn to_f32(f: f64, raw: &str) -> Result<f32, String> {
+    let single = f as f32;
+    match single.is_finite() || !f.is_finite() {
+        true => Ok(single),
+        false => Err(format!("{raw:?} is out of range for float")),
     }
 }
 

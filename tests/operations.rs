@@ -69,6 +69,10 @@ async fn healthz_and_metrics_count_requests() {
         r#"protogate_requests_total{route="/healthz",protocol="rest",status="200",grpc_code="OK"} 1"#,
         r#"protogate_request_duration_seconds_count{route="POST /skvps/locdata",protocol="rest"} 2"#,
         "protogate_requests_in_flight 1",
+        &format!(
+            r#"protogate_upstream_connections{{upstream="{}",state="connected"}}"#,
+            backend.url
+        ),
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }

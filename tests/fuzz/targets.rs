@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use prost::Message;
-use prost_reflect::{DynamicMessage, ReflectMessage};
+use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 use protogate::descriptor::Sources;
 use protogate::error::GatewayError;
 use protogate::grpc::{frame, status, timeout, Code};
@@ -683,9 +683,65 @@ pub fn json_request(data: &[u8]) {
     };
     let method = Method::from_bytes(method.as_bytes()).unwrap();
     match assemble(&method, path, None, body, options) {
-        Ok(message) => check_accepted(&message, options),
+        Ok(message) => {
+            let text = String::from_utf8_lossy(body);
+            check_numbers(&message, &text, text.contains("\\u"));
+            check_accepted(&message, options);
+        }
         Err(e) => assert_client_error(&e),
     }
+}
+
+/// Whether a value holds a float or double that is not finite, anywhere inside.
+fn has_non_finite(value: &Value) -> bool {
+    match value {
+        Value::F32(f) => !f.is_finite(),
+        Value::F64(f) => !f.is_finite(),
+        Value::List(items) => items.iter().any(has_non_finite),
+        Value::Map(map) => map.values().any(has_non_finite),
+        Value::Message(m) => m.fields().any(|(_, v)| has_non_finite(v)),
+        _ => false,
+    }
+}
+
+/// A number out of range for its field is refused, never stored as infinity: a non-finite
+/// value comes only from `NaN` or `Infinity` written as such (`input`, decoded; `escaped`
+/// when the input may spell them with escapes).
+#[track_caller]
+fn check_numbers(message: &DynamicMessage, input: &str, escaped: bool) {
+    if message.fields().any(|(_, v)| has_non_finite(v)) {
+        assert!(
+            escaped || input.contains("NaN") || input.contains("Infinity"),
+            "a non-finite number from {input:?}: {message:?}"
+        );
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding, as lenient as the query parser's.
+fn form_decode(query: &str) -> String {
+    let bytes = query.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| bytes[i] == b'%' && h.iter().all(u8::is_ascii_hexdigit));
+        match (bytes[i], hex) {
+            (_, Some(h)) => {
+                out.push(u8::from_str_radix(std::str::from_utf8(h).unwrap(), 16).unwrap());
+                i += 3;
+            }
+            (b'+', None) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, None) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Query strings into request messages: on a query-only route and beside a body field; the
@@ -719,6 +775,7 @@ pub fn query(data: &[u8]) {
                 Some(expected),
                 "the query overrode the path"
             );
+            check_numbers(&message, &form_decode(&query), false);
             check_accepted(&message, options);
         }
         Err(e) => assert_client_error(&e),

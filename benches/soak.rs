@@ -221,6 +221,16 @@ struct Gateway {
     addr: String,
 }
 
+/// A run that fails midway still ends the gateway it started.
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn spawn_gateway(binary: &str, upstream: &str) -> Gateway {
     let mut child = Command::new(binary)
         .current_dir(REPO)

@@ -4,6 +4,7 @@
 mod admin;
 mod call;
 mod cors;
+mod detect;
 mod dispatch;
 mod docs;
 mod failure;

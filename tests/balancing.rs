@@ -187,7 +187,14 @@ async fn three_replicas_share_the_traffic_and_one_stops_without_client_errors() 
     );
     let after: Vec<usize> = replicas.iter().map(Replica::calls).collect();
     assert!(after[0] > before[0] && after[2] > before[2], "{after:?}");
-    assert_eq!(after.iter().sum::<usize>() + failures.len(), 148 + 200);
+    // Every request was served or failed; one the stopped replica was handling when it went
+    // away may be both counted there and failed.
+    let served = after.iter().sum::<usize>();
+    assert!(served <= 148 + 200, "{after:?}");
+    assert!(
+        served + failures.len() >= 148 + 200,
+        "{after:?} {failures:?}"
+    );
 
     let endpoints = upstream.endpoints();
     assert_eq!(endpoints.len(), 3);

@@ -16,6 +16,7 @@ use protogate::snapshot::Snapshot;
 use rustls::pki_types::{CertificateDer, ServerName};
 use support::certs::{certs, client_tls, Pair, Pki};
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_rustls::client::TlsStream;
@@ -140,6 +141,29 @@ async fn plain_http_on_the_tls_port_gets_no_answer() {
         .body(Empty::new())
         .unwrap();
     assert!(bounded(sender.send_request(request)).await.is_err());
+}
+
+/// A client that completes the handshake and then sends nothing, or stops inside the HTTP/2
+/// preface, is closed once the 30 s protocol detection time is up.
+#[tokio::test]
+async fn a_client_silent_after_the_handshake_is_closed() {
+    let pki = Pki::new("gateway");
+    let gw = start(&pki.server("server", &["localhost"], "first")).await;
+    let silent = connect(gw.addr, &pki.ca, &[b"h2"]).await;
+    let mut partial = connect(gw.addr, &pki.ca, &[b"h2"]).await;
+    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    partial.flush().await.unwrap();
+    for mut stream in [silent, partial] {
+        let closed = tokio::time::timeout(Duration::from_secs(40), async {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+        assert!(closed.await.is_ok(), "still open after 40 s");
+    }
 }
 
 /// Replaces `target`'s files with `source`'s the way a Secret volume or cert-manager does:

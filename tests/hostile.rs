@@ -977,7 +977,6 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
 
 /// The same for a connection that stops inside the HTTP/2 connection preface.
 #[tokio::test]
-#[ignore = "bug: never closed (src/server/listen.rs: sends_within waits only for the first byte; hyper-util's version sniffing then waits for all 24 preface bytes with no timeout)"]
 async fn a_connection_stopping_inside_the_http2_preface_is_closed() {
     let f = library(Settings::default()).await;
     let addr = f.addr();

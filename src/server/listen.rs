@@ -10,11 +10,12 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::detect::{closes_if_undetected, Detecting};
 use super::{BoxError, Gateway};
 
 /// Time a client gets to complete the TLS handshake: a slow or silent one must not hold a
@@ -124,10 +125,7 @@ fn serve_tls_connection(
             Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
         };
-        let connection = http_connection(&builder, &gateway, stream, peer);
-        if let Err(e) = watcher.watch(connection).await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
-        }
+        serve_detected(&builder, watcher, &gateway, stream, peer).await;
     });
 }
 
@@ -141,25 +139,31 @@ fn serve_connection(
     let watcher = graceful.watcher();
     let (builder, gateway) = (builder.clone(), gateway.clone());
     tokio::spawn(async move {
-        // hyper's protocol detection waits for the first bytes with no time limit: a client
-        // that connects and sends nothing would hold the connection forever.
-        if !sends_within(&stream, FIRST_BYTE_TIMEOUT).await {
-            return;
-        }
-        let connection = watcher.watch(http_connection(&builder, &gateway, stream, peer));
-        if let Err(e) = connection.await {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
-        }
+        serve_detected(&builder, watcher, &gateway, stream, peer).await;
     });
 }
 
-/// How long a new connection may stay silent before it is closed.
-const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a new connection may take to show which protocol it speaks.
+const DETECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Whether the peer sends something within `limit` (without consuming it).
-async fn sends_within(stream: &TcpStream, limit: Duration) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(tokio::time::timeout(limit, stream.peek(&mut byte)).await, Ok(Ok(n)) if n > 0)
+/// Serves `io` until it ends, closing it early if its first bytes do not show HTTP/1.1 or
+/// HTTP/2 within [`DETECTION_TIMEOUT`].
+async fn serve_detected<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    gateway: &Arc<Gateway>,
+    io: I,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (io, known) = Detecting::new(io);
+    let connection = watcher.watch(http_connection(builder, gateway, io, peer));
+    match closes_if_undetected(connection, known, DETECTION_TIMEOUT).await {
+        None => tracing::debug!(%peer, "closed: no protocol shown in time"),
+        Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+        Some(Ok(())) => {}
+    }
 }
 
 /// HTTP/1.1 or HTTP/2 on `io`, every request going to the gateway with the peer's address.

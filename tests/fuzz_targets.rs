@@ -277,7 +277,7 @@ fn percent_decode() {
 /// Inputs of bugs found and not fixed yet (`tests/fuzz/open/<target>/`): each fails its target
 /// today; once fixed, they move to `tests/fuzz/regressions/`.
 #[test]
-#[ignore = "bug: an Any whose type URL names a well-known type with a leading dot (\"x/.google.protobuf.Duration\") is read as a plain message and its \"value\" silently dropped (src/transcode/request.rs parse_json, via prost-reflect)"]
+#[ignore = "replays the inputs of open bugs, which fail until fixed"]
 fn open_bugs() {
     let mut failing = Vec::new();
     for (name, target) in targets::TARGETS {

@@ -45,6 +45,8 @@ pub struct RoutePlan {
     /// For PATCH with a body field: the request's one `google.protobuf.FieldMask` field,
     /// filled from the JSON keys of the body when the client sends no mask.
     pub patch_mask: Option<FieldDescriptor>,
+    /// The request message can hold a `google.protobuf.Any` at some depth.
+    pub input_holds_any: bool,
 }
 
 impl RoutePlan {
@@ -57,6 +59,24 @@ impl RoutePlan {
     pub fn method_name(&self) -> &str {
         self.method.full_name()
     }
+}
+
+/// Whether a `message` can hold a `google.protobuf.Any`, at any depth.
+pub fn holds_any(message: &MessageDescriptor) -> bool {
+    fn walk(message: &MessageDescriptor, seen: &mut Vec<MessageDescriptor>) -> bool {
+        if message.full_name() == "google.protobuf.Any" {
+            return true;
+        }
+        if seen.contains(message) {
+            return false;
+        }
+        seen.push(message.clone());
+        message.fields().any(|f| match f.kind() {
+            Kind::Message(m) => walk(&m, seen),
+            _ => false,
+        })
+    }
+    walk(message, &mut Vec::new())
 }
 
 /// Whether `message` is `google.api.HttpBody`.

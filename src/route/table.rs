@@ -8,7 +8,9 @@ use prost_reflect::{DescriptorPool, Kind, MethodDescriptor, ServiceDescriptor};
 
 use super::field_path::FieldPath;
 use super::matcher::{Lookup, Matcher, MethodSel, Unescape};
-use super::plan::{check_path_leaf, is_http_body, single_field_mask, BodyPlan, RoutePlan};
+use super::plan::{
+    check_path_leaf, holds_any, is_http_body, single_field_mask, BodyPlan, RoutePlan,
+};
 use super::rule::{rules_of, HttpRule};
 use super::template;
 
@@ -174,6 +176,7 @@ fn compile(
     Ok(RoutePlan {
         label: format!("{verb} {}", rule.path).into(),
         patch_mask,
+        input_holds_any: holds_any(&input),
         method: method.clone(),
         http_body_request: matches!(body, BodyPlan::Message) && is_http_body(&input),
         http_body_response: match &response_body {

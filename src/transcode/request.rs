@@ -2,7 +2,9 @@
 //! string for fields neither of them bound; the result encoded as one gRPC frame.
 
 use bytes::Bytes;
-use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
+use prost_reflect::{
+    DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
+};
 
 use super::options::JsonOptions;
 use super::{query, scalar};
@@ -60,7 +62,7 @@ fn body_message(
     match &plan.body {
         BodyPlan::None => Ok(DynamicMessage::new(plan.input.clone())),
         BodyPlan::Message if plan.http_body_request => Ok(http_body(plan, input)),
-        BodyPlan::Message => parse_json(&plan.input, input.body, options),
+        BodyPlan::Message => parse_json(plan, &plan.input, input.body, options),
         BodyPlan::Field(field) => body_field(plan, field.leaf(), input.body, options),
     }
 }
@@ -80,7 +82,9 @@ fn is_blank(body: &[u8]) -> bool {
     body.iter().all(u8::is_ascii_whitespace)
 }
 
+/// `body` as a `desc` message (the request message or its body field's).
 fn parse_json(
+    plan: &RoutePlan,
     desc: &MessageDescriptor,
     body: &[u8],
     options: &JsonOptions,
@@ -99,7 +103,60 @@ fn parse_json(
                     desc.full_name()
                 ))
             })?;
+    if plan.input_holds_any {
+        check_any_type_names(&message)?;
+    }
     Ok(message)
+}
+
+/// Refuses an `Any` (at any depth, inside other `Any`s too) whose type URL names its type
+/// with a leading dot, as Go's protojson does. prost-reflect resolves such a name, but then
+/// reads a well-known type as a plain message and drops its `"value"` silently.
+fn check_any_type_names(message: &DynamicMessage) -> Result<(), GatewayError> {
+    let desc = message.descriptor();
+    if desc.full_name() == "google.protobuf.Any" {
+        return check_any(message);
+    }
+    for (_, value) in message.fields() {
+        match value {
+            Value::Message(m) => check_any_type_names(m)?,
+            Value::List(items) => items.iter().try_for_each(check_value)?,
+            Value::Map(entries) => entries.values().try_for_each(check_value)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_value(value: &Value) -> Result<(), GatewayError> {
+    match value {
+        Value::Message(m) => check_any_type_names(m),
+        _ => Ok(()),
+    }
+}
+
+fn check_any(any: &DynamicMessage) -> Result<(), GatewayError> {
+    let url = match any.get_field_by_name("type_url").as_deref() {
+        Some(Value::String(url)) => url.clone(),
+        _ => return Ok(()),
+    };
+    let name = url.rsplit('/').next().unwrap_or_default();
+    if name.starts_with('.') {
+        return Err(GatewayError::invalid_argument(format!(
+            "invalid Any type URL {url:?}: the type name may not start with \".\""
+        )));
+    }
+    let Some(packed) = any.descriptor().parent_pool().get_message_by_name(name) else {
+        return Ok(());
+    };
+    let value = match any.get_field_by_name("value").as_deref() {
+        Some(Value::Bytes(value)) => value.clone(),
+        _ => return Ok(()),
+    };
+    match DynamicMessage::decode(packed, value) {
+        Ok(inner) => check_any_type_names(&inner),
+        Err(_) => Ok(()),
+    }
 }
 
 /// `body: "field"`: a message field is parsed directly; any other field (a scalar, a list,
@@ -116,7 +173,7 @@ fn body_field(
     }
     match field.kind() {
         Kind::Message(m) if !field.is_list() && !field.is_map() => {
-            let value = parse_json(&m, body, options)?;
+            let value = parse_json(plan, &m, body, options)?;
             message.set_field(field, Value::Message(value));
             Ok(message)
         }
@@ -127,7 +184,7 @@ fn body_field(
             wrapped.extend_from_slice(b"\":");
             wrapped.extend_from_slice(body);
             wrapped.push(b'}');
-            let parsed = parse_json(&plan.input, &wrapped, options)?;
+            let parsed = parse_json(plan, &plan.input, &wrapped, options)?;
             if let Some(v) = parsed.get_field_by_name(field.name()) {
                 message.set_field(field, v.into_owned());
             }

@@ -5,6 +5,9 @@
 //! - `json_to_frame/*`: JSON (plus path variables and query) into a gRPC frame
 //!   (`transcode::build_request`) for the load cases, and for a message of every well-known
 //!   type.
+//! - `json_to_frame_reference/*`: the same through the reference path (prost-reflect's
+//!   `DynamicMessage`), the baseline of the direct JSON-to-wire encoder that
+//!   `build_request` takes where it can.
 //! - `frame_to_json/*`: an upstream message back to JSON (`transcode::render_response`):
 //!   the load cases' replies, the well-known-type message, and the 190 KB VPS sample.
 //!
@@ -23,9 +26,12 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use http::Method;
 use protogate::descriptor::Sources;
+use protogate::grpc::frame;
 use protogate::route::Lookup;
 use protogate::snapshot::Snapshot;
-use protogate::transcode::{build_request, render_response, JsonOptions, RenderedBody};
+use protogate::transcode::{
+    build_request, render_response, request_message, JsonOptions, RenderedBody,
+};
 
 /// Resources in the generated API; six bindings each.
 const RESOURCES: usize = 50;
@@ -183,6 +189,19 @@ fn bench_json_to_frame(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(json_len as u64));
         group.bench_function(case.name, |b| {
             b.iter(|| build_request(&resolved.plan, &options, black_box(resolved.input())))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("json_to_frame_reference");
+    for case in [common::SMALL_POST, common::WELL_KNOWN, common::VPS] {
+        let resolved = Resolved::new(&snapshot, case).expect("case resolves");
+        group.throughput(Throughput::Bytes(resolved.body.len() as u64));
+        group.bench_function(resolved.case.name, |b| {
+            b.iter(|| {
+                request_message(&resolved.plan, &options, black_box(resolved.input()))
+                    .map(|m| frame::encode(&m))
+            })
         });
     }
     group.finish();

@@ -1,6 +1,7 @@
 //! Transcoding between REST and gRPC messages: JSON, path variables and query parameters into
 //! a request message; a response message back into JSON (or raw `HttpBody` bytes).
 
+mod json_in;
 pub mod json_out;
 mod options;
 mod query;
@@ -9,6 +10,7 @@ mod response;
 pub mod scalar;
 pub mod stream;
 
+pub use json_in::JsonIn;
 pub use options::JsonOptions;
-pub use request::{build_request, request_message, RequestInput};
+pub use request::{build_request, fast_request, request_message, RequestInput};
 pub use response::{render_response, render_status_details, RenderedBody};

@@ -274,6 +274,29 @@ fn percent_decode() {
     run("percent_decode");
 }
 
+/// The `json_request` corpus exercises the direct JSON-to-wire encoder, which the target
+/// checks against the reference path: the seeds named `fast-*` (valid bodies with every field
+/// kind) must take it; most other seeds are invalid bodies, which it declines.
+#[test]
+fn the_json_corpus_reaches_the_fast_path() {
+    let inputs = read_inputs(&fuzz_dir("corpus", "json_request"));
+    let mut fast = 0;
+    for (path, input) in &inputs {
+        let taken = targets::json_request_takes_fast_path(input);
+        fast += usize::from(taken);
+        let name = path.file_name().unwrap().to_string_lossy();
+        assert!(
+            taken || !name.starts_with("fast-"),
+            "{name} missed the fast path"
+        );
+    }
+    eprintln!(
+        "{fast} of {} corpus inputs take the fast path",
+        inputs.len()
+    );
+    assert!(fast >= 2, "{fast} of {}", inputs.len());
+}
+
 /// Inputs of bugs found and not fixed yet (`tests/fuzz/open/<target>/`): each fails its target
 /// today; once fixed, they move to `tests/fuzz/regressions/`.
 #[test]

@@ -47,6 +47,8 @@ pub struct RoutePlan {
     pub patch_mask: Option<FieldDescriptor>,
     /// The request message can hold a `google.protobuf.Any` at some depth.
     pub input_holds_any: bool,
+    /// The direct JSON-to-wire encoder for the body, where the route allows it.
+    pub json_in: Option<std::sync::Arc<crate::transcode::JsonIn>>,
 }
 
 impl RoutePlan {

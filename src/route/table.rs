@@ -173,7 +173,7 @@ fn compile(
         MethodSel::Any => "*".to_string(),
         MethodSel::Method(m) => m.to_string(),
     };
-    Ok(RoutePlan {
+    let mut plan = RoutePlan {
         label: format!("{verb} {}", rule.path).into(),
         patch_mask,
         input_holds_any: holds_any(&input),
@@ -196,7 +196,10 @@ fn compile(
         path_vars,
         bound,
         upstream,
-    })
+        json_in: None,
+    };
+    plan.json_in = crate::transcode::JsonIn::for_plan(&plan);
+    Ok(plan)
 }
 
 fn body_plan(rule: &HttpRule, method: &MethodDescriptor) -> Result<BodyPlan, String> {

@@ -29,8 +29,61 @@ pub fn build_request(
     options: &JsonOptions,
     input: RequestInput<'_>,
 ) -> Result<Bytes, GatewayError> {
+    if let Some(frame) = fast_request(plan, options, &input)? {
+        return Ok(frame);
+    }
     let message = request_message(plan, options, input)?;
     Ok(frame::encode(&message))
+}
+
+/// The request frame through the route's direct JSON-to-wire encoder ([`JsonIn`]), with the
+/// path variables and query parameters encoded after the body. `None` when the route has no
+/// such encoder or it declines the body: the reference path then decides.
+///
+/// [`JsonIn`]: super::JsonIn
+pub fn fast_request(
+    plan: &RoutePlan,
+    options: &JsonOptions,
+    input: &RequestInput<'_>,
+) -> Result<Option<Bytes>, GatewayError> {
+    let Some(json_in) = &plan.json_in else {
+        return Ok(None);
+    };
+    if is_blank(input.body) {
+        return Ok(None);
+    }
+    check_depth(input.body, options.max_depth)?;
+    let mut out = Vec::with_capacity(frame::HEADER_LEN + input.body.len() + 64);
+    out.extend_from_slice(&[0; frame::HEADER_LEN]);
+    let deny = options.reject_unknown_fields;
+    let encoded = match &plan.body {
+        BodyPlan::Field(field) => {
+            json_in.encode_field(field.leaf().number(), input.body, deny, &mut out)
+        }
+        _ => json_in.encode(input.body, deny, &mut out),
+    };
+    if encoded.is_err() {
+        return Ok(None);
+    }
+    let query = input
+        .query
+        .filter(|_| !matches!(plan.body, BodyPlan::Message));
+    if !plan.path_vars.is_empty() || query.is_some() {
+        let mut rest = DynamicMessage::new(plan.input.clone());
+        for (path, raw) in plan.path_vars.iter().zip(input.vars) {
+            set_path_variable(&mut rest, path, raw).map_err(|e| {
+                GatewayError::invalid_argument(format!("path variable {:?}: {e}", path.text))
+            })?;
+        }
+        if let Some(q) = query {
+            query::apply(&mut rest, q, &plan.bound, options)?;
+        }
+        prost::Message::encode_raw(&rest, &mut out);
+    }
+    let len = u32::try_from(out.len() - frame::HEADER_LEN)
+        .map_err(|_| GatewayError::invalid_argument("request message too large"))?;
+    out[1..frame::HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    Ok(Some(Bytes::from(out)))
 }
 
 /// Builds the request message for `plan`.
@@ -112,7 +165,7 @@ fn parse_json(
 /// Refuses an `Any` (at any depth, inside other `Any`s too) whose type URL names its type
 /// with a leading dot, as Go's protojson does. prost-reflect resolves such a name, but then
 /// reads a well-known type as a plain message and drops its `"value"` silently.
-fn check_any_type_names(message: &DynamicMessage) -> Result<(), GatewayError> {
+pub(super) fn check_any_type_names(message: &DynamicMessage) -> Result<(), GatewayError> {
     let desc = message.descriptor();
     if desc.full_name() == "google.protobuf.Any" {
         return check_any(message);

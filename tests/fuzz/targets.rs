@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use prost::Message;
-use prost_reflect::{DynamicMessage, ReflectMessage, Value};
+use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
 use protogate::descriptor::Sources;
 use protogate::error::GatewayError;
 use protogate::grpc::{frame, status, timeout, Code};
@@ -24,7 +24,7 @@ use protogate::route::matcher::Matcher;
 use protogate::route::template::{self, Segment, Template};
 use protogate::route::{Lookup, MethodSel, RouteOptions, Unescape};
 use protogate::snapshot::Snapshot;
-use protogate::transcode::{json_out, request_message, JsonOptions, RequestInput};
+use protogate::transcode::{fast_request, json_out, request_message, JsonOptions, RequestInput};
 
 /// A fuzz target: arbitrary bytes in, a panic on a bug.
 pub type Target = fn(&[u8]);
@@ -721,12 +721,10 @@ const JSON_ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/v1/patch/p"),
 ];
 
-/// JSON bodies into request messages, for each way a body is bound; strict options (unknown
-/// fields refused) when the selector's high bit is set.
-pub fn json_request(data: &[u8]) {
-    let Some((&selector, body)) = data.split_first() else {
-        return;
-    };
+/// A `json_request` input: the route its selector byte picks, the options (strict, unknown
+/// fields refused, when the high bit is set), and the body.
+fn json_case(data: &[u8]) -> Option<(Method, &'static str, &'static JsonOptions, &[u8])> {
+    let (&selector, body) = data.split_first()?;
     let api = api();
     let (method, path) = JSON_ROUTES[usize::from(selector & 0x7f) % JSON_ROUTES.len()];
     let options = if selector & 0x80 != 0 {
@@ -734,8 +732,27 @@ pub fn json_request(data: &[u8]) {
     } else {
         &api.lenient
     };
-    let method = Method::from_bytes(method.as_bytes()).unwrap();
-    match assemble(&method, path, None, body, options) {
+    Some((
+        Method::from_bytes(method.as_bytes()).unwrap(),
+        path,
+        options,
+        body,
+    ))
+}
+
+/// JSON bodies into request messages, for each way a body is bound, through the reference
+/// path and the direct JSON-to-wire encoder.
+pub fn json_request(data: &[u8]) {
+    let Some((method, path, options, body)) = json_case(data) else {
+        return;
+    };
+    let reference = assemble(&method, path, None, body, options);
+    check_fast_path(
+        &fast_frame(&method, path, body, options),
+        &reference,
+        options,
+    );
+    match reference {
         Ok(message) => {
             let text = String::from_utf8_lossy(body);
             check_numbers(&message, &text, text.contains("\\u"));
@@ -743,6 +760,78 @@ pub fn json_request(data: &[u8]) {
         }
         Err(e) => assert_client_error(&e),
     }
+}
+
+/// Whether `data`, a `json_request` input, is accepted by the direct JSON-to-wire encoder (so
+/// that the target compares it with the reference path).
+pub fn json_request_takes_fast_path(data: &[u8]) -> bool {
+    json_case(data).is_some_and(|(method, path, options, body)| {
+        matches!(fast_frame(&method, path, body, options).1, Ok(Some(_)))
+    })
+}
+
+/// The request frame for `body` through the direct JSON-to-wire encoder, with its route's
+/// request type.
+fn fast_frame(
+    method: &Method,
+    path: &str,
+    body: &[u8],
+    options: &JsonOptions,
+) -> (MessageDescriptor, Result<Option<Bytes>, GatewayError>) {
+    let Lookup::Found {
+        value: plan, vars, ..
+    } = api().snapshot.routes.lookup(method, path)
+    else {
+        panic!("{method} {path}: no route");
+    };
+    let body = Bytes::copy_from_slice(body);
+    let input = RequestInput {
+        body: &body,
+        content_type: Some("application/json"),
+        vars: &vars,
+        query: None,
+    };
+    (plan.input.clone(), fast_request(plan, options, &input))
+}
+
+/// The direct JSON-to-wire encoder against the reference path: where it gives a frame, the
+/// reference path accepts the body too and the frame holds the same message; where it
+/// fails, the reference path fails as well.
+fn check_fast_path(
+    (input_type, fast): &(MessageDescriptor, Result<Option<Bytes>, GatewayError>),
+    reference: &Result<DynamicMessage, GatewayError>,
+    options: &JsonOptions,
+) {
+    let fast = match fast {
+        Ok(Some(frame)) => frame,
+        Ok(None) => return,
+        Err(e) => {
+            assert!(
+                reference.is_err(),
+                "only the fast path refused the body: {e:?}"
+            );
+            return;
+        }
+    };
+    let expected = match reference {
+        Ok(message) => message,
+        Err(e) => panic!("the fast path accepted a body the reference path refuses: {e:?}"),
+    };
+    let payload = fast.slice(frame::HEADER_LEN..);
+    let got =
+        DynamicMessage::decode(input_type.clone(), payload).expect("the fast path's frame decodes");
+    let expected = DynamicMessage::decode(input_type.clone(), expected.encode_to_vec().as_slice())
+        .expect("the reference message decodes");
+    let render = |m: &DynamicMessage| {
+        let mut out = Vec::new();
+        json_out::write_message(&mut out, m, options).expect("renders");
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    assert_eq!(
+        render(&got),
+        render(&expected),
+        "the fast path built another message"
+    );
 }
 
 /// Whether a value holds a float or double that is not finite, anywhere inside.

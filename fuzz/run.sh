@@ -14,7 +14,7 @@ seconds="${SECONDS_PER_TARGET:-600}"
 jobs="${JOBS:-1}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(template matcher json_request query frame grpc_timeout percent_decode)
+  targets=(template matcher json_request json_response query frame grpc_timeout percent_decode)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 //! Transcoding between REST and gRPC messages: JSON, path variables and query parameters into
 //! a request message; a response message back into JSON (or raw `HttpBody` bytes).
 
+mod codec;
 mod json_in;
 pub mod json_out;
 mod options;
@@ -9,8 +10,12 @@ mod request;
 mod response;
 pub mod scalar;
 pub mod stream;
+mod strict_json;
+mod wire_json;
 
 pub use json_in::JsonIn;
 pub use options::JsonOptions;
 pub use request::{build_request, fast_request, request_message, RequestInput};
+pub use response::render_reference;
 pub use response::{render_response, render_status_details, RenderedBody};
+pub use wire_json::WireJson;

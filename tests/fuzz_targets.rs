@@ -255,6 +255,11 @@ fn json_request() {
 }
 
 #[test]
+fn json_response() {
+    run("json_response");
+}
+
+#[test]
 fn query() {
     run("query");
 }
@@ -295,6 +300,19 @@ fn the_json_corpus_reaches_the_fast_path() {
         inputs.len()
     );
     assert!(fast >= 2, "{fast} of {}", inputs.len());
+}
+
+/// Every `json_response` seed is rendered by the direct wire-to-JSON renderer, so the target
+/// compares it with the reference path from the first run on.
+#[test]
+fn the_response_corpus_reaches_the_fast_renderer() {
+    for (path, input) in read_inputs(&fuzz_dir("corpus", "json_response")) {
+        assert!(
+            targets::json_response_renders(&input),
+            "{} is declined",
+            path.display()
+        );
+    }
 }
 
 /// Inputs of bugs found and not fixed yet (`tests/fuzz/open/<target>/`): each fails its target

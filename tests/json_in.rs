@@ -1,6 +1,7 @@
-//! The direct JSON-to-wire encoder on the benchmark's request bodies: the small POST and the
-//! VPS sample take it, and it builds the same message as the reference path. (The
-//! `json_request` fuzz target compares the two paths on every input it tries.)
+//! The direct JSON-to-wire encoder and wire-to-JSON renderer on the benchmark's bodies: the
+//! small POST and the VPS sample take the encoder, every reply takes the renderer, and both
+//! give what the reference paths give. (The `json_request` and `json_response` fuzz targets
+//! compare the paths on every input they try.)
 
 #[path = "../benches/common/mod.rs"]
 mod common;
@@ -8,7 +9,9 @@ mod common;
 use prost::Message;
 use prost_reflect::DynamicMessage;
 use protogate::grpc::frame;
-use protogate::transcode::{fast_request, json_out, request_message, JsonOptions};
+use protogate::transcode::{
+    fast_request, json_out, render_reference, request_message, JsonOptions, RenderedBody,
+};
 
 fn rendered(message: &DynamicMessage) -> String {
     let mut out = Vec::new();
@@ -58,4 +61,63 @@ fn routes_outside_the_fast_path_keep_the_reference_path() {
     assert!(fast_request(&get.plan, &options, &get.input())
         .expect("no error")
         .is_none());
+}
+
+#[test]
+fn the_benchmark_replies_take_the_fast_renderer_and_match_the_reference() {
+    let snapshot = common::snapshot().expect("bench descriptors");
+    let encode = |name, file| common::encode_json(&snapshot, name, file).expect("reply encodes");
+    let echo = |case| {
+        let resolved = common::Resolved::new(&snapshot, case).expect("case resolves");
+        common::payload(&resolved.frame().expect("case transcodes"))
+    };
+    let replies = [
+        (
+            common::SMALL_POST,
+            encode("testapi.v1.Book", "benches/data/book_reply.json"),
+        ),
+        (
+            common::GET_QUERY,
+            encode(
+                "testapi.v1.ListBooksResponse",
+                "benches/data/list_reply.json",
+            ),
+        ),
+        (
+            common::VPS,
+            common::vps_reply(&snapshot).expect("VPS reply"),
+        ),
+        (common::VPS_ECHO, echo(common::VPS_ECHO)),
+    ];
+    for flags in [JsonOptions::default(), every_output_flag()] {
+        for (case, payload) in &replies {
+            let resolved = common::Resolved::new(&snapshot, case.clone()).expect("resolves");
+            let renderer = resolved.plan.wire_json.as_ref().expect("a renderer");
+            let mut fast = Vec::new();
+            renderer
+                .render(payload, &flags, &mut fast)
+                .unwrap_or_else(|_| panic!("{}: the fast renderer declined", case.name));
+            let RenderedBody::Json(reference) =
+                render_reference(&resolved.plan, &flags, payload.clone()).expect("renders")
+            else {
+                panic!("{}: not JSON", case.name);
+            };
+            assert_eq!(
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(&reference),
+                "{}",
+                case.name
+            );
+        }
+    }
+}
+
+fn every_output_flag() -> JsonOptions {
+    JsonOptions {
+        use_proto_names: true,
+        emit_unpopulated: false,
+        enums_as_ints: true,
+        int64_as_numbers: true,
+        ..JsonOptions::default()
+    }
 }

@@ -197,8 +197,10 @@ fn compile(
         bound,
         upstream,
         json_in: None,
+        wire_json: None,
     };
     plan.json_in = crate::transcode::JsonIn::for_plan(&plan);
+    plan.wire_json = crate::transcode::WireJson::for_plan(&plan);
     Ok(plan)
 }
 

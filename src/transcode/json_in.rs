@@ -17,14 +17,18 @@
 //! corpora, and the `json_request` fuzz target does so on every input it tries.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use prost::Message as _;
-use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, Syntax};
+use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor};
 
+use super::codec::{
+    put_tag, put_varint, wire_type, Codec, Delimited, FieldCodec, Names, Scalar, Shape, ValueKind,
+    LEN, MAX_FIELDS,
+};
 use super::request::check_any_type_names;
+use super::strict_json::{is_json_integer, Strict};
 use crate::route::{BodyPlan, RoutePlan};
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
@@ -51,101 +55,14 @@ impl serde::de::Error for Declined {
 /// The compiled encoder for one root message type and the message types it holds.
 #[derive(Debug)]
 pub struct JsonIn {
-    /// Index 0 is the root.
-    messages: Vec<MessageCodec>,
+    codec: Codec,
 }
-
-#[derive(Debug)]
-struct MessageCodec {
-    fields: Vec<FieldCodec>,
-    /// JSON names and proto names, each with its field's index.
-    names: Names,
-}
-
-#[derive(Debug)]
-struct FieldCodec {
-    number: u32,
-    kind: ValueKind,
-    shape: Shape,
-    /// Proto3 implicit presence: a default value is not written.
-    implicit: bool,
-    oneof: Option<u8>,
-}
-
-#[derive(Debug)]
-enum Shape {
-    Single,
-    Repeated { packed: bool },
-    Map { key: ValueKind, value: ValueKind },
-}
-
-#[derive(Debug, Clone)]
-enum ValueKind {
-    Double,
-    Float,
-    Int32,
-    Int64,
-    Uint32,
-    Uint64,
-    Sint32,
-    Sint64,
-    Fixed32,
-    Fixed64,
-    Sfixed32,
-    Sfixed64,
-    Bool,
-    String,
-    Bytes,
-    Enum(Arc<Names>),
-    Message(usize),
-    /// A well-known type, read by the reference deserialiser (prost-reflect's own, which knows
-    /// its JSON form) and encoded from the message it returns.
-    WellKnown(MessageDescriptor),
-    /// `google.protobuf.NullValue`, whose JSON rules (`null` sets it) are left to the
-    /// reference path: any value of it declines.
-    NullValue,
-}
-
-/// Names to numbers: a short list is searched, a long one hashed.
-#[derive(Debug, Default)]
-struct Names {
-    list: Vec<(Box<str>, i32)>,
-    map: Option<HashMap<Box<str>, i32>>,
-}
-
-impl Names {
-    const SEARCHED: usize = 16;
-
-    fn new(list: Vec<(Box<str>, i32)>) -> Self {
-        let map = (list.len() > Self::SEARCHED).then(|| list.iter().cloned().collect());
-        Names { list, map }
-    }
-
-    fn get(&self, name: &str) -> Option<i32> {
-        match &self.map {
-            Some(map) => map.get(name).copied(),
-            None => self
-                .list
-                .iter()
-                .find(|(n, _)| n.as_ref() == name)
-                .map(|(_, v)| *v),
-        }
-    }
-}
-
-/// Fields per message and oneofs per message the duplicate checks can track.
-const MAX_FIELDS: usize = 256;
-const MAX_ONEOFS: usize = 64;
 
 impl JsonIn {
     /// The encoder for `root`, or `None` when it or a message it holds is outside what the
     /// fast path handles.
     pub fn compile(root: &MessageDescriptor) -> Option<Arc<JsonIn>> {
-        let mut compiler = Compiler::default();
-        compiler.message(root)?;
-        Some(Arc::new(JsonIn {
-            messages: compiler.messages.into_iter().map(Option::unwrap).collect(),
-        }))
+        Codec::compile(root).map(|codec| Arc::new(JsonIn { codec }))
     }
 
     /// The encoder for `plan`'s request bodies, where the fast path applies: a JSON body that
@@ -212,226 +129,6 @@ impl JsonIn {
     }
 }
 
-#[derive(Default)]
-struct Compiler {
-    /// `None` while a message is being compiled (it may hold itself).
-    messages: Vec<Option<MessageCodec>>,
-    index: HashMap<String, usize>,
-}
-
-impl Compiler {
-    fn message(&mut self, desc: &MessageDescriptor) -> Option<usize> {
-        if let Some(&i) = self.index.get(desc.full_name()) {
-            return Some(i);
-        }
-        if !is_plain(desc) {
-            return None;
-        }
-        let i = self.messages.len();
-        self.messages.push(None);
-        self.index.insert(desc.full_name().to_string(), i);
-        let mut fields = Vec::new();
-        let mut names = Vec::new();
-        for (n, field) in desc.fields().enumerate() {
-            let shape = if field.is_map() {
-                let entry = field.kind().as_message()?.clone();
-                Shape::Map {
-                    key: self.kind(&entry.map_entry_key_field().kind())?,
-                    value: self.kind(&entry.map_entry_value_field().kind())?,
-                }
-            } else if field.is_list() {
-                Shape::Repeated {
-                    packed: field.is_packed(),
-                }
-            } else {
-                Shape::Single
-            };
-            let kind = match shape {
-                Shape::Map { .. } => ValueKind::Bool,
-                _ => self.kind(&field.kind())?,
-            };
-            let oneof = match field.containing_oneof() {
-                Some(o) => Some(u8::try_from(desc.oneofs().position(|x| x == o)?).ok()?),
-                None => None,
-            };
-            fields.push(FieldCodec {
-                number: field.number(),
-                kind,
-                shape,
-                implicit: !field.supports_presence(),
-                oneof,
-            });
-            let n = i32::try_from(n).ok()?;
-            names.push((field.json_name().into(), n));
-            if field.name() != field.json_name() {
-                names.push((field.name().into(), n));
-            }
-        }
-        self.messages[i] = Some(MessageCodec {
-            fields,
-            names: Names::new(names),
-        });
-        Some(i)
-    }
-
-    fn kind(&mut self, kind: &Kind) -> Option<ValueKind> {
-        Some(match kind {
-            Kind::Double => ValueKind::Double,
-            Kind::Float => ValueKind::Float,
-            Kind::Int32 => ValueKind::Int32,
-            Kind::Int64 => ValueKind::Int64,
-            Kind::Uint32 => ValueKind::Uint32,
-            Kind::Uint64 => ValueKind::Uint64,
-            Kind::Sint32 => ValueKind::Sint32,
-            Kind::Sint64 => ValueKind::Sint64,
-            Kind::Fixed32 => ValueKind::Fixed32,
-            Kind::Fixed64 => ValueKind::Fixed64,
-            Kind::Sfixed32 => ValueKind::Sfixed32,
-            Kind::Sfixed64 => ValueKind::Sfixed64,
-            Kind::Bool => ValueKind::Bool,
-            Kind::String => ValueKind::String,
-            Kind::Bytes => ValueKind::Bytes,
-            Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue" => ValueKind::NullValue,
-            Kind::Enum(e) => {
-                if e.parent_file().syntax() != Syntax::Proto3
-                    || e.full_name().starts_with("google.protobuf.")
-                {
-                    return None;
-                }
-                let names = e.values().map(|v| (v.name().into(), v.number())).collect();
-                ValueKind::Enum(Arc::new(Names::new(names)))
-            }
-            Kind::Message(m) if m.full_name().starts_with("google.protobuf.") => {
-                ValueKind::WellKnown(m.clone())
-            }
-            Kind::Message(m) => ValueKind::Message(self.message(m)?),
-        })
-    }
-}
-
-/// A proto3 message outside `google.protobuf`, with no extensions and few enough fields and
-/// oneofs for the duplicate checks.
-fn is_plain(desc: &MessageDescriptor) -> bool {
-    desc.parent_file().syntax() == Syntax::Proto3
-        && !desc.full_name().starts_with("google.protobuf.")
-        && desc.extensions().len() == 0
-        && desc.fields().len() <= MAX_FIELDS
-        && desc.oneofs().len() <= MAX_ONEOFS
-}
-
-// --- the wire format ---------------------------------------------------------------------
-
-const VARINT: u32 = 0;
-const FIXED64: u32 = 1;
-const LEN: u32 = 2;
-const FIXED32: u32 = 5;
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn put_tag(out: &mut Vec<u8>, number: u32, wire: u32) {
-    put_varint(out, (u64::from(number) << 3) | u64::from(wire));
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-/// A length-delimited value being written: `open` leaves one byte for its length, `close`
-/// writes the length, moving the value up when the length needs more than one byte.
-struct Delimited(usize);
-
-impl Delimited {
-    fn open(out: &mut Vec<u8>) -> Self {
-        out.push(0);
-        Delimited(out.len())
-    }
-
-    fn close(self, out: &mut Vec<u8>) {
-        let start = self.0;
-        let len = out.len() - start;
-        let extra = varint_len(len as u64) - 1;
-        if extra > 0 {
-            out.resize(out.len() + extra, 0);
-            out.copy_within(start..start + len, start + extra);
-        }
-        let mut at = start - 1;
-        let mut v = len as u64;
-        while v >= 0x80 {
-            out[at] = (v as u8) | 0x80;
-            v >>= 7;
-            at += 1;
-        }
-        out[at] = v as u8;
-    }
-}
-
-fn wire_type(kind: &ValueKind) -> u32 {
-    match kind {
-        ValueKind::Double | ValueKind::Fixed64 | ValueKind::Sfixed64 => FIXED64,
-        ValueKind::Float | ValueKind::Fixed32 | ValueKind::Sfixed32 => FIXED32,
-        ValueKind::String | ValueKind::Bytes | ValueKind::Message(_) | ValueKind::WellKnown(_) => {
-            LEN
-        }
-        _ => VARINT,
-    }
-}
-
-/// A decoded scalar, before it is written.
-#[derive(Debug, Clone, Copy)]
-enum Scalar {
-    F64(f64),
-    F32(f32),
-    I32(i32),
-    I64(i64),
-    U32(u32),
-    U64(u64),
-    Bool(bool),
-}
-
-impl Scalar {
-    fn is_default(self) -> bool {
-        match self {
-            Scalar::F64(v) => v == 0.0,
-            Scalar::F32(v) => v == 0.0,
-            Scalar::I32(v) => v == 0,
-            Scalar::I64(v) => v == 0,
-            Scalar::U32(v) => v == 0,
-            Scalar::U64(v) => v == 0,
-            Scalar::Bool(v) => !v,
-        }
-    }
-
-    /// Writes the value in `kind`'s encoding (no tag).
-    fn put(self, kind: &ValueKind, out: &mut Vec<u8>) {
-        match (kind, self) {
-            (ValueKind::Double, Scalar::F64(v)) => out.extend_from_slice(&v.to_le_bytes()),
-            (ValueKind::Float, Scalar::F32(v)) => out.extend_from_slice(&v.to_le_bytes()),
-            (ValueKind::Int32 | ValueKind::Enum(_), Scalar::I32(v)) => {
-                put_varint(out, i64::from(v) as u64)
-            }
-            (ValueKind::Sint32, Scalar::I32(v)) => {
-                put_varint(out, u64::from(((v << 1) ^ (v >> 31)) as u32))
-            }
-            (ValueKind::Sfixed32, Scalar::I32(v)) => out.extend_from_slice(&v.to_le_bytes()),
-            (ValueKind::Int64, Scalar::I64(v)) => put_varint(out, v as u64),
-            (ValueKind::Sint64, Scalar::I64(v)) => put_varint(out, ((v << 1) ^ (v >> 63)) as u64),
-            (ValueKind::Sfixed64, Scalar::I64(v)) => out.extend_from_slice(&v.to_le_bytes()),
-            (ValueKind::Uint32, Scalar::U32(v)) => put_varint(out, u64::from(v)),
-            (ValueKind::Fixed32, Scalar::U32(v)) => out.extend_from_slice(&v.to_le_bytes()),
-            (ValueKind::Uint64, Scalar::U64(v)) => put_varint(out, v),
-            (ValueKind::Fixed64, Scalar::U64(v)) => out.extend_from_slice(&v.to_le_bytes()),
-            (ValueKind::Bool, Scalar::Bool(v)) => out.push(u8::from(v)),
-            _ => unreachable!("scalar {self:?} read for {kind:?}"),
-        }
-    }
-}
-
 // --- reading JSON ------------------------------------------------------------------------
 
 /// A JSON object into the fields of message `index`, appended to `out`.
@@ -458,7 +155,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let codec = &self.json.messages[self.index];
+        let codec = &self.json.codec.messages[self.index];
         let mut seen = [0u64; MAX_FIELDS / 64];
         let mut oneofs = 0u64;
         while let Some(key) = map.next_key_seed(KeySeed(&codec.names))? {
@@ -619,7 +316,7 @@ impl ValueWriter<'_> {
                 let v = self.scalar(d)?;
                 if !(implicit && v.is_default()) {
                     put_tag(out, number, wire_type(kind));
-                    v.put(kind, out);
+                    v.put(kind, out).ok_or_else(mismatch)?;
                 }
             }
         }
@@ -651,7 +348,8 @@ impl ValueWriter<'_> {
             }
             ValueKind::WellKnown(desc) => {
                 let options = DeserializeOptions::new().deny_unknown_fields(self.deny_unknown);
-                let message = DynamicMessage::deserialize_with_options(desc.clone(), d, &options)?;
+                let message =
+                    DynamicMessage::deserialize_with_options(desc.clone(), Strict(d), &options)?;
                 if desc.full_name() == "google.protobuf.Any" {
                     check_any_type_names(&message).map_err(D::Error::custom)?;
                 }
@@ -660,7 +358,7 @@ impl ValueWriter<'_> {
                 message.encode_raw(out);
                 Ok(len)
             }
-            _ => unreachable!("not length-delimited"),
+            _ => Err(mismatch()),
         }
     }
 
@@ -681,9 +379,9 @@ impl ValueWriter<'_> {
                 d.deserialize_any(IntVisitor::<u64>::default())
             }
             ValueKind::Bool => d.deserialize_any(BoolVisitor),
-            ValueKind::Enum(names) => d.deserialize_any(EnumVisitor(names)),
+            ValueKind::Enum(e) => d.deserialize_any(EnumVisitor(&e.by_name)),
             ValueKind::NullValue => Err(D::Error::custom("NullValue")),
-            _ => unreachable!("not a scalar"),
+            _ => Err(mismatch()),
         }
     }
 
@@ -694,7 +392,7 @@ impl ValueWriter<'_> {
             | ValueKind::Bytes
             | ValueKind::Message(_)
             | ValueKind::WellKnown(_) => self.delimited(d, out).map(drop),
-            kind => self.scalar(d).map(|v| v.put(kind, out)),
+            kind => self.scalar(d)?.put(kind, out).ok_or_else(mismatch),
         }
     }
 }
@@ -809,8 +507,13 @@ fn put_map_key(kind: &ValueKind, key: &str, out: &mut Vec<u8>) -> Result<(), Str
         _ => return Err("invalid map key type".into()),
     };
     put_tag(out, 1, wire_type(kind));
-    scalar.put(kind, out);
+    scalar.put(kind, out).ok_or("invalid map key type")?;
     Ok(())
+}
+
+/// A value read for another kind than its field's: never, but declined rather than assumed.
+fn mismatch<E: serde::de::Error>() -> E {
+    E::custom("value of another kind")
 }
 
 /// A string with its length.
@@ -971,7 +674,11 @@ impl<T: Integer> Visitor<'_> for IntVisitor<T> {
         Ok(T::from_f64(v).scalar())
     }
 
+    /// A decimal string, as protojson takes it (a JSON integer token).
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+        if !is_json_integer(v) {
+            return Err(E::custom("not an integer"));
+        }
         v.parse::<T>()
             .map(T::scalar)
             .map_err(|_| E::custom("not an integer"))
@@ -1006,56 +713,19 @@ impl Visitor<'_> for EnumVisitor<'_> {
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
         self.0
             .get(v)
-            .map(Scalar::I32)
+            .map(Scalar::Enum)
             .ok_or_else(|| E::custom("unknown enum name"))
     }
 
     fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
         i32::try_from(v)
-            .map(Scalar::I32)
+            .map(Scalar::Enum)
             .map_err(|_| E::custom("enum number out of range"))
     }
 
     fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
         i32::try_from(v)
-            .map(Scalar::I32)
+            .map(Scalar::Enum)
             .map_err(|_| E::custom("enum number out of range"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delimited_lengths_of_every_size_are_minimal_varints() {
-        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 200_000] {
-            let mut out = vec![9u8];
-            let d = Delimited::open(&mut out);
-            out.extend(std::iter::repeat_n(7u8, len));
-            d.close(&mut out);
-            let mut expected = vec![9u8];
-            put_varint(&mut expected, len as u64);
-            expected.extend(std::iter::repeat_n(7u8, len));
-            assert_eq!(out, expected, "length {len}");
-        }
-    }
-
-    #[test]
-    fn varint_lengths() {
-        for v in [
-            0u64,
-            1,
-            127,
-            128,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            let mut out = Vec::new();
-            put_varint(&mut out, v);
-            assert_eq!(out.len(), varint_len(v), "{v}");
-        }
     }
 }

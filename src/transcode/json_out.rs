@@ -66,8 +66,7 @@ impl Writer<'_> {
     }
 
     fn string(&mut self, s: &str) {
-        // Writing a &str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *self.out, s);
+        write_string(self.out, s);
     }
 
     fn newline(&mut self) {
@@ -217,20 +216,11 @@ impl Writer<'_> {
     }
 
     fn int64(&mut self, digits: &str) {
-        if self.options.int64_as_numbers {
-            self.raw(digits);
-        } else {
-            self.out.push(b'"');
-            self.raw(digits);
-            self.out.push(b'"');
-        }
+        write_int64(self.out, digits, self.options);
     }
 
     fn float(&mut self, f: f64, single: bool) {
-        match format_float(f, single) {
-            Ok(text) => self.raw(&text),
-            Err(special) => self.string(special),
-        }
+        write_float(self.out, f, single);
     }
 
     fn enumeration(&mut self, kind: &Kind, number: i32) {
@@ -464,6 +454,31 @@ fn lower_camel(path: &str) -> String {
         }
     }
     out
+}
+
+/// A string, escaped.
+pub fn write_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
+}
+
+/// A 64-bit integer's digits: a string unless the options ask for numbers.
+pub fn write_int64(out: &mut Vec<u8>, digits: &str, options: &JsonOptions) {
+    if options.int64_as_numbers {
+        out.extend_from_slice(digits.as_bytes());
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(digits.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// A float or double as Go's protojson writes it ([`format_float`]).
+pub fn write_float(out: &mut Vec<u8>, f: f64, single: bool) {
+    match format_float(f, single) {
+        Ok(text) => out.extend_from_slice(text.as_bytes()),
+        Err(special) => write_string(out, special),
+    }
 }
 
 /// A number as Go's protojson writes it: shortest round-trip digits, plain notation between

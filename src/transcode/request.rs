@@ -7,6 +7,7 @@ use prost_reflect::{
 };
 
 use super::options::JsonOptions;
+use super::strict_json::Strict;
 use super::{query, scalar};
 use crate::error::GatewayError;
 use crate::grpc::frame;
@@ -147,15 +148,15 @@ fn parse_json(
     }
     check_depth(body, options.max_depth)?;
     let mut de = serde_json::Deserializer::from_slice(body);
-    let message =
-        DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &options.deserialize())
-            .and_then(|m| de.end().map(|()| m))
-            .map_err(|e| {
-                GatewayError::invalid_argument(format!(
-                    "invalid JSON body for {}: {e}",
-                    desc.full_name()
-                ))
-            })?;
+    let message = DynamicMessage::deserialize_with_options(
+        desc.clone(),
+        Strict(&mut de),
+        &options.deserialize(),
+    )
+    .and_then(|m| de.end().map(|()| m))
+    .map_err(|e| {
+        GatewayError::invalid_argument(format!("invalid JSON body for {}: {e}", desc.full_name()))
+    })?;
     if plan.input_holds_any {
         check_any_type_names(&message)?;
     }

@@ -18,8 +18,26 @@ pub enum RenderedBody {
     Raw { content_type: String, data: Bytes },
 }
 
-/// Decodes the upstream's message and renders it for the client.
+/// Renders the upstream's message for the client: straight from the wire where the route
+/// has a [`WireJson`](super::WireJson) renderer and it accepts the message, otherwise through
+/// the reference path.
 pub fn render_response(
+    plan: &RoutePlan,
+    options: &JsonOptions,
+    payload: Bytes,
+) -> Result<RenderedBody, GatewayError> {
+    if let Some(renderer) = &plan.wire_json {
+        let mut out = Vec::with_capacity(2 * payload.len() + 16);
+        if renderer.render(&payload, options, &mut out).is_ok() {
+            return Ok(RenderedBody::Json(out));
+        }
+    }
+    render_reference(plan, options, payload)
+}
+
+/// The reference path: the upstream's message decoded into a `DynamicMessage`, then
+/// rendered.
+pub fn render_reference(
     plan: &RoutePlan,
     options: &JsonOptions,
     payload: Bytes,

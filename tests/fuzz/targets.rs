@@ -10,7 +10,7 @@
 
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,7 +24,9 @@ use protogate::route::matcher::Matcher;
 use protogate::route::template::{self, Segment, Template};
 use protogate::route::{Lookup, MethodSel, RouteOptions, Unescape};
 use protogate::snapshot::Snapshot;
-use protogate::transcode::{fast_request, json_out, request_message, JsonOptions, RequestInput};
+use protogate::transcode::{
+    fast_request, json_out, request_message, JsonOptions, RequestInput, WireJson,
+};
 
 /// A fuzz target: arbitrary bytes in, a panic on a bug.
 pub type Target = fn(&[u8]);
@@ -34,6 +36,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("template", template),
     ("matcher", matcher),
     ("json_request", json_request),
+    ("json_response", json_response),
     ("query", query),
     ("frame", frame),
     ("grpc_timeout", grpc_timeout),
@@ -572,6 +575,9 @@ struct Api {
     snapshot: Snapshot,
     lenient: JsonOptions,
     strict: JsonOptions,
+    /// `fuzzapi.v1.Kinds` and its direct wire-to-JSON renderer.
+    kinds: MessageDescriptor,
+    kinds_renderer: Arc<WireJson>,
 }
 
 fn api() -> &'static Api {
@@ -595,10 +601,17 @@ fn api() -> &'static Api {
             reject_unknown_query: true,
             ..JsonOptions::default()
         };
+        let kinds = snapshot
+            .pool
+            .get_message_by_name("fuzzapi.v1.Kinds")
+            .expect("Kinds");
+        let kinds_renderer = WireJson::compile(&kinds).expect("Kinds has a renderer");
         Api {
             snapshot,
             lenient: JsonOptions::default(),
             strict,
+            kinds,
+            kinds_renderer,
         }
     })
 }
@@ -631,12 +644,17 @@ fn assemble(
 /// as JSON, and that JSON parses back to a message rendering the same.
 fn check_accepted(message: &DynamicMessage, options: &JsonOptions) {
     let encoded = message.encode_to_vec();
+    if message.descriptor() == api().kinds {
+        for bits in [0, 0x0f] {
+            check_renderers(&encoded, &output_options(bits));
+        }
+    }
     let decoded = DynamicMessage::decode(message.descriptor(), encoded.as_slice())
         .expect("an accepted message decodes");
     let render = |m: &DynamicMessage| {
         let mut out = Vec::new();
         json_out::write_message(&mut out, m, options)
-            .unwrap_or_else(|e| panic!("an accepted message has no JSON form: {e}: {m:?}"));
+            .unwrap_or_else(|e| panic!("an accepted message has no JSON form: {e}: {m}"));
         out
     };
     let first = render(message);
@@ -660,6 +678,57 @@ fn check_accepted(message: &DynamicMessage, options: &JsonOptions) {
         String::from_utf8_lossy(&render(&reparsed)),
         String::from_utf8_lossy(&first),
         "JSON round trip changed the message"
+    );
+}
+
+/// Output options from a byte: proto names, unpopulated fields left out, enums as numbers,
+/// 64-bit integers as numbers, each by one bit.
+fn output_options(bits: u8) -> JsonOptions {
+    JsonOptions {
+        use_proto_names: bits & 1 != 0,
+        emit_unpopulated: bits & 2 == 0,
+        enums_as_ints: bits & 4 != 0,
+        int64_as_numbers: bits & 8 != 0,
+        ..JsonOptions::default()
+    }
+}
+
+/// Upstream bytes as a `Kinds` response: where the direct wire-to-JSON renderer writes JSON,
+/// the reference path (decoding, then `json_out`) accepts the bytes and writes the same JSON.
+/// The first byte picks the output options.
+pub fn json_response(data: &[u8]) {
+    let Some((&bits, wire)) = data.split_first() else {
+        return;
+    };
+    check_renderers(wire, &output_options(bits));
+}
+
+/// Whether the direct wire-to-JSON renderer takes `data`, a `json_response` input.
+pub fn json_response_renders(data: &[u8]) -> bool {
+    data.split_first().is_some_and(|(&bits, wire)| {
+        api()
+            .kinds_renderer
+            .render(wire, &output_options(bits), &mut Vec::new())
+            .is_ok()
+    })
+}
+
+fn check_renderers(wire: &[u8], options: &JsonOptions) {
+    let api = api();
+    let mut fast = Vec::new();
+    if api.kinds_renderer.render(wire, options, &mut fast).is_err() {
+        return;
+    }
+    let message = DynamicMessage::decode(api.kinds.clone(), wire)
+        .unwrap_or_else(|e| panic!("rendered, but the reference path cannot decode it: {e}"));
+    let mut reference = Vec::new();
+    if let Err(e) = json_out::write_message(&mut reference, &message, options) {
+        panic!("rendered, but the reference path cannot: {e}");
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&fast),
+        String::from_utf8_lossy(&reference),
+        "the renderers differ"
     );
 }
 
@@ -854,8 +923,19 @@ fn check_numbers(message: &DynamicMessage, input: &str, escaped: bool) {
     if message.fields().any(|(_, v)| has_non_finite(v)) {
         assert!(
             escaped || input.contains("NaN") || input.contains("Infinity"),
-            "a non-finite number from {input:?}: {message:?}"
+            "a non-finite number from {input:?}: {}",
+            shown(message)
         );
+    }
+}
+
+/// A message for a failure's text: its JSON, or its text format (a message's `Debug` form
+/// takes its descriptors along and can be too deep to print).
+fn shown(message: &DynamicMessage) -> String {
+    let mut out = Vec::new();
+    match json_out::write_message(&mut out, message, &JsonOptions::default()) {
+        Ok(()) => String::from_utf8_lossy(&out).into_owned(),
+        Err(_) => message.to_string(),
     }
 }
 

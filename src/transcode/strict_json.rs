@@ -1,0 +1,365 @@
+//! Go protojson's rules for numbers written as JSON strings, enforced on prost-reflect's
+//! deserialiser.
+//!
+//! proto3 JSON lets a number field take a string (`"fDouble": "1.5"`, `"fInt64": "-7"`).
+//! prost-reflect parses such strings with Rust's `str::parse`, which takes more than the
+//! mapping allows: `"1e999"` becomes infinity (out of range), `"inf"`, `"nan"`, `"+1"` and
+//! `".5"` are numbers. Go's protojson accepts only a JSON number token, or exactly `"NaN"`,
+//! `"Infinity"` and `"-Infinity"` for floating-point fields, and refuses a value out of range.
+//!
+//! [`Strict`] wraps the serde deserialiser given to prost-reflect: every string a number
+//! visitor is about to read is checked first (visitors are recognised by what they say they
+//! expect), every other value passes through untouched.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+
+/// A number field's type, as its visitor names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Number {
+    F32,
+    F64,
+    Integer,
+}
+
+/// The number type `visitor` reads, from its `expecting` text (prost-reflect's visitors).
+fn number_visitor<'de, V: Visitor<'de>>(visitor: &V) -> Option<Number> {
+    struct Expecting<'a, V>(&'a V);
+    impl<'de, V: Visitor<'de>> fmt::Display for Expecting<'_, V> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.expecting(f)
+        }
+    }
+    match Expecting(visitor).to_string().as_str() {
+        "a 32-bit floating point value" => Some(Number::F32),
+        "a 64-bit floating point value" => Some(Number::F64),
+        "a 32-bit signed integer"
+        | "a 32-bit unsigned integer or decimal string"
+        | "a 64-bit signed integer or decimal string"
+        | "a 64-bit unsigned integer or decimal string" => Some(Number::Integer),
+        _ => None,
+    }
+}
+
+/// Whether `s` is a JSON number token (RFC 8259): `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
+pub fn is_json_number(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while b.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - start
+    };
+    match b.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(b.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// Whether `s` is a JSON integer token: `-?(0|[1-9][0-9]*)`.
+pub fn is_json_integer(s: &str) -> bool {
+    is_json_number(s) && !s.contains(['.', 'e', 'E'])
+}
+
+/// Whether protojson takes `s` as a string-encoded number of type `number`.
+fn allowed(number: Number, s: &str) -> bool {
+    match number {
+        Number::Integer => is_json_integer(s),
+        _ if matches!(s, "NaN" | "Infinity" | "-Infinity") => true,
+        Number::F32 => is_json_number(s) && s.parse::<f32>().is_ok_and(f32::is_finite),
+        Number::F64 => is_json_number(s) && s.parse::<f64>().is_ok_and(f64::is_finite),
+    }
+}
+
+fn check<'de, V: Visitor<'de>, E: Error>(visitor: &V, s: &str) -> Result<(), E> {
+    // Only a string Rust would read as a number can be one protojson refuses; a number
+    // visitor refuses any other string itself.
+    let numeric = s.parse::<f64>().is_ok() || s.parse::<i128>().is_ok();
+    match number_visitor(visitor) {
+        Some(number) if numeric && !allowed(number, s) => {
+            Err(E::custom(format!("invalid number {s:?}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A deserialiser whose number visitors see only strings protojson accepts.
+pub struct Strict<D>(pub D);
+
+/// A visitor, checked.
+struct StrictVisitor<V>(V);
+
+/// A seed whose deserialiser is wrapped too.
+struct StrictSeed<S>(S);
+
+struct StrictMap<A>(A);
+
+struct StrictSeq<A>(A);
+
+macro_rules! forward_deserialize {
+    ($($method:ident),* $(,)?) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+                self.0.$method(StrictVisitor(visitor))
+            }
+        )*
+    };
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Strict<D> {
+    type Error = D::Error;
+
+    forward_deserialize!(
+        deserialize_any,
+        deserialize_bool,
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_f32,
+        deserialize_f64,
+        deserialize_char,
+        deserialize_str,
+        deserialize_string,
+        deserialize_bytes,
+        deserialize_byte_buf,
+        deserialize_option,
+        deserialize_unit,
+        deserialize_seq,
+        deserialize_map,
+        deserialize_identifier,
+        deserialize_ignored_any,
+    );
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_unit_struct(name, StrictVisitor(visitor))
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0
+            .deserialize_newtype_struct(name, StrictVisitor(visitor))
+    }
+
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0.deserialize_tuple(len, StrictVisitor(visitor))
+    }
+
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        len: usize,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0
+            .deserialize_tuple_struct(name, len, StrictVisitor(visitor))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        self.0
+            .deserialize_struct(name, fields, StrictVisitor(visitor))
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        // Enums are not read through serde's enum model by prost-reflect: passed on as is.
+        self.0.deserialize_enum(name, variants, visitor)
+    }
+
+    fn is_human_readable(&self) -> bool {
+        self.0.is_human_readable()
+    }
+}
+
+macro_rules! forward_visit {
+    ($($method:ident: $t:ty),* $(,)?) => {
+        $(
+            fn $method<E: Error>(self, v: $t) -> Result<Self::Value, E> {
+                self.0.$method(v)
+            }
+        )*
+    };
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for StrictVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    forward_visit!(
+        visit_bool: bool,
+        visit_i64: i64,
+        visit_i128: i128,
+        visit_u64: u64,
+        visit_u128: u128,
+        visit_f64: f64,
+        visit_char: char,
+        visit_bytes: &[u8],
+        visit_borrowed_bytes: &'de [u8],
+        visit_byte_buf: Vec<u8>,
+    );
+
+    fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+        check(&self.0, v)?;
+        self.0.visit_str(v)
+    }
+
+    fn visit_borrowed_str<E: Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        check(&self.0, v)?;
+        self.0.visit_borrowed_str(v)
+    }
+
+    fn visit_string<E: Error>(self, v: String) -> Result<Self::Value, E> {
+        check(&self.0, &v)?;
+        self.0.visit_string(v)
+    }
+
+    fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+        self.0.visit_none()
+    }
+
+    fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+        self.0.visit_unit()
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.visit_some(Strict(d))
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.visit_newtype_struct(Strict(d))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_seq(StrictSeq(seq))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_map(StrictMap(map))
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for StrictSeed<S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.0.deserialize(Strict(d))
+    }
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for StrictMap<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        self.0.next_key_seed(seed)
+    }
+
+    fn next_value_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<S::Value, Self::Error> {
+        self.0.next_value_seed(StrictSeed(seed))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.0.size_hint()
+    }
+}
+
+impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for StrictSeq<A> {
+    type Error = A::Error;
+
+    fn next_element_seed<S: DeserializeSeed<'de>>(
+        &mut self,
+        seed: S,
+    ) -> Result<Option<S::Value>, Self::Error> {
+        self.0.next_element_seed(StrictSeed(seed))
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.0.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_number_tokens() {
+        for ok in [
+            "0", "-0", "1", "-12", "1.5", "1e5", "1E+5", "-1.25e-3", "0.0",
+        ] {
+            assert!(is_json_number(ok), "{ok}");
+        }
+        for bad in [
+            "", "-", "+1", "01", ".5", "1.", "1e", "1e+", " 1", "1 ", "inf", "nan", "0x1", "1_0",
+        ] {
+            assert!(!is_json_number(bad), "{bad}");
+        }
+        assert!(is_json_integer("-7") && !is_json_integer("7.0") && !is_json_integer("1e2"));
+    }
+
+    #[test]
+    fn strings_protojson_takes_as_floats() {
+        for ok in ["NaN", "Infinity", "-Infinity", "1.5", "-0", "3.4e38"] {
+            assert!(allowed(Number::F32, ok), "{ok}");
+        }
+        for bad in ["1e39", "inf", "nan", "+1", ".5", "infinity", "-inf"] {
+            assert!(!allowed(Number::F32, bad), "{bad}");
+        }
+        assert!(allowed(Number::F64, "1e308") && !allowed(Number::F64, "1e309"));
+        assert!(allowed(Number::Integer, "-12") && !allowed(Number::Integer, "+12"));
+    }
+}

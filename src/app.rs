@@ -100,6 +100,7 @@ impl ServingArgs {
                 max_depth: self.max_json_depth,
             },
             max_request_bytes: self.max_request_bytes,
+            body_timeout: self.body_timeout,
             max_response_bytes: self.max_response_bytes,
             timeout: self.timeout,
             forward_headers,

@@ -180,6 +180,10 @@ pub struct ServingArgs {
     /// Deadline of every upstream call; a shorter client `Grpc-Timeout` wins. No deadline when unset.
     #[arg(long, value_name = "DURATION", env = "PROTOGATE_TIMEOUT", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
+    /// Time a client gets to send a whole request body (408 beyond), so a slow sender cannot
+    /// hold a request open.
+    #[arg(long, value_name = "DURATION", env = "PROTOGATE_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
     /// Largest request body accepted, in bytes (413 beyond).
     #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_REQUEST_BYTES", default_value_t = 8 << 20)]
     pub max_request_bytes: usize,

@@ -62,6 +62,15 @@ impl GatewayError {
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     }
 
+    /// The client did not send its whole request body in time.
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            Code::DeadlineExceeded,
+            format!("request body not received within {limit:?}"),
+        )
+        .with_status(StatusCode::REQUEST_TIMEOUT)
+    }
+
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.http_status = Some(status);
         self

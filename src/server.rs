@@ -47,6 +47,8 @@ pub struct Settings {
     pub json: JsonOptions,
     /// Largest REST request body accepted (413 beyond).
     pub max_request_bytes: usize,
+    /// Time a client gets to send a whole REST request body (408 beyond).
+    pub body_timeout: Duration,
     /// Largest upstream response message accepted.
     pub max_response_bytes: usize,
     /// Deadline for upstream calls when the client sets a shorter one or none.
@@ -72,6 +74,7 @@ impl Default for Settings {
         Settings {
             json: JsonOptions::default(),
             max_request_bytes: 8 << 20,
+            body_timeout: Duration::from_secs(30),
             max_response_bytes: 8 << 20,
             timeout: None,
             forward_headers: Vec::new(),

@@ -510,6 +510,49 @@ async fn a_body_beyond_the_limit_sent_slowly_is_413_before_it_ends() {
     f.still_serving().await;
 }
 
+/// A client that sends part of its body and then stalls is answered 408, with a status body,
+/// once the body timeout is up, and its connection is closed.
+#[tokio::test]
+async fn a_body_that_stalls_is_408_after_the_body_timeout() {
+    let f = library(Settings {
+        body_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    })
+    .await;
+    let mut stream = bounded(TcpStream::connect(f.addr())).await.unwrap();
+    stream
+        .write_all(
+            b"POST /v1/shelves/s1/books HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"title\":",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut wire = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match bounded(stream.read(&mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => wire.extend_from_slice(&buf[..n]),
+        }
+    }
+    let waited = started.elapsed();
+    let responses = parse_responses(&wire);
+    assert_eq!(responses.len(), 1, "{responses:?}");
+    assert_eq!(responses[0].status, 408);
+    let status: serde_json::Value = serde_json::from_slice(&responses[0].body).unwrap();
+    assert_eq!(status["code"], 4, "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains("request body"),
+        "{status}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900),
+        "answered after {waited:?}"
+    );
+    assert!(f.backend.calls().is_empty());
+    f.still_serving().await;
+}
+
 /// A request announcing a body beyond the limit is refused from its headers: the gateway
 /// does not wait for bytes that may never come.
 #[tokio::test]

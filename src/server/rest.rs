@@ -88,9 +88,12 @@ impl Gateway {
         self.success_response(&plan, reply)
     }
 
-    /// Reads the whole request body within the limit, counting its bytes.
+    /// Reads the whole request body within the size and time limits, counting its bytes.
     pub(super) async fn read_body(&self, body: Incoming) -> Result<Bytes, GatewayError> {
-        let body = read_body(body, self.settings.max_request_bytes).await?;
+        let limit = self.settings.body_timeout;
+        let body = tokio::time::timeout(limit, read_body(body, self.settings.max_request_bytes))
+            .await
+            .map_err(|_| GatewayError::body_timeout(limit))??;
         self.metrics.bytes_in(body.len() as u64);
         Ok(body)
     }

@@ -44,10 +44,14 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_with(Settings::default()).await
+    }
+
+    async fn start_with(settings: Settings) -> Fixture {
         let pool = protogate::descriptor::load(&relay_sources()).unwrap();
         let seen = Arc::new(Seen::default());
         let backend = serve_handlers(relay_handlers(&pool, &seen)).await;
-        let gw = start_gateway(relay_sources(), &backend.url, Settings::default()).await;
+        let gw = start_gateway(relay_sources(), &backend.url, settings).await;
         Fixture {
             pool,
             seen,
@@ -87,7 +91,12 @@ fn relay_handlers(pool: &DescriptorPool, seen: &Arc<Seen>) -> Handlers {
             .unwrap()
             .push((call.path.clone(), call.metadata.clone()));
         let pool = pool_u.clone();
-        async move { say(&pool, call) }
+        async move {
+            if decode_json(&pool, NOTE, &call.message)["text"] == "slow" {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            say(&pool, call)
+        }
     });
     let (pool_s, seen_s) = (pool.clone(), seen.clone());
     let streaming = backend::stream_handler(move |call: StreamCall| {
@@ -349,6 +358,61 @@ async fn unknown_service_is_unimplemented() {
     assert_eq!(status.code(), Code::Unimplemented);
     assert!(status.message().contains("nope.v1.Nothing"), "{status:?}");
     assert!(f.seen.calls.lock().unwrap().is_empty());
+}
+
+/// `--timeout` applies to native gRPC too: the client's longer `grpc-timeout` is lowered to it
+/// on the way upstream, and a call whose answer does not come in time is DEADLINE_EXCEEDED.
+#[tokio::test]
+async fn the_configured_timeout_bounds_native_calls() {
+    let f = Fixture::start_with(Settings {
+        timeout: Some(Duration::from_millis(300)),
+        ..Settings::default()
+    })
+    .await;
+    let mut client = grpc_client(&f.gw.base).await;
+    let mut request = tonic::Request::new(f.note("slow", 1));
+    request.set_timeout(Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    let status = bounded(client.unary(request, path(SAY), RawCodec))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, metadata) = f.only_call();
+    let sent = metadata.get("grpc-timeout").unwrap().to_str().unwrap();
+    let sent = protogate::grpc::timeout::parse(sent).unwrap();
+    assert!(sent <= Duration::from_millis(300), "{sent:?}");
+}
+
+/// Native calls are counted under their method when the descriptors have it, and as
+/// "unmatched" otherwise (a client cannot grow the set of route labels).
+#[tokio::test]
+async fn native_calls_are_counted_by_method() {
+    let f = Fixture::start().await;
+    let mut client = grpc_client(&f.gw.base).await;
+    let request = tonic::Request::new(f.note("hi", 1));
+    bounded(client.unary(request, path(SAY), RawCodec))
+        .await
+        .unwrap();
+    let mut client = grpc_client(&f.gw.base).await;
+    let request = tonic::Request::new(Bytes::new());
+    // The backend answers any method; the descriptors do not have this one.
+    let _ = bounded(client.unary(request, path("/testapi.v1.Relay/Nope"), RawCodec)).await;
+    let metrics = get(&format!("{}/metrics", f.gw.base)).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(r#"protogate_requests_total{route="/testapi.v1.Relay/Say",protocol="grpc",status="200",grpc_code="OK"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains("Relay/Nope"), "{text}");
+    assert!(
+        text.contains(r#"protogate_requests_total{route="unmatched",protocol="grpc""#),
+        "{text}"
+    );
 }
 
 #[tokio::test]

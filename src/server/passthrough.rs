@@ -12,11 +12,14 @@ use http::{HeaderMap, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::observe::CodeTag;
+use std::sync::Arc;
+
+use super::observe::{CodeTag, RouteTag};
 use super::{reflection, Gateway, ResponseBody};
 use crate::error::GatewayError;
 use crate::grpc::status::Status;
-use crate::grpc::Code;
+use crate::grpc::{timeout, Code};
+use crate::snapshot::Snapshot;
 use crate::upstream::{Upstream, UpstreamBody};
 
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -63,11 +66,62 @@ impl Gateway {
             let message = format!("unknown service {service}");
             return grpc_error(Code::Unimplemented, &message);
         };
-        match forward(upstream, request).await {
-            Ok(response) => tag_trailers_only(response),
-            Err(e) => grpc_error(e.code, &e.message),
+        let route = known_method(&snapshot, request.uri().path());
+        let mut response = self.forward_within_deadline(upstream, request).await;
+        if let Some(route) = route {
+            response.extensions_mut().insert(RouteTag(route));
+        }
+        response
+    }
+
+    /// Forwards with the deadline the gateway configures for the method, if any: the client's
+    /// `grpc-timeout` is lowered to it (the upstream ends the call there), and the upstream's
+    /// response headers are awaited no longer.
+    async fn forward_within_deadline(
+        &self,
+        upstream: &Upstream,
+        mut request: Request<UpstreamBody>,
+    ) -> Response<ResponseBody> {
+        let path = request.uri().path().trim_start_matches('/').to_string();
+        let service = path.split('/').next().unwrap_or_default();
+        let Some(configured) = self.configured_timeout(&path, service) else {
+            return forwarded(forward(upstream, request).await);
+        };
+        let client = request
+            .headers()
+            .get(GRPC_TIMEOUT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(timeout::parse);
+        let deadline = client.map_or(configured, |c| c.min(configured));
+        if let Ok(value) = HeaderValue::from_str(&timeout::format(deadline)) {
+            request.headers_mut().insert(GRPC_TIMEOUT, value);
+        }
+        match tokio::time::timeout(deadline, forward(upstream, request)).await {
+            Ok(result) => forwarded(result),
+            Err(_) => grpc_error(
+                Code::DeadlineExceeded,
+                &format!("deadline of {deadline:?} exceeded"),
+            ),
         }
     }
+}
+
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+fn forwarded(result: Result<Response<ResponseBody>, GatewayError>) -> Response<ResponseBody> {
+    match result {
+        Ok(response) => tag_trailers_only(response),
+        Err(e) => grpc_error(e.code, &e.message),
+    }
+}
+
+/// `/package.Service/Method` when the loaded descriptors have that method: the route label of
+/// its metrics (any other path is "unmatched", so clients cannot grow the label set).
+fn known_method(snapshot: &Snapshot, path: &str) -> Option<Arc<str>> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    let found = snapshot.pool.get_service_by_name(service)?;
+    let known = found.methods().any(|m| m.name() == method);
+    known.then(|| Arc::from(path))
 }
 
 /// The service of a `/package.Service/Method` path.

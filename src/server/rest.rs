@@ -129,14 +129,9 @@ impl Gateway {
         headers: &HeaderMap,
         plan: &RoutePlan,
     ) -> Result<Option<Duration>, GatewayError> {
-        let timeouts = &self.settings.method_timeouts;
         let method = plan.grpc_path.path().trim_start_matches('/');
         let service = plan.method.parent_service();
-        let configured = timeouts
-            .get(method)
-            .or_else(|| timeouts.get(service.full_name()))
-            .copied()
-            .or(self.settings.timeout);
+        let configured = self.configured_timeout(method, service.full_name());
         let client = match headers.get("grpc-timeout") {
             None => None,
             Some(v) => Some(v.to_str().ok().and_then(timeout::parse).ok_or_else(|| {
@@ -147,6 +142,17 @@ impl Gateway {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         })
+    }
+
+    /// The deadline configured for `method` (`package.Service/Method`) of `service`: its own
+    /// `--method-timeout`, its service's, or `--timeout`.
+    pub(super) fn configured_timeout(&self, method: &str, service: &str) -> Option<Duration> {
+        let timeouts = &self.settings.method_timeouts;
+        timeouts
+            .get(method)
+            .or_else(|| timeouts.get(service))
+            .copied()
+            .or(self.settings.timeout)
     }
 
     pub(super) fn upstream_of(&self, plan: &RoutePlan) -> Result<&Arc<Upstream>, GatewayError> {

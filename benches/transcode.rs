@@ -10,6 +10,8 @@
 //!   `build_request` takes where it can.
 //! - `frame_to_json/*`: an upstream message back to JSON (`transcode::render_response`):
 //!   the load cases' replies, the well-known-type message, and the 190 KB VPS sample.
+//! - `frame_to_json_reference/*`: the same through the reference path (`DynamicMessage`
+//!   decoding, then `json_out`), the baseline of the direct wire-to-JSON renderer.
 //!
 //! Throughput is counted in bytes of JSON on either side, so the MB/s of both directions
 //! compare. `cargo bench --bench transcode`; `cargo test --bench transcode` runs each once.
@@ -30,7 +32,7 @@ use protogate::grpc::frame;
 use protogate::route::Lookup;
 use protogate::snapshot::Snapshot;
 use protogate::transcode::{
-    build_request, render_response, request_message, JsonOptions, RenderedBody,
+    build_request, render_reference, render_response, request_message, JsonOptions, RenderedBody,
 };
 
 /// Resources in the generated API; six bindings each.
@@ -263,6 +265,20 @@ fn bench_frame_to_json(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(json.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| render_response(plan, &options, black_box(reply.payload.clone())))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("frame_to_json_reference");
+    for (name, reply) in replies(&snapshot) {
+        let plan = &reply.resolved.plan;
+        let rendered = render_reference(plan, &options, reply.payload.clone()).expect("renders");
+        let RenderedBody::Json(json) = rendered else {
+            panic!("{name}: not JSON")
+        };
+        group.throughput(Throughput::Bytes(json.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| render_reference(plan, &options, black_box(reply.payload.clone())))
         });
     }
     group.finish();

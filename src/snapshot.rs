@@ -14,6 +14,9 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Every loaded service and the index of the upstream serving it, for native gRPC.
     pub services: HashMap<String, usize>,
+    /// `/package.Service/Method` of every method of those services: the route labels of
+    /// native gRPC calls in metrics.
+    pub grpc_methods: HashMap<String, std::sync::Arc<str>>,
     /// gRPC server reflection over these descriptors, built on first use.
     pub(crate) reflection: crate::server::ReflectionCache,
     /// `/openapi.json` and `/docs` for these routes, rendered on first use.
@@ -81,14 +84,31 @@ impl Snapshot {
             .services()
             .filter_map(|s| Some((s.full_name().to_string(), upstreams?.index_of(&s)?)))
             .collect();
+        let grpc_methods = grpc_methods(&pool, &services);
         Ok(Snapshot {
             pool,
             routes,
             services,
+            grpc_methods,
             reflection: Default::default(),
             openapi: Default::default(),
         })
     }
+}
+
+fn grpc_methods(
+    pool: &DescriptorPool,
+    services: &HashMap<String, usize>,
+) -> HashMap<String, std::sync::Arc<str>> {
+    pool.services()
+        .filter(|s| services.contains_key(s.full_name()))
+        .flat_map(|s| {
+            s.methods()
+                .map(|m| format!("/{}/{}", s.full_name(), m.name()))
+                .collect::<Vec<_>>()
+        })
+        .map(|path| (path.clone(), std::sync::Arc::from(path)))
+        .collect()
 }
 
 fn check_services(pool: &DescriptorPool, map: &UpstreamMap) -> Result<(), SnapshotError> {

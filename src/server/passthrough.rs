@@ -12,14 +12,11 @@ use http::{HeaderMap, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use std::sync::Arc;
-
 use super::observe::{CodeTag, RouteTag};
 use super::{reflection, Gateway, ResponseBody};
 use crate::error::GatewayError;
 use crate::grpc::status::Status;
 use crate::grpc::{timeout, Code};
-use crate::snapshot::Snapshot;
 use crate::upstream::{Upstream, UpstreamBody};
 
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -66,7 +63,8 @@ impl Gateway {
             let message = format!("unknown service {service}");
             return grpc_error(Code::Unimplemented, &message);
         };
-        let route = known_method(&snapshot, request.uri().path());
+        // Labelled by method when the descriptors have it: clients cannot grow the label set.
+        let route = snapshot.grpc_methods.get(request.uri().path()).cloned();
         let mut response = self.forward_within_deadline(upstream, request).await;
         if let Some(route) = route {
             response.extensions_mut().insert(RouteTag(route));
@@ -113,15 +111,6 @@ fn forwarded(result: Result<Response<ResponseBody>, GatewayError>) -> Response<R
         Ok(response) => tag_trailers_only(response),
         Err(e) => grpc_error(e.code, &e.message),
     }
-}
-
-/// `/package.Service/Method` when the loaded descriptors have that method: the route label of
-/// its metrics (any other path is "unmatched", so clients cannot grow the label set).
-fn known_method(snapshot: &Snapshot, path: &str) -> Option<Arc<str>> {
-    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-    let found = snapshot.pool.get_service_by_name(service)?;
-    let known = found.methods().any(|m| m.name() == method);
-    known.then(|| Arc::from(path))
 }
 
 /// The service of a `/package.Service/Method` path.

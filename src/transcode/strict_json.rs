@@ -94,13 +94,18 @@ fn allowed(number: Number, s: &str) -> bool {
 }
 
 fn check<'de, V: Visitor<'de>, E: Error>(visitor: &V, s: &str) -> Result<(), E> {
-    // Only a string Rust would read as a number can be one protojson refuses; a number
-    // visitor refuses any other string itself.
-    let numeric = s.parse::<f64>().is_ok() || s.parse::<i128>().is_ok();
+    // Only a string Rust would read as a number can be one protojson refuses (a number visitor
+    // refuses any other string itself), and such a string starts with one of these bytes: most
+    // strings are passed at the first test.
+    let could_be_number = matches!(
+        s.as_bytes().first(),
+        Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'i' | b'I' | b'n' | b'N')
+    );
+    if !could_be_number || (s.parse::<f64>().is_err() && s.parse::<i128>().is_err()) {
+        return Ok(());
+    }
     match number_visitor(visitor) {
-        Some(number) if numeric && !allowed(number, s) => {
-            Err(E::custom(format!("invalid number {s:?}")))
-        }
+        Some(number) if !allowed(number, s) => Err(E::custom(format!("invalid number {s:?}"))),
         _ => Ok(()),
     }
 }

@@ -6,15 +6,16 @@
 //! deserialisation, in `request.rs`), and it only ever succeeds where the reference path would
 //! accept the same body and build the same message:
 //!
-//! - A [`JsonIn`] is compiled once per route, and only for proto3 messages without well-known
-//!   types (those keep their special JSON forms in the reference path) or extensions.
-//! - Each value is accepted by the same rules as prost-reflect's visitors, or refused. Where
-//!   those rules are involved (a float written as a string, an unknown enum name, a key given
-//!   twice, base64 with stray trailing bits), the fast path refuses and the caller runs the
-//!   reference path, which gives the answer, and the error message, that it always gave.
+//! - A [`JsonIn`] is compiled once per route from the route's [`Codec`]; well-known types
+//!   inside are read by the reference deserialiser, which knows their JSON forms.
+//! - Each value is accepted by the same rules as prost-reflect's visitors (with protojson's
+//!   rules for numbers in strings, `strict_json.rs`), or refused. Where those rules are
+//!   involved (a float written as a string, an unknown enum name, a key given twice, base64
+//!   with stray trailing bits), the fast path declines and the caller runs the reference path,
+//!   which gives the answer, and the error message, that it always gave.
 //!
-//! `tests/json_in.rs` checks the two paths against each other on the conformance and fuzz
-//! corpora, and the `json_request` fuzz target does so on every input it tries.
+//! The `json_request` fuzz target compares the two paths on every input it tries, and
+//! `tests/json_in.rs` on the benchmark's bodies; the conformance corpus runs through both.
 
 use std::borrow::Cow;
 use std::fmt;

@@ -4,7 +4,7 @@
 //! It is the fast path beside the reference renderer (`DynamicMessage` decoding, then
 //! [`json_out`](super::json_out)) and gives the same bytes, or declines:
 //!
-//! - A [`WireJson`] is compiled once per route for proto3 response types. Well-known types
+//! - A [`WireJson`] is compiled once per route from the route's [`Codec`]. Well-known types
 //!   inside (`Timestamp`, `Struct`, `Any`, ...) are decoded and written by the reference
 //!   renderer, which knows their JSON forms.
 //! - It declines what would take the reference path's merging rules or error messages: a
@@ -12,16 +12,18 @@
 //!   not UTF-8, a malformed or mistyped field, and indented output. The caller then renders
 //!   through the reference path, which gives the answer it always gave.
 //!
-//! The `json_request` fuzz target compares the two renderers on every message it accepts,
-//! and `tests/json_in.rs` on the benchmark's replies.
+//! The `json_response` fuzz target compares the two renderers on arbitrary upstream bytes, the
+//! `json_request` target on every message it accepts, and `tests/json_in.rs` on the
+//! benchmark's replies.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 
-use super::codec::LEN;
-use super::codec::{self, wire_type, Codec, FieldCodec, MessageCodec, Scalar, Shape, ValueKind};
+use super::codec::{
+    self, wire_type, Codec, FieldCodec, MessageCodec, Scalar, Shape, ValueKind, LEN,
+};
 use super::json_out;
 use super::options::JsonOptions;
 use crate::route::RoutePlan;

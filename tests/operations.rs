@@ -3,8 +3,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -403,50 +402,6 @@ async fn a_configmap_update_is_picked_up_by_the_watch() {
     );
 }
 
-/// The real binary, serving on a loopback port it reports in its log.
-struct Process {
-    child: std::process::Child,
-    base: String,
-}
-
-fn spawn_gateway(upstream: &str, extra: &[&str]) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_protogate"))
-        .current_dir(repo_path(""))
-        .args([
-            "serve",
-            "--descriptor-set",
-            "descriptors/vps.binpb",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            upstream,
-        ])
-        .args(extra)
-        .env("PROTOGATE_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let base = loop {
-        let line = rx
-            .recv_timeout(TIMEOUT)
-            .expect("the gateway logged its address");
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if let Some(address) = v["fields"]["address"].as_str() {
-            break format!("http://{address}");
-        }
-    };
-    Process { child, base }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
     let (seen_tx, mut seen) = mpsc::unbounded_channel::<()>();
@@ -467,7 +422,14 @@ async fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
         handler,
         std::future::pending(),
     ));
-    let mut process = spawn_gateway(&url, &["--shutdown-grace", "10s"]);
+    let process = spawn_gateway(&[
+        "--descriptor-set",
+        "descriptors/vps.binpb",
+        "--upstream",
+        &url,
+        "--shutdown-grace",
+        "10s",
+    ]);
     let target = format!("{}/skvps/locdata", process.base);
     let in_flight: Vec<_> = (0..5)
         .map(|_| {
@@ -492,9 +454,12 @@ async fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
             "a request in flight was lost"
         );
     }
-    let status = bounded(tokio::task::spawn_blocking(move || process.child.wait()))
-        .await
-        .unwrap()
-        .unwrap();
+    let status = bounded(tokio::task::spawn_blocking(move || {
+        let mut process = process;
+        process.child.wait()
+    }))
+    .await
+    .unwrap()
+    .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }

@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -148,49 +147,6 @@ impl tonic::server::UnaryService<Bytes> for Empty {
 
 fn upstream(url: &str) -> Arc<Upstream> {
     Arc::new(Upstream::new(url, UpstreamOptions::default()).unwrap())
-}
-
-/// The real binary, serving on a loopback port it reports in its log; killed when dropped.
-struct Process {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_gateway(args: &[&str]) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_protogate"))
-        .current_dir(repo_path(""))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(args)
-        .env("PROTOGATE_LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let base = loop {
-        let line = rx
-            .recv_timeout(TIMEOUT)
-            .expect("the gateway logged its address");
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if let Some(address) = v["fields"]["address"].as_str() {
-            break format!("http://{address}");
-        }
-    };
-    Process { child, base }
 }
 
 /// Polls `/openapi.json` until it documents `path` (a refresh swapped the descriptors in).

@@ -310,3 +310,51 @@ pub async fn dead_url() -> String {
     drop(listener);
     url
 }
+
+/// The real binary, serving on a loopback port it reports in its log; killed when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `protogate serve --listen 127.0.0.1:0` with `args`, from the repository root, and
+/// waits (at most [`TIMEOUT`]) until it logs the address it listens on.
+pub fn spawn_gateway(args: &[&str]) -> Process {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_protogate"))
+        .current_dir(repo_path(""))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env("PROTOGATE_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let base = loop {
+        let line = rx
+            .recv_timeout(TIMEOUT)
+            .expect("the gateway logged its address");
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if let Some(address) = v["fields"]["address"].as_str() {
+            break format!("http://{address}");
+        }
+    };
+    Process { child, base }
+}

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::comments::Comments;
 use crate::route::is_scalar_like;
+use crate::transcode::json_out::{well_known, WellKnown};
 use crate::transcode::JsonOptions;
 
 const REF: &str = "#/components/schemas/";
@@ -383,36 +384,6 @@ fn parameter_kind(kind: &Kind) -> Option<Value> {
 /// Whether one value of `kind` can be set from a query parameter.
 pub(super) fn settable_from_text(kind: &Kind) -> bool {
     parameter_kind(kind).is_some()
-}
-
-#[derive(Debug, Clone, Copy)]
-enum WellKnown {
-    Any,
-    Timestamp,
-    Duration,
-    FieldMask,
-    Struct,
-    Value,
-    ListValue,
-    Empty,
-    Wrapper,
-}
-
-fn well_known(message: &MessageDescriptor) -> Option<WellKnown> {
-    let name = message.full_name().strip_prefix("google.protobuf.")?;
-    Some(match name {
-        "Any" => WellKnown::Any,
-        "Timestamp" => WellKnown::Timestamp,
-        "Duration" => WellKnown::Duration,
-        "FieldMask" => WellKnown::FieldMask,
-        "Struct" => WellKnown::Struct,
-        "Value" => WellKnown::Value,
-        "ListValue" => WellKnown::ListValue,
-        "Empty" => WellKnown::Empty,
-        "DoubleValue" | "FloatValue" | "Int64Value" | "UInt64Value" | "Int32Value"
-        | "UInt32Value" | "BoolValue" | "StringValue" | "BytesValue" => WellKnown::Wrapper,
-        _ => return None,
-    })
 }
 
 impl WellKnown {

@@ -80,9 +80,9 @@ impl Gateway {
         upstream: &Upstream,
         mut request: Request<UpstreamBody>,
     ) -> Response<ResponseBody> {
-        let path = request.uri().path().trim_start_matches('/').to_string();
-        let service = path.split('/').next().unwrap_or_default();
-        let Some(configured) = self.configured_timeout(&path, service) else {
+        let method = request.uri().path().trim_start_matches('/');
+        let service = method.split('/').next().unwrap_or_default();
+        let Some(configured) = self.configured_timeout(method, service) else {
             return forwarded(forward(upstream, request).await);
         };
         let client = request

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, Syntax};
 
+use super::json_out::well_known;
+
 /// Fields and oneofs per message that the duplicate checks can track.
 pub const MAX_FIELDS: usize = 256;
 pub const MAX_ONEOFS: usize = 64;
@@ -259,9 +261,7 @@ impl Compiler {
                     Names::new(e.values().map(|v| (v.name().into(), v.number())).collect());
                 ValueKind::Enum(Arc::new(EnumCodec { by_name, by_number }))
             }
-            Kind::Message(m) if m.full_name().starts_with("google.protobuf.") => {
-                ValueKind::WellKnown(m.clone())
-            }
+            Kind::Message(m) if well_known(m).is_some() => ValueKind::WellKnown(m.clone()),
             Kind::Message(m) => ValueKind::Message(self.message(m)?),
         })
     }

@@ -373,8 +373,9 @@ enum Entry<'a> {
     Field(FieldDescriptor),
 }
 
+/// The well-known types with a JSON form of their own (wrappers share one).
 #[derive(Debug, Clone, Copy)]
-enum WellKnown {
+pub enum WellKnown {
     Any,
     Timestamp,
     Duration,
@@ -386,7 +387,8 @@ enum WellKnown {
     Empty,
 }
 
-fn well_known(desc: &MessageDescriptor) -> Option<WellKnown> {
+/// Which well-known type `desc` is, if any.
+pub fn well_known(desc: &MessageDescriptor) -> Option<WellKnown> {
     let name = desc.full_name().strip_prefix("google.protobuf.")?;
     Some(match name {
         "Any" => WellKnown::Any,

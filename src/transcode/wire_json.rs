@@ -66,6 +66,7 @@ impl WireJson {
             json: self,
             options,
             out,
+            depth: 0,
         }
         .message(0, wire)
     }
@@ -153,10 +154,26 @@ struct Renderer<'a> {
     json: &'a WireJson,
     options: &'a JsonOptions,
     out: &'a mut Vec<u8>,
+    /// Messages entered so far: deeper than [`MAX_DEPTH`] declines, and the reference path
+    /// (prost's decoder, which stops at the same depth) answers.
+    depth: usize,
 }
+
+/// prost's recursion limit for nested messages.
+const MAX_DEPTH: usize = 100;
 
 impl Renderer<'_> {
     fn message(&mut self, index: usize, wire: &[u8]) -> Result {
+        if self.depth >= MAX_DEPTH {
+            return Err(Declined);
+        }
+        self.depth += 1;
+        let rendered = self.fields(index, wire);
+        self.depth -= 1;
+        rendered
+    }
+
+    fn fields(&mut self, index: usize, wire: &[u8]) -> Result {
         let codec = &self.json.codec.messages[index];
         let found = occurrences(codec, wire)?;
         let mut groups = found.chunk_by(|a, b| a.field == b.field).peekable();
@@ -388,6 +405,7 @@ impl Renderer<'_> {
             json: self.json,
             options: self.options,
             out: &mut scratch,
+            depth: self.depth,
         }
         .delimited(kind, bytes)
     }

@@ -40,12 +40,13 @@ ensure_tools() {
   command -v curl >/dev/null || die "curl is required"
 }
 
-# Builds the gateway and the bench helper with the release profile; sets GATEWAY_BIN and
-# HELPER_BIN.
+# Builds the gateway with GATEWAY_PROFILE (release; bench/profile.sh uses `profiling`, the
+# release build with full debug info) and the bench helper; sets GATEWAY_BIN and HELPER_BIN.
 build() {
-  log "building (release profile; the first build takes several minutes)"
-  (cd "$ROOT" && cargo build --release --quiet --bin protogate)
-  GATEWAY_BIN="$CARGO_TARGET_DIR/release/protogate"
+  local profile="${GATEWAY_PROFILE:-release}"
+  log "building ($profile profile; the first build takes several minutes)"
+  (cd "$ROOT" && cargo build --profile "$profile" --quiet --bin protogate)
+  GATEWAY_BIN="$CARGO_TARGET_DIR/$profile/protogate"
   HELPER_BIN="$(cd "$ROOT" && cargo bench --quiet --no-run --bench load_backend \
     --message-format=json 2>/dev/null | python3 -c '
 import json, sys

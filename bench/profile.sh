@@ -15,6 +15,7 @@
 # DURATION (perf; 10), TOP (functions listed, 25), OUT (target/bench-profile/DATE).
 # No pipefail: the reports are cut short with head, which ends their producers early.
 set -eu
+export GATEWAY_PROFILE="${GATEWAY_PROFILE:-profiling}"
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 TOOL="${TOOL:-callgrind}"

@@ -9,8 +9,7 @@ use http::header::HeaderName;
 use tokio::net::TcpListener;
 
 use crate::config::{
-    Cli, Command, CompileArgs, DemoArgs, DescriptorArgs, JsonArgs, OpenapiArgs, ServeArgs,
-    ServingArgs,
+    Cli, Command, CompileArgs, DescriptorArgs, JsonArgs, OpenapiArgs, ServeArgs, ServingArgs,
 };
 use crate::descriptor::Sources;
 use crate::reload::ReloadSource;
@@ -217,6 +216,17 @@ async fn prepare(args: &ServeArgs) -> anyhow::Result<(Arc<Gateway>, ReloadSource
         &upstream_options,
     )?;
     let mut sources = args.descriptors.sources();
+    if sources.descriptor_sets.is_empty()
+        && sources.protos.is_empty()
+        && !args.descriptors_from_reflection
+    {
+        bail!(
+            "no descriptors: pass --descriptor-set FILE (a FileDescriptorSet from `buf build` or \
+             `protoc --include_imports`), --proto FILE with -I DIR, or \
+             --descriptors-from-reflection to read them from the upstreams \
+             (env PROTOGATE_DESCRIPTOR_SET, PROTOGATE_PROTO, PROTOGATE_DESCRIPTORS_FROM_REFLECTION)"
+        );
+    }
     if args.descriptors_from_reflection {
         sources.from_reflection = true;
         sources.fetched_sets = crate::reflection_source::fetch_all(&upstreams)
@@ -259,7 +269,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = TcpListener::bind(admin)
             .await
             .with_context(|| format!("cannot listen on {admin} (--admin-listen)"))?;
-        tracing::info!(address = %listener.local_addr()?, "admin endpoints");
+        let address = listener.local_addr()?;
+        tracing::info!(%address, "admin endpoints");
+        log_admin_endpoints(&base_url("http", address));
         tokio::spawn(server::serve_admin(
             listener,
             gateway.clone(),
@@ -268,15 +280,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let tls = args.serving.server_tls()?;
     serve_until_signal_with_tls(gateway, args.listen, args.serving.shutdown_grace, tls).await
-}
-
-/// Binds `listen` and serves until SIGTERM or SIGINT.
-pub async fn serve_until_signal(
-    gateway: Arc<Gateway>,
-    listen: SocketAddr,
-    grace: std::time::Duration,
-) -> anyhow::Result<()> {
-    serve_until_signal_with_tls(gateway, listen, grace, None).await
 }
 
 /// Binds `listen` and serves, over TLS when `tls` is set, until SIGTERM or SIGINT.
@@ -291,7 +294,9 @@ pub async fn serve_until_signal_with_tls(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let routes = gateway.snapshot().routes.len();
     let tls_on = tls.is_some();
-    tracing::info!(address = %listener.local_addr()?, routes, tls = tls_on, "serving");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, routes, tls = tls_on, "serving");
+    log_endpoints(gateway.settings(), address, tls_on);
     match tls {
         Some(config) => {
             server::serve_tls(listener, gateway, config, shutdown_signal(), grace).await
@@ -300,6 +305,41 @@ pub async fn serve_until_signal_with_tls(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells a person where to look: the docs page, the document and (on this port) the admin paths.
+fn log_endpoints(settings: &Settings, address: SocketAddr, tls: bool) {
+    let base = base_url(if tls { "https" } else { "http" }, address);
+    let docs = &settings.docs;
+    if let Some(path) = &docs.docs_path {
+        tracing::info!(url = %format!("{base}{path}"), "API documentation page");
+    }
+    if let Some(path) = &docs.openapi_path {
+        tracing::info!(url = %format!("{base}{path}"), "OpenAPI document");
+    }
+    if settings.admin_on_main_port {
+        log_admin_endpoints(&base);
+    }
+}
+
+/// `scheme://host:port` for a bound address; a wildcard address reads as `localhost`.
+fn base_url(scheme: &str, address: SocketAddr) -> String {
+    let host = match address.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("{scheme}://{host}:{}", address.port())
+}
+
+/// The admin paths under `base` (the serving port, or `--admin-listen`).
+fn log_admin_endpoints(base: &str) {
+    tracing::info!(url = %format!("{base}/metrics"), "Prometheus metrics");
+    tracing::info!(
+        liveness = %format!("{base}/healthz"),
+        readiness = %format!("{base}/readyz"),
+        "health endpoints"
+    );
 }
 
 async fn shutdown_signal() {
@@ -418,9 +458,4 @@ fn write_atomically(path: &PathBuf, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
-}
-
-/// Arguments for `demo` turned into the gateway it runs (used by `demo` and the tests).
-pub fn demo_settings(args: &DemoArgs) -> anyhow::Result<Settings> {
-    args.serving.settings()
 }

@@ -548,6 +548,28 @@ fn serve_without_an_upstream_says_to_give_one() {
     assert_mentions(run.failed(), &["--upstream", "vpresult.LocationService"]);
 }
 
+#[test]
+fn check_and_serve_without_descriptors_say_what_to_pass() {
+    for command in ["check", "serve"] {
+        let run = protogate(&[
+            command,
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        assert_mentions(
+            run.failed(),
+            &[
+                "no descriptors",
+                "--descriptor-set",
+                "--proto",
+                "--descriptors-from-reflection",
+            ],
+        );
+    }
+}
+
 // --- environment variables and help --------------------------------------------------
 
 #[test]

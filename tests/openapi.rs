@@ -379,9 +379,22 @@ fn the_vps_document_describes_locdata() {
     assert_eq!(doc["info"]["title"], "vpresult.LocationService");
 }
 
+/// The Python that has the tools: `PROTOGATE_PYTHON` (set by `.ci/run`), else the venv
+/// `ci/venv.sh` makes, else `python3`.
+fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("PROTOGATE_PYTHON") {
+        return path.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ci-venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    "python3".into()
+}
+
 /// Whether a Python module is importable; skips (with a message) or, under `CI=true`, fails.
 fn python_module(module: &str, package: &str) -> bool {
-    let found = Command::new("python3")
+    let found = Command::new(python())
         .args(["-c", &format!("import {module}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -390,14 +403,14 @@ fn python_module(module: &str, package: &str) -> bool {
     if !found {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "python3 module {module} is missing under CI: .ci/run installs it \
-             (python3 -m pip install {package})"
+            "python module {module} ({package}) is missing under CI: .ci/run installs it \
+             (bash ci/venv.sh)"
         );
         // Straight to the terminal: libtest would swallow eprintln! of a passing test.
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED: python3 module {module} is not installed here \
-             (python3 -m pip install {package}); CI installs it and runs this test"
+            "SKIPPED: python module {module} ({package}) is not installed here \
+             (bash ci/venv.sh installs it); CI installs it and runs this test"
         );
     }
     found
@@ -471,7 +484,7 @@ fn vps_and_every_kind_validate_against_the_openapi_3_1_schema() {
     for (name, doc) in documents {
         let path = write_json(dir.path(), name, &doc);
         let (ok, output) = run_bounded(
-            Command::new("python3")
+            Command::new(python())
                 .args(["-m", "openapi_spec_validator"])
                 .arg(&path),
             Duration::from_secs(120),
@@ -600,7 +613,7 @@ async fn schemathesis_requests_built_from_the_document_pass_against_the_gateway(
     let work = dir.path().to_path_buf();
     let (ok, output) = tokio::task::spawn_blocking(move || {
         run_bounded(
-            Command::new("python3")
+            Command::new(python())
                 .args(["-m", "schemathesis.cli", "--no-color", "run"])
                 .arg(&path)
                 .args(["--url", &base])

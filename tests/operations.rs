@@ -463,3 +463,66 @@ async fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
     .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test]
+async fn start_up_logs_where_the_docs_and_admin_endpoints_are_and_root_points_to_them() {
+    let backend = vps_backend().await;
+    let process = spawn_gateway(&[
+        "--descriptor-set",
+        "descriptors/vps.binpb",
+        "--upstream",
+        &backend.url,
+    ]);
+    let lines = process.log_until(|v| v["fields"]["readiness"].is_string());
+    let urls: Vec<String> = lines
+        .iter()
+        .flat_map(|v| {
+            ["url", "liveness", "readiness"].map(|k| v["fields"][k].as_str().map(String::from))
+        })
+        .flatten()
+        .collect();
+    for path in ["/docs", "/openapi.json", "/metrics", "/healthz", "/readyz"] {
+        let want = format!("{}{path}", process.base);
+        assert!(
+            urls.contains(&want),
+            "no {want} in the start-up log: {lines:#?}"
+        );
+    }
+
+    // GET / with no route bound there: a page with links for a browser, text for curl.
+    let html = send(
+        "GET",
+        &format!("{}/", process.base),
+        &[("accept", "text/html")],
+        "",
+    )
+    .await;
+    assert_eq!(html.status, 200);
+    assert_eq!(
+        html.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let body = String::from_utf8_lossy(&html.body);
+    assert!(body.contains("<a href=\"/docs\">"), "{body}");
+    assert!(body.contains("<a href=\"/openapi.json\">"), "{body}");
+    let text = send("GET", &format!("{}/", process.base), &[], "").await;
+    assert_eq!(text.status, 200);
+    let body = String::from_utf8_lossy(&text.body);
+    assert!(
+        body.contains("/docs") && body.contains("/metrics"),
+        "{body}"
+    );
+    // Other methods on `/` and other unknown paths are still 404.
+    assert_eq!(
+        send("POST", &format!("{}/", process.base), &[], "{}")
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        send("GET", &format!("{}/nothing", process.base), &[], "")
+            .await
+            .status,
+        404
+    );
+}

@@ -110,7 +110,7 @@ async fn read_reply(
         return Err(no_message(plan).into());
     }
     check_grpc_response(parts.status, &parts.headers)?;
-    let (frames, trailers) = read_frames(body, limit, &parts.headers).await?;
+    let (message, trailers) = read_single(body, limit, &parts.headers, plan).await?;
     let status = Status::from_headers(&trailers).ok_or_else(|| {
         GatewayError::internal(format!(
             "upstream ended {} without a grpc-status",
@@ -120,7 +120,7 @@ async fn read_reply(
     if status.code != Code::Ok {
         return Err(status_failure(status, parts.headers, trailers));
     }
-    let message = single_message(frames, plan)?;
+    let message = message.ok_or_else(|| no_message(plan))?;
     Ok(UnaryReply {
         message,
         headers: parts.headers,
@@ -179,13 +179,16 @@ pub fn no_message(plan: &RoutePlan) -> GatewayError {
     ))
 }
 
-async fn read_frames(
+/// Reads a unary response: at most one message (a second one fails the call at once, so an
+/// upstream that keeps sending cannot grow what is held), then the trailers.
+async fn read_single(
     mut body: UpstreamResponseBody,
     limit: usize,
     headers: &HeaderMap,
-) -> Result<(Vec<Frame>, HeaderMap), GatewayError> {
+    plan: &RoutePlan,
+) -> Result<(Option<Bytes>, HeaderMap), GatewayError> {
     let mut decoder = Decoder::new(limit);
-    let mut frames = Vec::new();
+    let mut message = None;
     let mut trailers = HeaderMap::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| stream_error(&e))?;
@@ -194,11 +197,21 @@ async fn read_frames(
             Err(frame) => trailers = frame.into_trailers().unwrap_or_default(),
         }
         while let Some(f) = decoder.next_frame().map_err(frame_error)? {
-            frames.push(check_compression(f, headers)?);
+            let f = check_compression(f, headers)?;
+            if message.replace(f.payload).is_some() {
+                return Err(several_messages(plan));
+            }
         }
     }
     decoder.finish().map_err(frame_error)?;
-    Ok((frames, trailers))
+    Ok((message, trailers))
+}
+
+fn several_messages(plan: &RoutePlan) -> GatewayError {
+    GatewayError::internal(format!(
+        "upstream sent several response messages for unary method {}",
+        plan.method_name()
+    ))
 }
 
 pub fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, GatewayError> {
@@ -226,16 +239,4 @@ pub fn stream_error(error: &hyper::Error) -> GatewayError {
     let text = crate::upstream::error_chain(error);
     let code = crate::error::code_from_reset(crate::error::h2_reset(error));
     GatewayError::new(code, format!("upstream response failed: {text}"))
-}
-
-fn single_message(frames: Vec<Frame>, plan: &RoutePlan) -> Result<Bytes, GatewayError> {
-    let mut frames = frames.into_iter();
-    match (frames.next(), frames.next()) {
-        (Some(frame), None) => Ok(frame.payload),
-        (None, _) => Err(no_message(plan)),
-        (Some(_), Some(_)) => Err(GatewayError::internal(format!(
-            "upstream sent several response messages for unary method {}",
-            plan.method_name()
-        ))),
-    }
 }

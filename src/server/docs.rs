@@ -92,7 +92,7 @@ enum Which {
 impl Gateway {
     /// `/openapi.json` or `/docs`, if `request` asks for one of them.
     pub(super) fn docs_response<B>(&self, request: &Request<B>) -> Option<Response<ResponseBody>> {
-        if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        if !is_read(request.method()) {
             return None;
         }
         let path = request.uri().path();
@@ -135,6 +135,85 @@ impl Gateway {
         response.extensions_mut().insert(RouteTag(Arc::from(path)));
         Some(response)
     }
+}
+
+/// `GET` or `HEAD`: the methods the documentation answers.
+pub(super) fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD)
+}
+
+impl Gateway {
+    /// `GET /` when no route is bound there: where a person finds the documentation, as HTML
+    /// for a browser and as text otherwise.
+    pub(super) fn landing_response(&self, headers: &http::HeaderMap) -> Response<ResponseBody> {
+        let docs = &self.settings.docs;
+        let mut links: Vec<(&str, &str)> = Vec::new();
+        if let Some(path) = &docs.docs_path {
+            links.push(("API documentation", path));
+        }
+        if let Some(path) = &docs.openapi_path {
+            links.push(("OpenAPI document", path));
+        }
+        if self.settings.admin_on_main_port {
+            links.extend([
+                ("Prometheus metrics", "/metrics"),
+                ("liveness", "/healthz"),
+                ("readiness", "/readyz"),
+            ]);
+        }
+        let wants_html = headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/html"));
+        let (body, content_type) = if wants_html {
+            (landing_html(&links), "text/html; charset=utf-8")
+        } else {
+            (landing_text(&links), "text/plain; charset=utf-8")
+        };
+        let mut response = Response::new(full(Bytes::from(body)));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        response.extensions_mut().insert(RouteTag(Arc::from("/")));
+        response
+    }
+}
+
+const LANDING_TITLE: &str = "protogate: a gRPC gateway";
+
+fn landing_text(links: &[(&str, &str)]) -> String {
+    let mut text = format!("{LANDING_TITLE}\n\n");
+    for (name, path) in links {
+        text.push_str(&format!("{name}: {path}\n"));
+    }
+    if links.is_empty() {
+        text.push_str("No documentation is served on this port.\n");
+    }
+    text
+}
+
+/// The paths are flags checked to start with `/` and hold no `?` or `#`; they are escaped
+/// all the same.
+fn landing_html(links: &[(&str, &str)]) -> String {
+    let items: String = links
+        .iter()
+        .map(|(name, path)| {
+            let path = html_escape(path);
+            format!("<li><a href=\"{path}\">{name}</a> <code>{path}</code></li>")
+        })
+        .collect();
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{LANDING_TITLE}</title>\
+         </head><body><h1>{LANDING_TITLE}</h1><ul>{items}</ul></body></html>\n"
+    )
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn render(snapshot: &Snapshot, json: &JsonOptions) -> Rendered {

@@ -64,6 +64,9 @@ impl Gateway {
             Lookup::MethodNotAllowed { allowed } => {
                 return Err(Failure::not_allowed(&parts.method, path, &allowed))
             }
+            Lookup::NotFound if path == "/" && super::docs::is_read(&parts.method) => {
+                return Ok(self.landing_response(&parts.headers));
+            }
             Lookup::NotFound => return Err(GatewayError::not_found(path).into()),
             Lookup::BadPath(message) => return Err(GatewayError::invalid_argument(message).into()),
         };

@@ -315,6 +315,29 @@ pub async fn dead_url() -> String {
 pub struct Process {
     pub child: std::process::Child,
     pub base: String,
+    /// Its log lines (JSON) after the one that named the address.
+    pub log: std::sync::mpsc::Receiver<String>,
+}
+
+impl Process {
+    /// The log lines that arrive within [`TIMEOUT`] until `done` holds for one (included).
+    pub fn log_until(&self, done: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self
+                .log
+                .recv_timeout(TIMEOUT)
+                .expect("the awaited log line");
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let last = done(&v);
+            lines.push(v);
+            if last {
+                return lines;
+            }
+        }
+    }
 }
 
 impl Drop for Process {
@@ -356,5 +379,9 @@ pub fn spawn_gateway(args: &[&str]) -> Process {
             break format!("http://{address}");
         }
     };
-    Process { child, base }
+    Process {
+        child,
+        base,
+        log: rx,
+    }
 }

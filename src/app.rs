@@ -87,20 +87,16 @@ impl ServingArgs {
                     .with_context(|| format!("--forward-header {h:?} is not a header name"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut json = self.json.options(self.max_json_depth);
+        json.max_output_bytes = self.max_rendered_bytes;
         Ok(Settings {
-            json: JsonOptions {
-                use_proto_names: self.json.use_proto_names,
-                emit_unpopulated: !self.json.omit_unpopulated,
-                enums_as_ints: self.json.enums_as_ints,
-                int64_as_numbers: self.json.int64_as_numbers,
-                indent: self.json.indent_json,
-                reject_unknown_fields: self.json.reject_unknown_fields,
-                reject_unknown_query: self.json.reject_unknown_query,
-                max_depth: self.max_json_depth,
-            },
+            json,
             max_request_bytes: self.max_request_bytes,
             body_timeout: self.body_timeout,
             max_response_bytes: self.max_response_bytes,
+            stream_idle_timeout: self.stream_idle_timeout,
+            write_timeout: self.write_timeout,
+            max_concurrent_streams: self.max_concurrent_streams,
             timeout: self.timeout,
             forward_headers,
             admin_on_main_port: self.admin_listen.is_none(),
@@ -426,6 +422,7 @@ impl JsonArgs {
             reject_unknown_fields: self.reject_unknown_fields,
             reject_unknown_query: self.reject_unknown_query,
             max_depth,
+            ..JsonOptions::default()
         }
     }
 }

@@ -190,6 +190,22 @@ pub struct ServingArgs {
     /// Largest upstream response message accepted, in bytes.
     #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_RESPONSE_BYTES", default_value_t = 8 << 20)]
     pub max_response_bytes: usize,
+    /// Largest JSON rendering of one response message, in bytes (500 with RESOURCE_EXHAUSTED
+    /// beyond): unpopulated fields written out can make a small message render large.
+    #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_RENDERED_BYTES", default_value_t = 32 << 20)]
+    pub max_rendered_bytes: usize,
+    /// A call (gRPC, gRPC-Web or a REST stream) with no message either way for this long is
+    /// cancelled with the protocol's error.
+    #[arg(long, value_name = "DURATION", env = "PROTOGATE_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub stream_idle_timeout: Duration,
+    /// A connection whose client takes no response data for this long, while the gateway
+    /// has some to send, is closed.
+    #[arg(long, value_name = "DURATION", env = "PROTOGATE_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+    /// Requests one connection may have in progress at once (HTTP/2 MAX_CONCURRENT_STREAMS
+    /// too), so one client cannot take the whole --max-concurrent-requests budget.
+    #[arg(long, value_name = "N", env = "PROTOGATE_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
     /// Time open connections get to finish after SIGTERM or SIGINT.
     #[arg(long, value_name = "DURATION", env = "PROTOGATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

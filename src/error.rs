@@ -62,6 +62,16 @@ impl GatewayError {
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     }
 
+    /// The JSON rendering of a response outgrew `--max-rendered-bytes`: the gateway's limit,
+    /// so a 500 (not the 429 of the standard table, which would invite a retry).
+    pub fn response_too_large(limit: usize) -> Self {
+        Self::new(
+            Code::ResourceExhausted,
+            format!("the response's JSON rendering exceeds the limit of {limit} bytes (--max-rendered-bytes)"),
+        )
+        .with_status(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
     /// The client did not send its whole request body in time.
     pub fn body_timeout(limit: std::time::Duration) -> Self {
         Self::new(

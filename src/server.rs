@@ -3,11 +3,14 @@
 
 mod admin;
 mod call;
+mod call_clock;
+mod connection;
 mod cors;
 mod detect;
 mod dispatch;
 mod docs;
 mod failure;
+mod framing;
 mod grpc_web;
 mod listen;
 mod observe;
@@ -51,6 +54,12 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Largest upstream response message accepted.
     pub max_response_bytes: usize,
+    /// A call with no message either way for this long is cancelled.
+    pub stream_idle_timeout: Duration,
+    /// A connection owed response data that its client takes none of for this long is closed.
+    pub write_timeout: Duration,
+    /// Requests (HTTP/2 streams) one connection may have in progress at once.
+    pub max_concurrent_streams: u32,
     /// Deadline for upstream calls when the client sets a shorter one or none.
     pub timeout: Option<Duration>,
     /// Request headers forwarded to the upstream unchanged.
@@ -76,6 +85,9 @@ impl Default for Settings {
             max_request_bytes: 8 << 20,
             body_timeout: Duration::from_secs(30),
             max_response_bytes: 8 << 20,
+            stream_idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 100,
             timeout: None,
             forward_headers: Vec::new(),
             admin_on_main_port: true,

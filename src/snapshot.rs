@@ -16,7 +16,7 @@ pub struct Snapshot {
     pub services: HashMap<String, usize>,
     /// `/package.Service/Method` of every method of those services: the route labels of
     /// native gRPC calls in metrics.
-    pub grpc_methods: HashMap<String, std::sync::Arc<str>>,
+    pub grpc_methods: HashMap<String, GrpcMethod>,
     /// gRPC server reflection over these descriptors, built on first use.
     pub(crate) reflection: crate::server::ReflectionCache,
     /// `/openapi.json` and `/docs` for these routes, rendered on first use.
@@ -96,18 +96,30 @@ impl Snapshot {
     }
 }
 
+/// A method of a served service, as native gRPC and gRPC-Web calls see it.
+#[derive(Debug, Clone)]
+pub struct GrpcMethod {
+    /// Its `/package.Service/Method` path, shared by every call's metrics labels.
+    pub label: std::sync::Arc<str>,
+    /// Whether the client sends a stream of messages (else exactly one).
+    pub client_streaming: bool,
+}
+
 fn grpc_methods(
     pool: &DescriptorPool,
     services: &HashMap<String, usize>,
-) -> HashMap<String, std::sync::Arc<str>> {
+) -> HashMap<String, GrpcMethod> {
     pool.services()
         .filter(|s| services.contains_key(s.full_name()))
-        .flat_map(|s| {
-            s.methods()
-                .map(|m| format!("/{}/{}", s.full_name(), m.name()))
-                .collect::<Vec<_>>()
+        .flat_map(|s| s.methods().collect::<Vec<_>>())
+        .map(|m| {
+            let path = format!("/{}/{}", m.parent_service().full_name(), m.name());
+            let method = GrpcMethod {
+                label: std::sync::Arc::from(path.as_str()),
+                client_streaming: m.is_client_streaming(),
+            };
+            (path, method)
         })
-        .map(|path| (path.clone(), std::sync::Arc::from(path)))
         .collect()
 }
 

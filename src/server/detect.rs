@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::connection::Connection;
+
 /// The HTTP/2 connection preface (RFC 9113, section 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -27,18 +29,27 @@ pub struct Detecting<I> {
     io: I,
     matched: usize,
     known: Arc<AtomicBool>,
+    /// Told whether each write went through or waits for the client to read.
+    connection: Arc<Connection>,
 }
 
 impl<I> Detecting<I> {
     /// Wraps `io`; the flag returned is set once the protocol is known.
-    pub fn new(io: I) -> (Self, Arc<AtomicBool>) {
+    pub fn new(io: I, connection: Arc<Connection>) -> (Self, Arc<AtomicBool>) {
         let known = Arc::new(AtomicBool::new(false));
         let detecting = Detecting {
             io,
             matched: 0,
             known: known.clone(),
+            connection,
         };
         (detecting, known)
+    }
+
+    /// Passes a write's outcome on to the connection's stall watch.
+    fn written<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        self.connection.socket_blocked(polled.is_pending());
+        polled
     }
 
     fn observe(&mut self, read: &[u8]) {
@@ -75,7 +86,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Detecting<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.written(polled)
     }
 
     fn poll_write_vectored(
@@ -83,7 +95,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Detecting<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.written(polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -122,7 +135,8 @@ mod tests {
     use super::*;
 
     fn known_after(chunks: &[&[u8]]) -> bool {
-        let (mut d, known) = Detecting::new(());
+        let connection = Connection::new(std::net::SocketAddr::from(([127, 0, 0, 1], 1)), 1);
+        let (mut d, known) = Detecting::new((), connection);
         for chunk in chunks {
             d.observe(chunk);
         }

@@ -83,6 +83,17 @@ impl Failure {
     }
 }
 
+/// An error of the gateway's own as a REST response (no upstream details to render).
+pub fn error_response(error: &GatewayError) -> Response<ResponseBody> {
+    let mut response = Response::new(full(Bytes::from(error.to_json())));
+    *response.status_mut() = error.status();
+    response.headers_mut().insert(CONTENT_TYPE, JSON);
+    response
+        .extensions_mut()
+        .insert(super::observe::CodeTag(error.code));
+    response
+}
+
 impl FailureExtra {
     fn add_headers(&self, headers: &mut HeaderMap) {
         if let Some(upstream) = &self.upstream_headers {

@@ -15,8 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::connection::Connection;
 use super::detect::{closes_if_undetected, Detecting};
-use super::{BoxError, Gateway};
+use super::{BoxError, Gateway, Settings};
 
 /// Time a client gets to complete the TLS handshake: a slow or silent one must not hold a
 /// task and a socket for long.
@@ -55,7 +56,7 @@ async fn accept_until(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = builder(gateway.settings().max_header_bytes);
+    let builder = builder(gateway.settings());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -84,9 +85,11 @@ async fn accept_until(
     }
 }
 
-/// HTTP/1.1 and HTTP/2 with bounded headers, a header read timeout (slow clients), and
-/// HTTP/2 rapid-reset protection (a cap on streams reset before the gateway saw them).
-fn builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
+/// HTTP/1.1 and HTTP/2 with bounded headers, a header read timeout (slow clients), a bound on
+/// the streams of one connection, and HTTP/2 rapid-reset protection (a cap on streams reset
+/// before the gateway saw them).
+fn builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
+    let max_header_bytes = settings.max_header_bytes;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -97,7 +100,7 @@ fn builder(max_header_bytes: usize) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(1024)
+        .max_concurrent_streams(settings.max_concurrent_streams)
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(1024))
         .keep_alive_interval(Duration::from_secs(30));
@@ -147,7 +150,8 @@ fn serve_connection(
 const DETECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `io` until it ends, closing it early if its first bytes do not show HTTP/1.1 or
-/// HTTP/2 within [`DETECTION_TIMEOUT`].
+/// HTTP/2 within [`DETECTION_TIMEOUT`], or if its client stops taking the response data it is
+/// owed for `--write-timeout`.
 async fn serve_detected<I>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
@@ -157,12 +161,19 @@ async fn serve_detected<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (io, known) = Detecting::new(io);
-    let connection = watcher.watch(http_connection(builder, gateway, io, peer));
-    match closes_if_undetected(connection, known, DETECTION_TIMEOUT).await {
-        None => tracing::debug!(%peer, "closed: no protocol shown in time"),
-        Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
-        Some(Ok(())) => {}
+    let settings = gateway.settings();
+    let connection = Connection::new(peer, settings.max_concurrent_streams);
+    let (io, known) = Detecting::new(io, connection.clone());
+    let served = watcher.watch(http_connection(builder, gateway, io, &connection));
+    tokio::select! {
+        ended = closes_if_undetected(served, known, DETECTION_TIMEOUT) => match ended {
+            None => tracing::debug!(%peer, "closed: no protocol shown in time"),
+            Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+            Some(Ok(())) => {}
+        },
+        () = connection.stalled(settings.write_timeout) => {
+            tracing::debug!(%peer, "closed: the client took no response data in time");
+        }
     }
 }
 
@@ -171,15 +182,18 @@ fn http_connection<I>(
     builder: &auto::Builder<TokioExecutor>,
     gateway: &Arc<Gateway>,
     io: I,
-    peer: SocketAddr,
+    connection: &Arc<Connection>,
 ) -> impl GracefulConnection<Error = BoxError> + Send + 'static
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let gateway = gateway.clone();
+    let (gateway, connection) = (gateway.clone(), connection.clone());
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let gateway = gateway.clone();
-        async move { Ok::<_, std::convert::Infallible>(gateway.serve_request(request, peer).await) }
+        let (gateway, connection) = (gateway.clone(), connection.clone());
+        async move {
+            let response = gateway.serve_request(request, &connection).await;
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     builder
         .serve_connection(TokioIo::new(io), service)

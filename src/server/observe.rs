@@ -2,18 +2,21 @@
 //! log line, and the metrics. Handlers tag their responses with the route they matched and
 //! the gRPC code they ended with; everything else is measured here.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::connection::{Connection, Outgoing};
 use super::dispatch::{classify, Protocol};
+use super::failure::error_response;
+use super::framing;
 use super::{Gateway, ResponseBody};
 use crate::error::GatewayError;
 use crate::grpc::Code;
@@ -31,21 +34,24 @@ pub struct CodeTag(pub Code);
 
 impl Gateway {
     /// Serves one request end to end: admitted or refused, handled, measured and logged.
-    pub async fn serve_request(
+    pub(crate) async fn serve_request(
         self: &Arc<Self>,
         mut request: Request<Incoming>,
-        peer: SocketAddr,
+        connection: &Arc<Connection>,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
         let protocol = classify(request.headers());
         let request_id = request_id(&mut request);
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
-        let permit = self.admission.clone().try_acquire_owned().ok();
+        let permits = self.admit(connection);
         let _in_flight = self.metrics.start();
-        let mut response = match (&permit, self.admin_response(&request).await) {
-            (_, Some(admin)) => admin,
-            (None, None) => overloaded(protocol),
-            (Some(_), None) => self.handle(request, peer).await,
+        let mut response = match framing::refusal(request.version(), request.headers()) {
+            Some(refusal) => closing(error_response(&refusal)),
+            None => match (&permits, self.admin_response(&request).await) {
+                (_, Some(admin)) => admin,
+                (Err(refusal), None) => overloaded(protocol, refusal),
+                (Ok(_), None) => self.handle(request, connection.peer).await,
+            },
         };
         response
             .headers_mut()
@@ -54,7 +60,21 @@ impl Gateway {
         self.metrics
             .finish(labels.clone(), started.elapsed().as_secs_f64());
         access_log(&request_id, &method, &path, &labels, started);
-        self.count_body(response, permit)
+        self.outgoing(response, connection, permits.ok())
+    }
+
+    /// A permit from the gateway's budget and one from the connection's, or why not.
+    fn admit(&self, connection: &Connection) -> Result<Permits, &'static str> {
+        let global = self
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| "the gateway is at its concurrency limit; retry later")?;
+        let own = connection.admit().ok_or(
+            "this connection has its maximum of requests in progress \
+             (--max-concurrent-streams); retry later",
+        )?;
+        Ok((global, own))
     }
 
     fn labels(&self, response: &Response<ResponseBody>, protocol: Protocol) -> RequestLabels {
@@ -71,24 +91,30 @@ impl Gateway {
         }
     }
 
-    /// Counts the bytes sent and keeps the admission permit until the body is done.
-    fn count_body(
+    /// The body as it goes out: counted, watched for a client that stops reading, and
+    /// holding the admission permits until it is done.
+    fn outgoing(
         self: &Arc<Self>,
         response: Response<ResponseBody>,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        connection: &Arc<Connection>,
+        permits: Option<Permits>,
     ) -> Response<ResponseBody> {
-        let gateway = self.clone();
-        response.map(move |body| {
-            body.map_frame(move |frame| {
-                let _held = &permit;
-                if let Some(data) = frame.data_ref() {
-                    gateway.metrics.bytes_out(data.len() as u64);
-                }
-                frame
-            })
-            .boxed_unsync()
-        })
+        let held = Held {
+            gateway: self.clone(),
+            _permits: permits,
+        };
+        let count: fn(&Held, usize) = |held, n| held.gateway.metrics.bytes_out(n as u64);
+        response.map(|body| Outgoing::new(body, connection.clone(), count, held).boxed_unsync())
     }
+}
+
+/// The gateway's admission permit and the connection's.
+type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// What a response body keeps until it is done.
+struct Held {
+    gateway: Arc<Gateway>,
+    _permits: Option<Permits>,
 }
 
 fn protocol_name(protocol: Protocol) -> &'static str {
@@ -128,26 +154,26 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("0"))
 }
 
-/// Refused at once: the gateway is at its concurrency limit.
-fn overloaded(protocol: Protocol) -> Response<ResponseBody> {
-    let message = "the gateway is at its concurrency limit; retry later";
+/// Refused at once: the gateway or the connection is at its concurrency limit.
+fn overloaded(protocol: Protocol, message: &str) -> Response<ResponseBody> {
     let mut response = match protocol {
         Protocol::Grpc | Protocol::GrpcWeb => {
             super::passthrough::grpc_error(Code::Unavailable, message)
         }
-        Protocol::Rest => {
-            let error = GatewayError::unavailable(message);
-            let mut r = Response::new(super::failure::full(Bytes::from(error.to_json())));
-            *r.status_mut() = error.status();
-            r.headers_mut()
-                .insert(http::header::CONTENT_TYPE, super::failure::JSON);
-            r
-        }
+        Protocol::Rest => error_response(&GatewayError::unavailable(message)),
     };
     response
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     response.extensions_mut().insert(CodeTag(Code::Unavailable));
+    response
+}
+
+/// `response`, after which the connection is closed (its framing cannot be trusted).
+fn closing(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -12,11 +12,13 @@ use http::{HeaderMap, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::call_clock::{CallClock, Counted, Timed};
 use super::observe::{CodeTag, RouteTag};
 use super::{reflection, Gateway, ResponseBody};
 use crate::error::GatewayError;
 use crate::grpc::status::Status;
 use crate::grpc::{timeout, Code};
+use crate::snapshot::GrpcMethod;
 use crate::upstream::{Upstream, UpstreamBody};
 
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -63,13 +65,32 @@ impl Gateway {
             let message = format!("unknown service {service}");
             return grpc_error(Code::Unimplemented, &message);
         };
+        let method = snapshot.grpc_methods.get(request.uri().path()).cloned();
+        let clock = self.call_clock(method.as_ref());
+        let request = request.map(|body| Counted::new(body, clock.clone()).boxed_unsync());
+        let mut response = tokio::select! {
+            response = self.forward_within_deadline(upstream, request) => response,
+            expiry = clock.expired() => {
+                let error = expiry.error();
+                grpc_error(error.code, &error.message)
+            }
+        };
         // Labelled by method when the descriptors have it: clients cannot grow the label set.
-        let route = snapshot.grpc_methods.get(request.uri().path()).cloned();
-        let mut response = self.forward_within_deadline(upstream, request).await;
-        if let Some(route) = route {
-            response.extensions_mut().insert(RouteTag(route));
+        if let Some(method) = method {
+            response.extensions_mut().insert(RouteTag(method.label));
         }
-        response
+        response.map(|body| Timed::new(body, clock, status_trailers).boxed_unsync())
+    }
+
+    /// The clock of a call: the body limit when the method is known to take one message
+    /// (an unknown method may stream), the idle limit always.
+    fn call_clock(&self, method: Option<&GrpcMethod>) -> CallClock {
+        let unary = method.is_some_and(|m| !m.client_streaming);
+        let settings = &self.settings;
+        CallClock::new(
+            unary.then_some(settings.body_timeout),
+            settings.stream_idle_timeout,
+        )
     }
 
     /// Forwards with the deadline the gateway configures for the method, if any: the client's
@@ -183,10 +204,18 @@ fn tag_trailers_only(mut response: Response<ResponseBody>) -> Response<ResponseB
 pub(super) fn grpc_error(code: Code, message: &str) -> Response<ResponseBody> {
     let mut response = Response::new(super::failure::full(bytes::Bytes::new()));
     let headers = response.headers_mut();
+    *headers = status_headers(code, message);
     headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc"),
     );
+    response.extensions_mut().insert(CodeTag(code));
+    response
+}
+
+/// `grpc-status` and the percent-encoded `grpc-message`.
+fn status_headers(code: Code, message: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
     headers.insert("grpc-status", http::HeaderValue::from(code as i32));
     let encoded =
         percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC)
@@ -194,8 +223,12 @@ pub(super) fn grpc_error(code: Code, message: &str) -> Response<ResponseBody> {
     if let Ok(v) = http::HeaderValue::from_str(&encoded) {
         headers.insert("grpc-message", v);
     }
-    response.extensions_mut().insert(CodeTag(code));
-    response
+    headers
+}
+
+/// The trailers that end a call with `error`.
+fn status_trailers(error: &GatewayError) -> HeaderMap {
+    status_headers(error.code, &error.message)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::call;
+use super::call_clock::{CallClock, Counted};
 use super::failure::{full, Failure};
 use super::rest::{content_type, deadline_exceeded, raw_content_type, CallSetup};
 use super::{BoxError, Gateway, ResponseBody};
@@ -52,20 +53,32 @@ impl Gateway {
         setup: CallSetup,
     ) -> Result<Response<ResponseBody>, Failure> {
         let pump_error: PumpError = Arc::default();
+        let clock = CallClock::new(None, self.settings.stream_idle_timeout);
         let request_body = match plan.method.is_client_streaming() {
             true => {
-                call::CallBody::Streamed(self.pump(&plan, vars, &parts, body, pump_error.clone()))
+                let pumped = self.pump(&plan, vars, &parts, body, pump_error.clone());
+                call::CallBody::Streamed(Counted::new(pumped, clock.clone()).boxed_unsync())
             }
             false => self.single_request(&plan, &vars, &parts, body).await?,
         };
         if !plan.method.is_server_streaming() {
-            let reply = self.call_unary(&plan, request_body, setup).await;
+            let reply = tokio::select! {
+                reply = self.call_unary(&plan, request_body, setup) => reply,
+                expiry = clock.expired() => Err(expiry.error().into()),
+            };
             let reply = reply.map_err(|f| pumped(&pump_error).map_or(f, Failure::from))?;
             return self.success_response(&plan, reply);
         }
         let format = stream_format(&parts.headers, &plan);
-        self.server_stream(snapshot, plan, request_body, setup, format, pump_error)
-            .await
+        let call = StreamCall {
+            plan,
+            request_body,
+            setup,
+            format,
+            pump_error,
+            clock,
+        };
+        self.server_stream(snapshot, call).await
     }
 
     async fn single_request(
@@ -90,15 +103,25 @@ impl Gateway {
     async fn server_stream(
         &self,
         snapshot: &Arc<Snapshot>,
-        plan: Arc<RoutePlan>,
-        request_body: call::CallBody,
-        setup: CallSetup,
-        format: StreamFormat,
-        pump_error: PumpError,
+        call: StreamCall,
     ) -> Result<Response<ResponseBody>, Failure> {
+        let StreamCall {
+            plan,
+            request_body,
+            setup,
+            format,
+            pump_error,
+            clock,
+        } = call;
         let upstream = self.upstream_of(&plan)?;
         let deadline = setup.deadline.map(|d| (Instant::now() + d, d));
         let start = call::start(upstream, &plan, request_body, setup.headers, setup.deadline);
+        let start = async {
+            tokio::select! {
+                started = start => started,
+                expiry = clock.expired() => Err(expiry.error()),
+            }
+        };
         let response = match deadline {
             None => start.await,
             Some((at, d)) => tokio::time::timeout_at(at, start)
@@ -117,6 +140,7 @@ impl Gateway {
             headers: head.headers.clone(),
             deadline,
             pump_error,
+            clock,
         };
         let first = events.next().await;
         let writer = Writer {
@@ -197,13 +221,24 @@ enum Event {
     End(Result<(), Failure>),
 }
 
-/// Reads response frames and the final status, within the deadline.
+/// A streaming call on its way to the upstream.
+struct StreamCall {
+    plan: Arc<RoutePlan>,
+    request_body: call::CallBody,
+    setup: CallSetup,
+    format: StreamFormat,
+    pump_error: PumpError,
+    clock: CallClock,
+}
+
+/// Reads response frames and the final status, within the deadline and the idle limit.
 struct Events {
     body: UpstreamResponseBody,
     decoder: Decoder,
     headers: HeaderMap,
     deadline: Option<(Instant, Duration)>,
     pump_error: PumpError,
+    clock: CallClock,
 }
 
 impl Events {
@@ -212,19 +247,29 @@ impl Events {
             match self.decoder.next_frame() {
                 Err(e) => return Event::End(Err(call::frame_error(e).into())),
                 Ok(Some(f)) => {
+                    self.clock.message();
                     return match call::check_compression(f, &self.headers) {
                         Ok(f) => Event::Message(f.payload),
                         Err(e) => Event::End(Err(e.into())),
-                    }
+                    };
                 }
                 Ok(None) => {}
             }
+            let next = async {
+                tokio::select! {
+                    frame = self.body.frame() => Ok(frame),
+                    expiry = self.clock.expired() => Err(expiry.error()),
+                }
+            };
             let frame = match self.deadline {
-                None => self.body.frame().await,
-                Some((at, d)) => match tokio::time::timeout_at(at, self.body.frame()).await {
-                    Ok(frame) => frame,
-                    Err(_) => return Event::End(Err(deadline_exceeded(d).into())),
-                },
+                None => next.await,
+                Some((at, d)) => tokio::time::timeout_at(at, next)
+                    .await
+                    .unwrap_or_else(|_| Err(deadline_exceeded(d))),
+            };
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => return Event::End(Err(e.into())),
             };
             match frame {
                 None => return self.ended_without_status(),

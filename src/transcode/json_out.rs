@@ -20,6 +20,9 @@ pub struct JsonError(pub String);
 
 type Result<T = ()> = std::result::Result<T, JsonError>;
 
+/// The message of the [`JsonError`] for a rendering over its size limit.
+pub const TOO_LARGE: &str = "the JSON rendering exceeds its size limit";
+
 /// Appends `message` as JSON to `out`.
 pub fn write_message(out: &mut Vec<u8>, message: &DynamicMessage, options: &JsonOptions) -> Result {
     Writer {
@@ -92,6 +95,7 @@ impl Writer<'_> {
                 self.out.push(b',');
             }
             self.newline();
+            self.check_size()?;
             item(self, x)?;
             empty = false;
         }
@@ -100,6 +104,15 @@ impl Writer<'_> {
             self.newline();
         }
         self.out.push(close);
+        Ok(())
+    }
+
+    /// Stops a rendering that has outgrown [`JsonOptions::max_output_bytes`]; checked at
+    /// every message and element, so it overshoots by one scalar at most.
+    fn check_size(&self) -> Result {
+        if self.out.len() > self.options.max_output_bytes {
+            return Err(JsonError(TOO_LARGE.into()));
+        }
         Ok(())
     }
 
@@ -112,6 +125,7 @@ impl Writer<'_> {
     }
 
     fn message(&mut self, message: &DynamicMessage) -> Result {
+        self.check_size()?;
         let desc = message.descriptor();
         match well_known(&desc) {
             Some(kind) => self.well_known(kind, message),

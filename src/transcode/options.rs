@@ -21,6 +21,8 @@ pub struct JsonOptions {
     pub reject_unknown_query: bool,
     /// Deepest nesting of objects and arrays accepted in request JSON.
     pub max_depth: usize,
+    /// Largest JSON rendering of one response message, in bytes.
+    pub max_output_bytes: usize,
 }
 
 impl Default for JsonOptions {
@@ -34,6 +36,7 @@ impl Default for JsonOptions {
             reject_unknown_fields: false,
             reject_unknown_query: false,
             max_depth: 100,
+            max_output_bytes: 32 << 20,
         }
     }
 }

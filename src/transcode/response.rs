@@ -29,7 +29,10 @@ pub fn render_response(
     if let Some(renderer) = &plan.wire_json {
         let mut out = Vec::with_capacity(2 * payload.len() + 16);
         if renderer.render(&payload, options, &mut out).is_ok() {
-            return Ok(RenderedBody::Json(out));
+            return within_limit(out, options);
+        }
+        if out.len() > options.max_output_bytes {
+            return Err(GatewayError::response_too_large(options.max_output_bytes));
         }
     }
     render_reference(plan, options, payload)
@@ -62,6 +65,15 @@ pub fn render_reference(
         None => to_json(&message, options)?,
         Some(path) => field_json(&message, path.leaf(), options)?,
     };
+    within_limit(json, options)
+}
+
+/// The rendering, unless it is over the size limit (the checks while rendering let it
+/// overshoot by one scalar).
+fn within_limit(json: Vec<u8>, options: &JsonOptions) -> Result<RenderedBody, GatewayError> {
+    if json.len() > options.max_output_bytes {
+        return Err(GatewayError::response_too_large(options.max_output_bytes));
+    }
     Ok(RenderedBody::Json(json))
 }
 
@@ -80,7 +92,8 @@ fn raw_http_body(message: &DynamicMessage) -> RenderedBody {
 /// A message as JSON.
 pub fn to_json(message: &DynamicMessage, options: &JsonOptions) -> Result<Vec<u8>, GatewayError> {
     let mut out = Vec::with_capacity(2 * message.encoded_len() + 16);
-    json_out::write_message(&mut out, message, options).map_err(|e| render_error(message, &e))?;
+    json_out::write_message(&mut out, message, options)
+        .map_err(|e| render_error(message, &e, options))?;
     Ok(out)
 }
 
@@ -92,11 +105,18 @@ fn field_json(
 ) -> Result<Vec<u8>, GatewayError> {
     let mut out = Vec::with_capacity(2 * message.encoded_len() + 16);
     json_out::write_field(&mut out, message, field, options)
-        .map_err(|e| render_error(message, &e))?;
+        .map_err(|e| render_error(message, &e, options))?;
     Ok(out)
 }
 
-fn render_error(message: &DynamicMessage, error: &json_out::JsonError) -> GatewayError {
+fn render_error(
+    message: &DynamicMessage,
+    error: &json_out::JsonError,
+    options: &JsonOptions,
+) -> GatewayError {
+    if error.0 == json_out::TOO_LARGE {
+        return GatewayError::response_too_large(options.max_output_bytes);
+    }
     GatewayError::internal(format!(
         "cannot render {} as JSON: {error}",
         message.descriptor().full_name()

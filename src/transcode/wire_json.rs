@@ -164,7 +164,8 @@ const MAX_DEPTH: usize = 100;
 
 impl Renderer<'_> {
     fn message(&mut self, index: usize, wire: &[u8]) -> Result {
-        if self.depth >= MAX_DEPTH {
+        // Beyond the size limit the caller answers the error without the reference path.
+        if self.depth >= MAX_DEPTH || self.out.len() > self.options.max_output_bytes {
             return Err(Declined);
         }
         self.depth += 1;

@@ -314,6 +314,61 @@ async fn bidi_streaming_answers_each_message_before_the_next_is_sent() {
     assert!(bounded(inbound.message()).await.unwrap().is_none());
 }
 
+/// A bidi stream on which nothing passes either way is cancelled at the idle limit, with
+/// DEADLINE_EXCEEDED; the backend sees the cancellation.
+#[tokio::test]
+async fn a_silent_stream_is_cancelled_at_the_idle_limit() {
+    let f = Fixture::start_with(Settings {
+        stream_idle_timeout: Duration::from_millis(500),
+        ..Settings::default()
+    })
+    .await;
+    let mut client = grpc_client(&f.gw.base).await;
+    let (_tx, rx) = mpsc::channel::<Bytes>(1);
+    let outbound = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let response =
+        bounded(client.streaming(tonic::Request::new(outbound), path(CONVERSE), RawCodec))
+            .await
+            .unwrap();
+    let mut inbound = response.into_inner();
+    let status = bounded(inbound.message()).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("--stream-idle-timeout"),
+        "{status:?}"
+    );
+}
+
+/// Messages keep a stream alive however long it lasts: each one restarts the idle limit.
+#[tokio::test]
+async fn messages_keep_a_stream_alive_past_the_idle_limit() {
+    let f = Fixture::start_with(Settings {
+        stream_idle_timeout: Duration::from_millis(600),
+        ..Settings::default()
+    })
+    .await;
+    let mut client = grpc_client(&f.gw.base).await;
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let outbound = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    tx.send(f.note("m0", 0)).await.unwrap();
+    let response =
+        bounded(client.streaming(tonic::Request::new(outbound), path(CONVERSE), RawCodec))
+            .await
+            .unwrap();
+    let mut inbound = response.into_inner();
+    // Eight messages 300 ms apart: 2.4 s in all, four times the idle limit.
+    for i in 0..8 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tx.send(f.note(&format!("m{i}"), 0)).await.unwrap();
+        }
+        let echo = bounded(inbound.message()).await.unwrap().unwrap();
+        assert_eq!(f.read(&echo)["text"], format!("echo m{i}"));
+    }
+    drop(tx);
+    assert!(bounded(inbound.message()).await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn a_stream_failing_midway_delivers_its_messages_then_its_status() {
     let f = Fixture::start().await;

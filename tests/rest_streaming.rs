@@ -173,6 +173,10 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(Settings::default()).await
+}
+
+async fn fixture_with(settings: Settings) -> Fixture {
     let pool = protogate::descriptor::load(&sources()).unwrap();
     let signals = Arc::new(Signals::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -185,7 +189,7 @@ async fn fixture() -> Fixture {
             let _ = stopped.await;
         },
     ));
-    let gw = start_gateway(sources(), &url, Settings::default()).await;
+    let gw = start_gateway(sources(), &url, settings).await;
     Fixture {
         gw,
         signals,
@@ -429,6 +433,34 @@ async fn bidi_interleaves(http2: bool) {
     );
     drop(tx);
     assert_eq!(next_chunk(&mut body).await, None);
+}
+
+/// A REST bidi stream on which nothing passes for the idle limit ends with an error line
+/// (DEADLINE_EXCEEDED), after the answers it had.
+#[tokio::test]
+async fn a_rest_stream_idle_past_the_limit_ends_with_an_error_line() {
+    let f = fixture_with(Settings {
+        stream_idle_timeout: std::time::Duration::from_millis(500),
+        ..Settings::default()
+    })
+    .await;
+    let (tx, pending) = h2_request(&f.gw.base, "POST", "/v1/chat").await;
+    tx.send(Bytes::from_static(b"{\"name\":\"one\"}\n"))
+        .await
+        .unwrap();
+    let mut body = response_of(pending).await.into_body();
+    let first = next_chunk(&mut body).await.unwrap();
+    assert_eq!(lines(&first)[0]["result"]["text"], "echo:one");
+    // The request stays open and silent.
+    let last = next_chunk(&mut body).await.unwrap();
+    let error = &lines(&last)[0]["error"];
+    assert_eq!(error["code"], 4, "{error}");
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("--stream-idle-timeout"));
+    assert_eq!(next_chunk(&mut body).await, None);
+    drop(tx);
 }
 
 #[tokio::test]

@@ -101,6 +101,7 @@ async fn silent_grpc_streams_take_only_their_connections_share_and_time_out() {
     };
     let (_backend, gw) = vps_gateway(settings).await;
     let addr = gw.base.trim_start_matches("http://").to_string();
+    let before = rss_mib();
     let mut silent = Vec::new();
     for _ in 0..4 {
         let mut connection = h2_connect(&addr).await;
@@ -116,6 +117,8 @@ async fn silent_grpc_streams_take_only_their_connections_share_and_time_out() {
     for _ in 0..20 {
         assert_eq!(rest_ok(&gw).await, 200);
     }
+    let during = rss_mib();
+    eprintln!("silent streams: RSS {before:.1} MiB before, {during:.1} MiB with 4 x 16 streams held");
     let (response, _stream) = silent.remove(0);
     let response = bounded(response).await.unwrap();
     let (code, message) = grpc_outcome(response).await;
@@ -304,10 +307,13 @@ async fn an_http1_client_that_stops_reading_is_disconnected() {
         body.len()
     );
     // The same request pipelined several times, then nothing is read for a while.
+    let before = rss_mib();
     for _ in 0..4 {
         bounded(socket.write_all(request.as_bytes())).await.unwrap();
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_mib();
+    eprintln!("HTTP/1.1 client not reading: RSS {before:.1} MiB before, {after:.1} MiB after");
     assert_eq!(
         send("POST", &format!("{}/v1/all/x", gw.base), &[], "{}")
             .await
@@ -337,6 +343,7 @@ async fn an_http2_client_that_grants_no_window_is_disconnected() {
     .await
     .unwrap();
     let connection = tokio::spawn(connection);
+    let before = rss_mib();
     let mut responses = Vec::new();
     for _ in 0..20 {
         sender = bounded(sender.ready()).await.unwrap();
@@ -352,6 +359,8 @@ async fn an_http2_client_that_grants_no_window_is_disconnected() {
     // The connection ends (GOAWAY or close) without the client doing anything.
     let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
     assert!(ended.is_ok(), "the stalled connection was left open");
+    let after = rss_mib();
+    eprintln!("HTTP/2 client granting no window: RSS {before:.1} MiB before, {after:.1} MiB after");
     assert_eq!(
         send("POST", &format!("{}/v1/all/x", gw.base), &[], "{}")
             .await

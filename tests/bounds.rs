@@ -118,7 +118,9 @@ async fn silent_grpc_streams_take_only_their_connections_share_and_time_out() {
         assert_eq!(rest_ok(&gw).await, 200);
     }
     let during = rss_mib();
-    eprintln!("silent streams: RSS {before:.1} MiB before, {during:.1} MiB with 4 x 16 streams held");
+    eprintln!(
+        "silent streams: RSS {before:.1} MiB before, {during:.1} MiB with 4 x 16 streams held"
+    );
     let (response, _stream) = silent.remove(0);
     let response = bounded(response).await.unwrap();
     let (code, message) = grpc_outcome(response).await;
@@ -324,14 +326,16 @@ async fn an_http1_client_that_stops_reading_is_disconnected() {
     assert!(closed_within(&mut socket, Duration::from_secs(5)).await);
 }
 
-/// An HTTP/2 client that grants no flow-control window: every response stalls, and the
-/// connection is closed after `--write-timeout`.
+/// An HTTP/2 client that grants no flow-control window: every response stalls, responses
+/// beyond the connection's bound of unsent bytes (twice `--max-rendered-bytes`) are refused,
+/// and the connection is closed after `--write-timeout`.
 #[tokio::test]
 async fn an_http2_client_that_grants_no_window_is_disconnected() {
-    let settings = Settings {
+    let mut settings = Settings {
         write_timeout: Duration::from_millis(500),
         ..Settings::default()
     };
+    settings.json.max_output_bytes = 400 << 10;
     let (_backend, gw) = echo_kinds(settings).await;
     let addr = gw.base.trim_start_matches("http://").to_string();
     let socket = bounded(TcpStream::connect(&addr)).await.unwrap();
@@ -356,6 +360,17 @@ async fn an_http2_client_that_grants_no_window_is_disconnected() {
         stream.send_data(Bytes::from(empties(100)), true).unwrap();
         responses.push(response);
     }
+    // Response headers are not flow-controlled: the statuses arrive.
+    let mut statuses = Vec::new();
+    let mut held = Vec::new(); // dropping a response would reset its stream
+    for response in responses {
+        let response = bounded(response).await.unwrap();
+        statuses.push(response.status().as_u16());
+        held.push(response);
+    }
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert!(accepted >= 1 && refused >= 10, "{statuses:?}");
     // The connection ends (GOAWAY or close) without the client doing anything.
     let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
     assert!(ended.is_ok(), "the stalled connection was left open");

@@ -9,7 +9,10 @@
 //! before, or granted HTTP/2 flow-control window); one that is waiting for its upstream is
 //! not. [`Connection::stalled`] completes when the connection has owed data, or a blocked
 //! socket write, and nothing has moved for `--write-timeout`: the caller then drops the
-//! connection, which closes it and frees what its responses held.
+//! connection, which closes it and frees what its responses held. Complete response bodies
+//! waiting for the client count against a per-connection bound of unsent bytes (twice
+//! `--max-rendered-bytes`): a client that asks for many large responses and reads none gets
+//! `RESOURCE_EXHAUSTED` for those beyond it.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -40,18 +43,40 @@ pub(crate) struct Connection {
     blocked: AtomicBool,
     /// Bumped whenever response data moves (a piece taken, bytes written) or a body starts.
     progress: AtomicU64,
+    /// Bytes of complete response bodies not yet taken by the client, and their bound.
+    unsent: AtomicUsize,
+    max_unsent: usize,
 }
 
 impl Connection {
-    /// A new connection from `peer` that may have `max_requests` requests in progress.
-    pub(crate) fn new(peer: SocketAddr, max_requests: u32) -> Arc<Connection> {
+    /// A new connection from `peer` that may have `max_requests` requests in progress, and
+    /// `max_unsent` bytes of complete responses waiting for the client.
+    pub(crate) fn new(peer: SocketAddr, max_requests: u32, max_unsent: usize) -> Arc<Connection> {
         Arc::new(Connection {
             peer,
             requests: Arc::new(Semaphore::new(max_requests.max(1) as usize)),
             owed: AtomicUsize::new(0),
             blocked: AtomicBool::new(false),
             progress: AtomicU64::new(0),
+            unsent: AtomicUsize::new(0),
+            max_unsent,
         })
+    }
+
+    /// Counts `bytes` of a complete response as waiting for the client, unless that would
+    /// pass the connection's bound.
+    pub(crate) fn reserve_unsent(&self, bytes: usize) -> bool {
+        self.unsent
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |unsent| {
+                unsent
+                    .checked_add(bytes)
+                    .filter(|total| *total <= self.max_unsent || unsent == 0)
+            })
+            .is_ok()
+    }
+
+    fn release_unsent(&self, bytes: usize) {
+        self.unsent.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// A permit for one more request, unless the connection has its maximum in progress.
@@ -95,6 +120,8 @@ pub(crate) struct Outgoing<P> {
     rest: Bytes,
     connection: Arc<Connection>,
     owed: bool,
+    /// Bytes still counted in the connection's unsent bound.
+    reserved: usize,
     on_data: fn(&P, usize),
     held: P,
 }
@@ -108,11 +135,12 @@ impl<P> std::fmt::Debug for Outgoing<P> {
 }
 
 impl<P> Outgoing<P> {
-    /// Wraps `inner`; `on_data` is told the size of every piece sent, and `held` (permits,
-    /// say) is dropped with the body.
+    /// Wraps `inner`, whose `reserved` bytes the connection counts as unsent; `on_data` is
+    /// told the size of every piece sent, and `held` (permits, say) is dropped with the body.
     pub(crate) fn new(
         inner: ResponseBody,
         connection: Arc<Connection>,
+        reserved: usize,
         on_data: fn(&P, usize),
         held: P,
     ) -> Self {
@@ -121,11 +149,18 @@ impl<P> Outgoing<P> {
             rest: Bytes::new(),
             connection,
             owed: false,
+            reserved,
             on_data,
             held,
         };
         body.set_owed(true);
         body
+    }
+
+    fn release(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.reserved);
+        self.reserved -= bytes;
+        self.connection.release_unsent(bytes);
     }
 
     fn set_owed(&mut self, owed: bool) {
@@ -148,6 +183,7 @@ impl<P> Outgoing<P> {
             self.rest = data.split_off(CHUNK);
         }
         self.connection.progress.fetch_add(1, Ordering::Relaxed);
+        self.release(data.len());
         (self.on_data)(&self.held, data.len());
         self.set_owed(true);
         data
@@ -157,6 +193,7 @@ impl<P> Outgoing<P> {
 impl<P> Drop for Outgoing<P> {
     fn drop(&mut self) {
         self.set_owed(false);
+        self.release(self.reserved);
     }
 }
 
@@ -209,14 +246,16 @@ mod tests {
     use http_body_util::{BodyExt, Full};
 
     fn connection() -> Arc<Connection> {
-        Connection::new(SocketAddr::from(([127, 0, 0, 1], 1)), 2)
+        Connection::new(SocketAddr::from(([127, 0, 0, 1], 1)), 2, 100)
     }
 
     fn outgoing(connection: &Arc<Connection>, data: Vec<u8>) -> Outgoing<()> {
+        let len = data.len();
+        assert!(connection.reserve_unsent(len));
         let inner = Full::new(Bytes::from(data))
             .map_err(|never| match never {})
             .boxed_unsync();
-        Outgoing::new(inner, connection.clone(), |_, _| {}, ())
+        Outgoing::new(inner, connection.clone(), len, |_, _| {}, ())
     }
 
     #[tokio::test]
@@ -240,6 +279,23 @@ mod tests {
         assert_eq!(c.owed.load(Ordering::Relaxed), 1);
         drop(body);
         assert_eq!(c.owed.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn unsent_bytes_are_bounded_and_released_as_they_go() {
+        let c = connection();
+        let mut body = outgoing(&c, vec![1; 60]);
+        assert!(!c.reserve_unsent(50), "60 + 50 is over the bound of 100");
+        assert!(c.reserve_unsent(40));
+        c.release_unsent(40);
+        body.frame().await.unwrap().unwrap();
+        assert_eq!(c.unsent.load(Ordering::Relaxed), 0);
+        drop(body);
+        // A single response larger than the bound still goes out, alone.
+        let big = outgoing(&c, vec![1; 500]);
+        assert!(!c.reserve_unsent(1));
+        drop(big);
+        assert_eq!(c.unsent.load(Ordering::Relaxed), 0);
     }
 
     #[test]

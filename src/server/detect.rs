@@ -135,7 +135,7 @@ mod tests {
     use super::*;
 
     fn known_after(chunks: &[&[u8]]) -> bool {
-        let connection = Connection::new(std::net::SocketAddr::from(([127, 0, 0, 1], 1)), 1);
+        let connection = Connection::new(std::net::SocketAddr::from(([127, 0, 0, 1], 1)), 1, 1);
         let (mut d, known) = Detecting::new((), connection);
         for chunk in chunks {
             d.observe(chunk);

@@ -162,7 +162,8 @@ async fn serve_detected<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = gateway.settings();
-    let connection = Connection::new(peer, settings.max_concurrent_streams);
+    let max_unsent = settings.json.max_output_bytes.saturating_mul(2);
+    let connection = Connection::new(peer, settings.max_concurrent_streams, max_unsent);
     let (io, known) = Detecting::new(io, connection.clone());
     let served = watcher.watch(http_connection(builder, gateway, io, &connection));
     tokio::select! {

@@ -45,7 +45,7 @@ impl Gateway {
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
         let permits = self.admit(connection);
         let _in_flight = self.metrics.start();
-        let mut response = match framing::refusal(request.version(), request.headers()) {
+        let response = match framing::refusal(request.version(), request.headers()) {
             Some(refusal) => closing(error_response(&refusal)),
             None => match (&permits, self.admin_response(&request).await) {
                 (_, Some(admin)) => admin,
@@ -53,6 +53,7 @@ impl Gateway {
                 (Ok(_), None) => self.handle(request, connection.peer).await,
             },
         };
+        let (mut response, reserved) = reserve_unsent(response, connection);
         response
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
@@ -60,7 +61,7 @@ impl Gateway {
         self.metrics
             .finish(labels.clone(), started.elapsed().as_secs_f64());
         access_log(&request_id, &method, &path, &labels, started);
-        self.outgoing(response, connection, permits.ok())
+        self.outgoing(response, connection, reserved, permits.ok())
     }
 
     /// A permit from the gateway's budget and one from the connection's, or why not.
@@ -97,6 +98,7 @@ impl Gateway {
         self: &Arc<Self>,
         response: Response<ResponseBody>,
         connection: &Arc<Connection>,
+        reserved: usize,
         permits: Option<Permits>,
     ) -> Response<ResponseBody> {
         let held = Held {
@@ -104,7 +106,9 @@ impl Gateway {
             _permits: permits,
         };
         let count: fn(&Held, usize) = |held, n| held.gateway.metrics.bytes_out(n as u64);
-        response.map(|body| Outgoing::new(body, connection.clone(), count, held).boxed_unsync())
+        response.map(|body| {
+            Outgoing::new(body, connection.clone(), reserved, count, held).boxed_unsync()
+        })
     }
 }
 
@@ -167,6 +171,31 @@ fn overloaded(protocol: Protocol, message: &str) -> Response<ResponseBody> {
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     response.extensions_mut().insert(CodeTag(Code::Unavailable));
     response
+}
+
+/// Counts a complete body against the connection's bound of unsent bytes, and how many; past
+/// the bound, the client gets an error instead (a client reading none of many large answers).
+fn reserve_unsent(
+    response: Response<ResponseBody>,
+    connection: &Connection,
+) -> (Response<ResponseBody>, usize) {
+    let size = http_body::Body::size_hint(response.body())
+        .exact()
+        .unwrap_or(0);
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    if connection.reserve_unsent(size) {
+        return (response, size);
+    }
+    let error = GatewayError::new(
+        Code::ResourceExhausted,
+        "earlier responses on this connection are still unread; read them first",
+    )
+    .with_status(http::StatusCode::SERVICE_UNAVAILABLE);
+    let mut refused = error_response(&error);
+    if let Some(route) = response.extensions().get::<RouteTag>() {
+        refused.extensions_mut().insert(route.clone());
+    }
+    (refused, 0)
 }
 
 /// `response`, after which the connection is closed (its framing cannot be trusted).

@@ -107,6 +107,7 @@ impl ServingArgs {
                 .map_err(anyhow::Error::msg)?,
             docs: server::DocsSettings::from_paths(&self.openapi_path, &self.docs_path)
                 .map_err(anyhow::Error::msg)?,
+            ..Settings::default()
         })
     }
 

@@ -60,6 +60,10 @@ pub struct Settings {
     pub write_timeout: Duration,
     /// Requests (HTTP/2 streams) one connection may have in progress at once.
     pub max_concurrent_streams: u32,
+    /// Time a new connection gets to show which protocol it speaks (HTTP/1.1 or HTTP/2).
+    pub detection_timeout: Duration,
+    /// Time an HTTP/1.1 client gets to send a request's headers, the first or the next.
+    pub header_read_timeout: Duration,
     /// Deadline for upstream calls when the client sets a shorter one or none.
     pub timeout: Option<Duration>,
     /// Request headers forwarded to the upstream unchanged.
@@ -88,6 +92,8 @@ impl Default for Settings {
             stream_idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(30),
             max_concurrent_streams: 100,
+            detection_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
             timeout: None,
             forward_headers: Vec::new(),
             admin_on_main_port: true,

@@ -33,7 +33,12 @@ async fn start(pair: &Pair) -> TlsGateway {
     let options = protogate::upstream::UpstreamOptions::default();
     let (upstreams, map) = protogate::app::upstreams(Some(&backend.url), &[], &options).unwrap();
     let snapshot = Snapshot::build(&library_sources(), &Default::default(), Some(&map)).unwrap();
-    let gateway = Gateway::new(snapshot, upstreams, Settings::default());
+    // Detection gets a second (30 s by default), so the silent-client test is quick.
+    let settings = Settings {
+        detection_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let gateway = Gateway::new(snapshot, upstreams, settings);
     let config = protogate::tls::server_config(&pair.cert, &pair.key).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -144,7 +149,7 @@ async fn plain_http_on_the_tls_port_gets_no_answer() {
 }
 
 /// A client that completes the handshake and then sends nothing, or stops inside the HTTP/2
-/// preface, is closed once the 30 s protocol detection time is up.
+/// preface, is closed once the protocol detection time is up.
 #[tokio::test]
 async fn a_client_silent_after_the_handshake_is_closed() {
     let pki = Pki::new("gateway");
@@ -154,7 +159,7 @@ async fn a_client_silent_after_the_handshake_is_closed() {
     partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     partial.flush().await.unwrap();
     for mut stream in [silent, partial] {
-        let closed = tokio::time::timeout(Duration::from_secs(40), async {
+        let closed = tokio::time::timeout(TIMEOUT, async {
             let mut buf = [0u8; 256];
             while let Ok(n) = stream.read(&mut buf).await {
                 if n == 0 {
@@ -162,7 +167,7 @@ async fn a_client_silent_after_the_handshake_is_closed() {
                 }
             }
         });
-        assert!(closed.await.is_ok(), "still open after 40 s");
+        assert!(closed.await.is_ok(), "still open after {TIMEOUT:?}");
     }
 }
 

@@ -976,10 +976,20 @@ async fn slowloris_connections_do_not_starve_other_clients() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
-/// Waits until every connection in `groups` is closed by the gateway, failing after 40 s
-/// (the header read timeout is 30 s).
-async fn assert_closed_within_40s(groups: &mut [(&str, Vec<TcpStream>)]) {
-    let deadline = Instant::now() + Duration::from_secs(40);
+/// Settings whose header read and protocol detection timeouts are a second (30 s by default),
+/// so that the tests of idle connections take about that long.
+fn quick_idle_timeouts() -> Settings {
+    Settings {
+        header_read_timeout: Duration::from_secs(1),
+        detection_timeout: Duration::from_secs(1),
+        ..Settings::default()
+    }
+}
+
+/// Waits until every connection in `groups` is closed by the gateway, failing after
+/// [`TIMEOUT`] (the timeouts are a second: [`quick_idle_timeouts`]).
+async fn assert_closed_in_time(groups: &mut [(&str, Vec<TcpStream>)]) {
+    let deadline = Instant::now() + TIMEOUT;
     for (what, connections) in groups.iter_mut() {
         for s in connections.iter_mut() {
             let mut buf = [0u8; 1024];
@@ -994,17 +1004,17 @@ async fn assert_closed_within_40s(groups: &mut [(&str, Vec<TcpStream>)]) {
             .await;
             assert!(
                 closed.is_ok(),
-                "a connection that sent {what} is still open after 40 s"
+                "a connection that sent {what} is still open after {TIMEOUT:?}"
             );
         }
     }
 }
 
-/// An idle connection is closed by the gateway once the header read timeout (30 s) passes,
-/// whether it sent nothing at all, one byte or half a request line.
+/// An idle connection is closed by the gateway once the header read timeout passes, whether
+/// it sent nothing at all, one byte or half a request line.
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_header_timeout() {
-    let f = library(Settings::default()).await;
+    let f = library(quick_idle_timeouts()).await;
     let addr = f.addr();
     let mut groups = Vec::new();
     for (what, greeting) in [
@@ -1014,14 +1024,14 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
     ] {
         groups.push((what, idle_connections(&addr, 10, greeting).await));
     }
-    assert_closed_within_40s(&mut groups).await;
+    assert_closed_in_time(&mut groups).await;
     f.still_serving().await;
 }
 
 /// The same for a connection that stops inside the HTTP/2 connection preface.
 #[tokio::test]
 async fn a_connection_stopping_inside_the_http2_preface_is_closed() {
-    let f = library(Settings::default()).await;
+    let f = library(quick_idle_timeouts()).await;
     let addr = f.addr();
     let mut groups = vec![
         (
@@ -1033,7 +1043,7 @@ async fn a_connection_stopping_inside_the_http2_preface_is_closed() {
             idle_connections(&addr, 10, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r").await,
         ),
     ];
-    assert_closed_within_40s(&mut groups).await;
+    assert_closed_in_time(&mut groups).await;
     f.still_serving().await;
 }
 

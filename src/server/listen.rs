@@ -95,7 +95,7 @@ fn builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .max_buf_size(max_header_bytes.max(8192))
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(settings.header_read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -146,11 +146,8 @@ fn serve_connection(
     });
 }
 
-/// How long a new connection may take to show which protocol it speaks.
-const DETECTION_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Serves `io` until it ends, closing it early if its first bytes do not show HTTP/1.1 or
-/// HTTP/2 within [`DETECTION_TIMEOUT`], or if its client stops taking the response data it is
+/// HTTP/2 within the detection timeout, or if its client stops taking the response data it is
 /// owed for `--write-timeout`.
 async fn serve_detected<I>(
     builder: &auto::Builder<TokioExecutor>,
@@ -167,7 +164,7 @@ async fn serve_detected<I>(
     let (io, known) = Detecting::new(io, connection.clone());
     let served = watcher.watch(http_connection(builder, gateway, io, &connection));
     tokio::select! {
-        ended = closes_if_undetected(served, known, DETECTION_TIMEOUT) => match ended {
+        ended = closes_if_undetected(served, known, settings.detection_timeout) => match ended {
             None => tracing::debug!(%peer, "closed: no protocol shown in time"),
             Some(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
             Some(Ok(())) => {}

@@ -1,11 +1,21 @@
 //! The command line. Every flag also reads a `PROTOGATE_*` environment variable, so Helm
 //! values map one to one onto flags; list flags take comma-separated values there.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use http::header::HeaderName;
+
+use crate::descriptor::Sources;
+use crate::route::{RouteOptions, Unescape};
+use crate::server::{self, Settings};
+use crate::transcode::JsonOptions;
+use crate::upstream::{UpstreamOptions, UpstreamTls};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -370,6 +380,124 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+// === conversions: flags into the types they configure ===
+
+impl DescriptorArgs {
+    pub fn sources(&self) -> Sources {
+        Sources {
+            descriptor_sets: self.descriptor_sets.clone(),
+            protos: self.protos.clone(),
+            includes: self.includes.clone(),
+            ..Sources::default()
+        }
+    }
+
+    pub fn route_options(&self) -> RouteOptions {
+        RouteOptions {
+            expose_unannotated: self.expose_unannotated,
+            unescape: match self.path_unescape.as_str() {
+                "all-except-reserved" => Unescape::AllExceptReserved,
+                "all" => Unescape::All,
+                _ => Unescape::AllExceptSlash,
+            },
+        }
+    }
+}
+
+impl ServingArgs {
+    /// The request handling settings these flags describe.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let forward_headers = self
+            .forward_headers
+            .iter()
+            .map(|h| {
+                HeaderName::try_from(h.as_str())
+                    .with_context(|| format!("--forward-header {h:?} is not a header name"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut json = self.json.options(self.max_json_depth);
+        json.max_output_bytes = self.max_rendered_bytes;
+        Ok(Settings {
+            json,
+            max_request_bytes: self.max_request_bytes,
+            body_timeout: self.body_timeout,
+            max_response_bytes: self.max_response_bytes,
+            stream_idle_timeout: self.stream_idle_timeout,
+            write_timeout: self.write_timeout,
+            max_concurrent_streams: self.max_concurrent_streams,
+            timeout: self.timeout,
+            forward_headers,
+            admin_on_main_port: self.admin_listen.is_none(),
+            max_concurrent_requests: self.max_concurrent_requests,
+            method_timeouts: self.method_timeouts()?,
+            max_header_bytes: self.max_header_bytes,
+            cors: server::CorsPolicy::from_origins(&self.cors_allow_origins)
+                .map_err(anyhow::Error::msg)?,
+            docs: server::DocsSettings::from_paths(&self.openapi_path, &self.docs_path)
+                .map_err(anyhow::Error::msg)?,
+            ..Settings::default()
+        })
+    }
+
+    fn method_timeouts(&self) -> anyhow::Result<HashMap<String, Duration>> {
+        self.method_timeouts
+            .iter()
+            .map(|entry| {
+                let (name, duration) = entry
+                    .split_once('=')
+                    .with_context(|| format!("--method-timeout {entry:?} is not NAME=DURATION"))?;
+                let duration = parse_duration(duration)
+                    .map_err(|e| anyhow::anyhow!("--method-timeout {entry:?}: {e}"))?;
+                Ok((name.trim().trim_start_matches('.').to_string(), duration))
+            })
+            .collect()
+    }
+
+    pub fn upstream_options(&self) -> UpstreamOptions {
+        UpstreamOptions {
+            connections: usize::from(self.upstream_connections),
+            connect_timeout: self.connect_timeout,
+            resolve_interval: self.upstream_resolve_interval,
+            tls: UpstreamTls {
+                ca_file: self.upstream_ca_file.clone(),
+                client_cert: self.upstream_client_cert.clone(),
+                client_key: self.upstream_client_key.clone(),
+                server_name: self.upstream_tls_server_name.clone(),
+            },
+            authority: self.upstream_authority.clone(),
+        }
+    }
+
+    /// The serving port's TLS configuration (`--tls-cert`, `--tls-key`), if any; the files
+    /// are read now, so that a bad pair stops start-up.
+    pub fn server_tls(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(
+                crate::tls::server_config(cert, key).map_err(anyhow::Error::msg)?,
+            )),
+            (None, None) => Ok(None),
+            _ => bail!("--tls-cert and --tls-key go together"),
+        }
+    }
+}
+
+impl JsonArgs {
+    /// The JSON mapping these flags describe.
+    pub fn options(&self, max_depth: usize) -> JsonOptions {
+        JsonOptions {
+            use_proto_names: self.use_proto_names,
+            emit_unpopulated: !self.omit_unpopulated,
+            enums_as_ints: self.enums_as_ints,
+            int64_as_numbers: self.int64_as_numbers,
+            indent: self.indent_json,
+            reject_unknown_fields: self.reject_unknown_fields,
+            reject_unknown_query: self.reject_unknown_query,
+            max_depth,
+            ..JsonOptions::default()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 
 pub mod frame;
 pub mod metadata;
+mod raw_codec;
 pub mod status;
 pub mod timeout;
 
+pub use raw_codec::RawCodec;
 pub use status::Code;

@@ -23,8 +23,8 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
-use crate::demo::backend::RawCodec;
 use crate::descriptor::EMBEDDED_FILES;
+use crate::grpc::RawCodec;
 use crate::upstream::{Upstream, UpstreamBody, UpstreamResponseBody};
 
 /// The bound on fetching one upstream's descriptors, connection included.

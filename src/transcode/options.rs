@@ -1,6 +1,6 @@
 //! How JSON is read and written; the defaults are grpc-gateway v2's.
 
-use prost_reflect::{DeserializeOptions, SerializeOptions};
+use prost_reflect::DeserializeOptions;
 
 /// The JSON mapping options, each a flag.
 #[derive(Debug, Clone)]
@@ -42,14 +42,6 @@ impl Default for JsonOptions {
 }
 
 impl JsonOptions {
-    pub fn serialize(&self) -> SerializeOptions {
-        SerializeOptions::new()
-            .use_proto_field_name(self.use_proto_names)
-            .skip_default_fields(!self.emit_unpopulated)
-            .use_enum_numbers(self.enums_as_ints)
-            .stringify_64_bit_integers(!self.int64_as_numbers)
-    }
-
     pub fn deserialize(&self) -> DeserializeOptions {
         DeserializeOptions::new().deny_unknown_fields(self.reject_unknown_fields)
     }

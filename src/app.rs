@@ -1,6 +1,5 @@
 //! The commands: `serve`, `routes`, `compile` and `demo`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -9,10 +8,9 @@ use tokio::net::TcpListener;
 
 use crate::config::{Cli, Command, CompileArgs, DescriptorArgs, OpenapiArgs, ServeArgs};
 use crate::reload::ReloadSource;
-use crate::server::{self, Gateway, Settings};
-use crate::snapshot::{Snapshot, UpstreamMap};
+use crate::server::{self, Gateway};
+use crate::snapshot::Snapshot;
 use crate::transcode::JsonOptions;
-use crate::upstream::{Upstream, UpstreamOptions};
 
 /// Runs a parsed command line to completion.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -49,59 +47,11 @@ fn init_logging(format: &str, filter: &str) {
     };
 }
 
-/// The upstreams in flag order (the default first) and which service goes where.
-pub fn upstreams(
-    default: Option<&str>,
-    per_service: &[String],
-    options: &UpstreamOptions,
-) -> anyhow::Result<(Vec<Arc<Upstream>>, UpstreamMap)> {
-    let mut list: Vec<Arc<Upstream>> = Vec::new();
-    let mut map = UpstreamMap::default();
-    let index_of = |url: &str, list: &mut Vec<Arc<Upstream>>| -> anyhow::Result<usize> {
-        if let Some(i) = list.iter().position(|u| u.url() == url) {
-            return Ok(i);
-        }
-        list.push(Arc::new(
-            Upstream::new(url, options.clone()).map_err(anyhow::Error::msg)?,
-        ));
-        Ok(list.len() - 1)
-    };
-    if let Some(url) = default {
-        map.default = Some(index_of(url, &mut list)?);
-    }
-    for (service, url) in service_entries(per_service)? {
-        let index = index_of(&url, &mut list)?;
-        map.by_service.insert(service, index);
-    }
-    Ok((list, map))
-}
-
-/// `--service-upstream` values as (service, URL). The flag splits its values at commas, and
-/// so does a static list of endpoints (`pkg.Svc=http://10.0.0.1:5000,10.0.0.2:5000`): a value
-/// without `=` continues the previous value's list.
-fn service_entries(per_service: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-    let mut entries: Vec<(String, String)> = Vec::new();
-    for entry in per_service {
-        match (entry.split_once('='), entries.last_mut()) {
-            (Some((service, url)), _) => entries.push((
-                service.trim().trim_start_matches('.').to_string(),
-                url.trim().to_string(),
-            )),
-            (None, Some((_, url))) => {
-                url.push(',');
-                url.push_str(entry.trim());
-            }
-            (None, None) => bail!("--service-upstream {entry:?} is not SERVICE=URL"),
-        }
-    }
-    Ok(entries)
-}
-
 /// Everything `serve` builds before it binds: the same checks `check` runs.
 async fn prepare(args: &ServeArgs) -> anyhow::Result<(Arc<Gateway>, ReloadSource)> {
     let settings = args.serving.settings()?;
     let upstream_options = args.serving.upstream_options();
-    let (upstreams, map) = upstreams(
+    let (upstreams, map) = crate::upstream::build_all(
         args.upstream.as_deref(),
         &args.service_upstreams,
         &upstream_options,
@@ -162,95 +112,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {admin} (--admin-listen)"))?;
         let address = listener.local_addr()?;
         tracing::info!(%address, "admin endpoints");
-        log_admin_endpoints(&base_url("http", address));
+        crate::run::log_admin_endpoints(&crate::run::base_url("http", address));
         tokio::spawn(server::serve_admin(
             listener,
             gateway.clone(),
-            shutdown_signal(),
+            crate::run::shutdown_signal(),
         ));
     }
     let tls = args.serving.server_tls()?;
-    serve_until_signal_with_tls(gateway, args.listen, args.serving.shutdown_grace, tls).await
-}
-
-/// Binds `listen` and serves, over TLS when `tls` is set, until SIGTERM or SIGINT.
-pub async fn serve_until_signal_with_tls(
-    gateway: Arc<Gateway>,
-    listen: SocketAddr,
-    grace: std::time::Duration,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let routes = gateway.snapshot().routes.len();
-    let tls_on = tls.is_some();
-    let address = listener.local_addr()?;
-    tracing::info!(%address, routes, tls = tls_on, "serving");
-    log_endpoints(gateway.settings(), address, tls_on);
-    match tls {
-        Some(config) => {
-            server::serve_tls(listener, gateway, config, shutdown_signal(), grace).await
-        }
-        None => server::serve(listener, gateway, shutdown_signal(), grace).await,
-    }
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Tells a person where to look: the docs page, the document and (on this port) the admin paths.
-fn log_endpoints(settings: &Settings, address: SocketAddr, tls: bool) {
-    let base = base_url(if tls { "https" } else { "http" }, address);
-    let docs = &settings.docs;
-    if let Some(path) = &docs.docs_path {
-        tracing::info!(url = %format!("{base}{path}"), "API documentation page");
-    }
-    if let Some(path) = &docs.openapi_path {
-        tracing::info!(url = %format!("{base}{path}"), "OpenAPI document");
-    }
-    if settings.admin_on_main_port {
-        log_admin_endpoints(&base);
-    }
-}
-
-/// `scheme://host:port` for a bound address; a wildcard address reads as `localhost`.
-fn base_url(scheme: &str, address: SocketAddr) -> String {
-    let host = match address.ip() {
-        ip if ip.is_unspecified() => "localhost".to_string(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        ip => ip.to_string(),
-    };
-    format!("{scheme}://{host}:{}", address.port())
-}
-
-/// The admin paths under `base` (the serving port, or `--admin-listen`).
-fn log_admin_endpoints(base: &str) {
-    tracing::info!(url = %format!("{base}/metrics"), "Prometheus metrics");
-    tracing::info!(
-        liveness = %format!("{base}/healthz"),
-        readiness = %format!("{base}/readyz"),
-        "health endpoints"
-    );
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    crate::run::until_signal(gateway, args.listen, args.serving.shutdown_grace, tls).await
 }
 
 fn routes(args: &DescriptorArgs) -> anyhow::Result<()> {

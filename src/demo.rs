@@ -40,13 +40,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ));
     let settings = args.serving.settings()?;
     let (upstreams, map) =
-        crate::app::upstreams(Some(&backend_url), &[], &args.serving.upstream_options())?;
+        crate::upstream::build_all(Some(&backend_url), &[], &args.serving.upstream_options())?;
     let snapshot = Snapshot::build(&vps_sources(), &Default::default(), Some(&map))?;
     let gateway = Gateway::new(snapshot, upstreams, settings);
     tracing::info!(backend = %backend_url, "VPS demo backend started; try: curl -d @examples/sample.json http://{}/skvps/locdata", args.listen);
     let tls = args.serving.server_tls()?;
-    crate::app::serve_until_signal_with_tls(gateway, args.listen, args.serving.shutdown_grace, tls)
-        .await
+    crate::run::until_signal(gateway, args.listen, args.serving.shutdown_grace, tls).await
 }
 
 /// Serves the VPS backend alone on `listener` (the `vps_backend` example).

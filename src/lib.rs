@@ -19,6 +19,7 @@
 //! - [`reflection_source`]: descriptors from the upstreams' gRPC server reflection.
 //! - [`openapi`]: the OpenAPI 3.1 document of the loaded routes.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`run`]: a gateway as the process: bind, serve until a signal, drain.
 //! - [`app`]: the commands (`serve`, `routes`, `compile`, `demo`).
 //! - [`demo`]: the built-in VPS backend.
 
@@ -35,6 +36,7 @@ pub mod openapi;
 pub mod reflection_source;
 pub mod reload;
 pub mod route;
+pub mod run;
 pub mod server;
 pub mod snapshot;
 pub mod tls;

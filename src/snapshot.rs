@@ -23,23 +23,7 @@ pub struct Snapshot {
     pub(crate) openapi: crate::server::DocsCache,
 }
 
-/// Which upstream serves which service: per-service overrides, then the default.
-#[derive(Debug, Clone, Default)]
-pub struct UpstreamMap {
-    /// Fully-qualified service name to upstream index.
-    pub by_service: HashMap<String, usize>,
-    /// Index of the default upstream, if there is one.
-    pub default: Option<usize>,
-}
-
-impl UpstreamMap {
-    fn index_of(&self, service: &ServiceDescriptor) -> Option<usize> {
-        self.by_service
-            .get(service.full_name())
-            .copied()
-            .or(self.default)
-    }
-}
+pub use crate::upstream::UpstreamMap;
 
 /// Why a snapshot could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -28,6 +28,7 @@ mod endpoint;
 mod probe;
 mod tls;
 
+use anyhow::bail;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -317,4 +318,71 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The upstreams of `--upstream` and `--service-upstream`, in flag order (the default
+/// first), and which service goes where.
+pub fn build_all(
+    default: Option<&str>,
+    per_service: &[String],
+    options: &UpstreamOptions,
+) -> anyhow::Result<(Vec<Arc<Upstream>>, UpstreamMap)> {
+    let mut list: Vec<Arc<Upstream>> = Vec::new();
+    let mut map = UpstreamMap::default();
+    let index_of = |url: &str, list: &mut Vec<Arc<Upstream>>| -> anyhow::Result<usize> {
+        if let Some(i) = list.iter().position(|u| u.url() == url) {
+            return Ok(i);
+        }
+        list.push(Arc::new(
+            Upstream::new(url, options.clone()).map_err(anyhow::Error::msg)?,
+        ));
+        Ok(list.len() - 1)
+    };
+    if let Some(url) = default {
+        map.default = Some(index_of(url, &mut list)?);
+    }
+    for (service, url) in service_entries(per_service)? {
+        let index = index_of(&url, &mut list)?;
+        map.by_service.insert(service, index);
+    }
+    Ok((list, map))
+}
+
+/// `--service-upstream` values as (service, URL). The flag splits its values at commas, and
+/// so does a static list of endpoints (`pkg.Svc=http://10.0.0.1:5000,10.0.0.2:5000`): a value
+/// without `=` continues the previous value's list.
+fn service_entries(per_service: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for entry in per_service {
+        match (entry.split_once('='), entries.last_mut()) {
+            (Some((service, url)), _) => entries.push((
+                service.trim().trim_start_matches('.').to_string(),
+                url.trim().to_string(),
+            )),
+            (None, Some((_, url))) => {
+                url.push(',');
+                url.push_str(entry.trim());
+            }
+            (None, None) => bail!("--service-upstream {entry:?} is not SERVICE=URL"),
+        }
+    }
+    Ok(entries)
+}
+
+/// Which upstream serves which service: per-service overrides, then the default.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamMap {
+    /// Fully-qualified service name to upstream index.
+    pub by_service: std::collections::HashMap<String, usize>,
+    /// Index of the default upstream, if there is one.
+    pub default: Option<usize>,
+}
+
+impl UpstreamMap {
+    pub(crate) fn index_of(&self, service: &prost_reflect::ServiceDescriptor) -> Option<usize> {
+        self.by_service
+            .get(service.full_name())
+            .copied()
+            .or(self.default)
+    }
 }

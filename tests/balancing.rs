@@ -96,7 +96,7 @@ fn static_url(replicas: &[Replica]) -> String {
 
 /// The gateway for the library API with one upstream at `url`.
 async fn gateway(url: &str, options: UpstreamOptions) -> (Gw, Arc<Upstream>) {
-    let (upstreams, map) = protogate::app::upstreams(Some(url), &[], &options).unwrap();
+    let (upstreams, map) = protogate::upstream::build_all(Some(url), &[], &options).unwrap();
     let upstream = upstreams[0].clone();
     let snapshot = Snapshot::build(&library_sources(), &Default::default(), Some(&map)).unwrap();
     let gw = start_with(Gateway::new(snapshot, upstreams, Settings::default())).await;
@@ -333,7 +333,7 @@ fn static_lists_work_in_service_upstream_flags_too() {
         "127.0.0.2:1".to_string(),
         "other.Svc=http://127.0.0.3:2".to_string(),
     ];
-    let (list, map) = protogate::app::upstreams(None, &per_service, &options()).unwrap();
+    let (list, map) = protogate::upstream::build_all(None, &per_service, &options()).unwrap();
     let urls: Vec<&str> = list.iter().map(|u| u.url()).collect();
     assert_eq!(
         urls,

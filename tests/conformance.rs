@@ -252,7 +252,7 @@ impl Runner {
             ..Default::default()
         };
         let (upstreams, map) =
-            protogate::app::upstreams(Some(&backend.url), &[], &options).unwrap();
+            protogate::upstream::build_all(Some(&backend.url), &[], &options).unwrap();
         let snapshot = Snapshot::build(
             &sources(&suite.proto),
             &route_options(&suite.flags),

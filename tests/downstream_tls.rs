@@ -31,7 +31,8 @@ struct TlsGateway {
 async fn start(pair: &Pair) -> TlsGateway {
     let backend = Backend::start(reply_with(Bytes::new())).await;
     let options = protogate::upstream::UpstreamOptions::default();
-    let (upstreams, map) = protogate::app::upstreams(Some(&backend.url), &[], &options).unwrap();
+    let (upstreams, map) =
+        protogate::upstream::build_all(Some(&backend.url), &[], &options).unwrap();
     let snapshot = Snapshot::build(&library_sources(), &Default::default(), Some(&map)).unwrap();
     // Detection gets a second (30 s by default), so the silent-client test is quick.
     let settings = Settings {

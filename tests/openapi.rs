@@ -764,7 +764,7 @@ async fn a_reload_changes_the_document() {
         },
     };
     let options = protogate::upstream::UpstreamOptions::default();
-    let (upstreams, _) = protogate::app::upstreams(Some(&backend.url), &[], &options).unwrap();
+    let (upstreams, _) = protogate::upstream::build_all(Some(&backend.url), &[], &options).unwrap();
     let gateway =
         protogate::server::Gateway::new(source.build().unwrap(), upstreams, Settings::default());
     let gw = start_with(gateway.clone()).await;

@@ -291,7 +291,7 @@ async fn reload_under_load_loses_no_request_and_a_bad_set_keeps_the_old_routes()
     let backend = vps_backend().await;
     let source = source_for(&path, 0);
     let options = protogate::upstream::UpstreamOptions::default();
-    let (upstreams, _) = protogate::app::upstreams(Some(&backend.url), &[], &options).unwrap();
+    let (upstreams, _) = protogate::upstream::build_all(Some(&backend.url), &[], &options).unwrap();
     let gateway =
         protogate::server::Gateway::new(source.build().unwrap(), upstreams, Settings::default());
     let gw = start_with(gateway.clone()).await;
@@ -377,7 +377,7 @@ async fn a_configmap_update_is_picked_up_by_the_watch() {
     let backend = vps_backend().await;
     let source = source_for(&dir.path().join("api.binpb"), 0);
     let options = protogate::upstream::UpstreamOptions::default();
-    let (upstreams, _) = protogate::app::upstreams(Some(&backend.url), &[], &options).unwrap();
+    let (upstreams, _) = protogate::upstream::build_all(Some(&backend.url), &[], &options).unwrap();
     let gateway =
         protogate::server::Gateway::new(source.build().unwrap(), upstreams, Settings::default());
     let gw = start_with(gateway.clone()).await;

@@ -251,7 +251,7 @@ async fn v1alpha_servers_are_read_and_options_and_comments_survive() {
 async fn files_and_reflection_combine_and_reload_fetches_again() {
     let backend = ReflectingBackend::start(library_set(), true, false).await;
     let options = UpstreamOptions::default();
-    let (upstreams, _) = protogate::app::upstreams(Some(&backend.url), &[], &options).unwrap();
+    let (upstreams, _) = protogate::upstream::build_all(Some(&backend.url), &[], &options).unwrap();
     let fetched = protogate::reflection_source::fetch_all(&upstreams)
         .await
         .unwrap();

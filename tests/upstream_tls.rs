@@ -80,7 +80,7 @@ fn options(tls: UpstreamTls) -> UpstreamOptions {
 }
 
 async fn gateway(url: &str, options: UpstreamOptions) -> Gw {
-    let (upstreams, map) = protogate::app::upstreams(Some(url), &[], &options).unwrap();
+    let (upstreams, map) = protogate::upstream::build_all(Some(url), &[], &options).unwrap();
     let snapshot = Snapshot::build(&library_sources(), &Default::default(), Some(&map)).unwrap();
     start_with(Gateway::new(snapshot, upstreams, Settings::default())).await
 }
@@ -246,7 +246,7 @@ fn bad_tls_settings_fail_at_start_up() {
         ),
     ];
     for (tls, needle) in cases {
-        let e = protogate::app::upstreams(Some("https://127.0.0.1:1"), &[], &options(tls))
+        let e = protogate::upstream::build_all(Some("https://127.0.0.1:1"), &[], &options(tls))
             .unwrap_err()
             .to_string();
         assert!(e.contains(needle), "{needle}: {e}");
@@ -256,5 +256,5 @@ fn bad_tls_settings_fail_at_start_up() {
         ca_file: Some(pki.path("missing.pem")),
         ..Default::default()
     };
-    assert!(protogate::app::upstreams(Some("http://127.0.0.1:1"), &[], &options(tls)).is_ok());
+    assert!(protogate::upstream::build_all(Some("http://127.0.0.1:1"), &[], &options(tls)).is_ok());
 }

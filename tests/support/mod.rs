@@ -142,7 +142,7 @@ pub async fn start_gateway(sources: Sources, upstream: &str, settings: Settings)
         connect_timeout: Duration::from_secs(2),
         ..Default::default()
     };
-    let (upstreams, map) = protogate::app::upstreams(Some(upstream), &[], &options).unwrap();
+    let (upstreams, map) = protogate::upstream::build_all(Some(upstream), &[], &options).unwrap();
     let snapshot = Snapshot::build(&sources, &Default::default(), Some(&map)).unwrap();
     start_with(Gateway::new(snapshot, upstreams, settings)).await
 }

@@ -1,0 +1,90 @@
+//! Running a gateway as the process: bind, say where everything is, serve until SIGTERM or
+//! SIGINT, then drain. Used by `serve` and `demo`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::server::{self, Gateway, Settings};
+
+/// Binds `listen` and serves, over TLS when `tls` is set, until SIGTERM or SIGINT.
+pub async fn until_signal(
+    gateway: Arc<Gateway>,
+    listen: SocketAddr,
+    grace: std::time::Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let routes = gateway.snapshot().routes.len();
+    let tls_on = tls.is_some();
+    let address = listener.local_addr()?;
+    tracing::info!(%address, routes, tls = tls_on, "serving");
+    log_endpoints(gateway.settings(), address, tls_on);
+    match tls {
+        Some(config) => {
+            server::serve_tls(listener, gateway, config, shutdown_signal(), grace).await
+        }
+        None => server::serve(listener, gateway, shutdown_signal(), grace).await,
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Tells a person where to look: the docs page, the document and (on this port) the admin paths.
+fn log_endpoints(settings: &Settings, address: SocketAddr, tls: bool) {
+    let base = base_url(if tls { "https" } else { "http" }, address);
+    let docs = &settings.docs;
+    if let Some(path) = &docs.docs_path {
+        tracing::info!(url = %format!("{base}{path}"), "API documentation page");
+    }
+    if let Some(path) = &docs.openapi_path {
+        tracing::info!(url = %format!("{base}{path}"), "OpenAPI document");
+    }
+    if settings.admin_on_main_port {
+        log_admin_endpoints(&base);
+    }
+}
+
+/// `scheme://host:port` for a bound address; a wildcard address reads as `localhost`.
+pub(crate) fn base_url(scheme: &str, address: SocketAddr) -> String {
+    let host = match address.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("{scheme}://{host}:{}", address.port())
+}
+
+/// The admin paths under `base` (the serving port, or `--admin-listen`).
+pub(crate) fn log_admin_endpoints(base: &str) {
+    tracing::info!(url = %format!("{base}/metrics"), "Prometheus metrics");
+    tracing::info!(
+        liveness = %format!("{base}/healthz"),
+        readiness = %format!("{base}/readyz"),
+        "health endpoints"
+    );
+}
+
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

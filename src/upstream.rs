@@ -26,6 +26,7 @@ mod connect;
 mod discovery;
 mod endpoint;
 mod probe;
+mod random;
 mod tls;
 
 use anyhow::bail;

@@ -2,13 +2,13 @@
 //! released when the body ends so that the balancer sees streams as long as they last.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-
-use super::endpoint::Load;
 
 /// An upstream response body. Reads exactly like [`Incoming`] (same data and error types);
 /// the request stops counting as in flight on its endpoint at the end of the body (the
@@ -63,5 +63,21 @@ impl Body for UpstreamResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// One request in flight on an endpoint, counted (in the endpoint's counter) until dropped.
+pub(super) struct Load(Arc<AtomicUsize>);
+
+impl Load {
+    pub(super) fn new(in_flight: &Arc<AtomicUsize>) -> Load {
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        Load(in_flight.clone())
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

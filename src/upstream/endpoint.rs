@@ -10,9 +10,9 @@ use http::{Request, Response};
 use hyper::client::conn::http2::SendRequest;
 use tokio::sync::Mutex;
 
-use super::balance::random_below;
-use super::body::UpstreamResponseBody;
+use super::body::{Load, UpstreamResponseBody};
 use super::connect::{Connector, Driver};
+use super::random::random_below;
 use super::{ConnectionCounts, EndpointStatus, UpstreamBody};
 
 /// A connection slot's state, for the connection metrics.
@@ -57,7 +57,7 @@ pub(super) struct Endpoint {
     connector: Arc<Connector>,
     slots: Box<[Slot]>,
     next: AtomicUsize,
-    in_flight: AtomicUsize,
+    in_flight: Arc<AtomicUsize>,
     unhealthy: AtomicBool,
     /// A background reconnection is running.
     recovering: AtomicBool,
@@ -79,7 +79,7 @@ impl Endpoint {
             connector,
             slots,
             next: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             unhealthy: AtomicBool::new(false),
             recovering: AtomicBool::new(false),
             retired: AtomicBool::new(false),
@@ -129,7 +129,7 @@ impl Endpoint {
         request: Request<UpstreamBody>,
     ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
         // Counted from now, so that the balancer sees requests waiting for a connection too.
-        let load = Load::new(self.clone());
+        let load = Load::new(&self.in_flight);
         let mut sender = match self.connection().await {
             Ok(sender) => sender,
             Err(error) => {
@@ -296,21 +296,5 @@ impl Drop for Attempt<'_> {
         if !self.finished {
             self.state.store(IDLE, Ordering::Relaxed);
         }
-    }
-}
-
-/// One request in flight on an endpoint, counted until dropped.
-pub(super) struct Load(Arc<Endpoint>);
-
-impl Load {
-    fn new(endpoint: Arc<Endpoint>) -> Load {
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-        Load(endpoint)
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

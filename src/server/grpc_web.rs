@@ -23,6 +23,7 @@ use tower_service::Service;
 
 use super::passthrough::grpc_error;
 use super::{BoxError, Gateway, ResponseBody};
+use crate::error::quoted;
 use crate::grpc::Code;
 
 /// The content types `tonic-web` translates (it passes anything else through untouched,
@@ -126,9 +127,13 @@ fn answer_in_kind(headers: &mut HeaderMap) {
 
 /// A gRPC-Web variant the gateway cannot translate (another codec, or parameters).
 fn unsupported(headers: &HeaderMap) -> Response<ResponseBody> {
-    let content_type = headers.get(CONTENT_TYPE);
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .unwrap_or_default();
     let message = format!(
-        "content-type {content_type:?} is not supported; use application/grpc-web(-text)[+proto]"
+        "content-type {} is not supported; use application/grpc-web(-text)[+proto]",
+        quoted(&content_type)
     );
     let mut response = grpc_error(Code::Internal, &message);
     *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 
 use super::observe::{CodeTag, RouteTag};
 use super::{reflection, Gateway, ResponseBody};
-use crate::error::GatewayError;
+use crate::error::{quoted, GatewayError};
 use crate::grpc::status::Status;
 use crate::grpc::{timeout, Code};
 use crate::upstream::{Upstream, UpstreamBody};
@@ -50,7 +50,7 @@ impl Gateway {
     ) -> Response<ResponseBody> {
         let snapshot = self.snapshot();
         let Some(service) = service_of(request.uri().path()) else {
-            let message = format!("{:?} is not a gRPC method path", request.uri().path());
+            let message = format!("{} is not a gRPC method path", quoted(request.uri().path()));
             return grpc_error(Code::Unimplemented, &message);
         };
         if reflection::is_reflection(service) {
@@ -60,7 +60,7 @@ impl Gateway {
             .upstream_of_service(service)
             .and_then(|index| self.upstream(index));
         let Some(upstream) = upstream else {
-            let message = format!("unknown service {service}");
+            let message = format!("unknown service {}", quoted(service));
             return grpc_error(Code::Unimplemented, &message);
         };
         // Labelled by method when the descriptors have it: clients cannot grow the label set.

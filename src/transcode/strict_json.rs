@@ -15,6 +15,8 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
 
+use crate::error::quoted;
+
 /// A number field's type, as its visitor names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Number {
@@ -105,7 +107,9 @@ fn check<'de, V: Visitor<'de>, E: Error>(visitor: &V, s: &str) -> Result<(), E> 
         return Ok(());
     }
     match number_visitor(visitor) {
-        Some(number) if !allowed(number, s) => Err(E::custom(format!("invalid number {s:?}"))),
+        Some(number) if !allowed(number, s) => {
+            Err(E::custom(format!("invalid number {}", quoted(s))))
+        }
         _ => Ok(()),
     }
 }

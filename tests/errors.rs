@@ -1036,6 +1036,20 @@ fn misbehaving(scenario: &str) -> Response<RawBody> {
                 ("x-tail", "t1"),
             ]),
         ),
+        "bad-details" => trailers_only_not_found("!!not base64!!"),
+        // `google.rpc.Status{code: 3, message: "x"}`: another code than grpc-status.
+        "other-details" => trailers_only_not_found("CAMSAXg"),
+        "bad-details-trailers" => raw_response(
+            200,
+            GRPC_HEADERS,
+            vec![],
+            Some(&[
+                ("grpc-status", "5"),
+                ("grpc-message", "no%20such%20book"),
+                // 0xff 0xff: base64, but no message.
+                ("grpc-status-details-bin", "//8"),
+            ]),
+        ),
         "trailers-only-ok" => {
             let mut response = Response::new(Empty::new().boxed());
             *response.headers_mut() =
@@ -1044,6 +1058,18 @@ fn misbehaving(scenario: &str) -> Response<RawBody> {
         }
         _ => raw_response(200, GRPC_HEADERS, vec![dune_frame()], Some(OK)),
     }
+}
+
+/// A trailers-only NOT_FOUND "no such book" with `details` as its `grpc-status-details-bin`.
+fn trailers_only_not_found(details: &str) -> Response<RawBody> {
+    let mut response = Response::new(Empty::new().boxed());
+    *response.headers_mut() = header_map(&[
+        ("content-type", "application/grpc"),
+        ("grpc-status", "5"),
+        ("grpc-message", "no%20such%20book"),
+        ("grpc-status-details-bin", details),
+    ]);
+    response
 }
 
 async fn scenario(gw: &Gw, name: &str) -> Resp {
@@ -1110,4 +1136,54 @@ async fn a_trailers_only_ok_without_a_message_is_500() {
     let ok = scenario(&gw, "ok").await;
     assert_eq!(ok.status, 200, "{:?}", ok.body);
     assert_eq!(ok.json()["title"], "Dune");
+}
+
+/// Status details that gRPC clients cannot read (not base64, not a `google.rpc.Status`, or
+/// another code than `grpc-status`) are dropped: every client gets the upstream's status.
+#[tokio::test]
+async fn invalid_upstream_status_details_leave_the_upstream_status() {
+    let upstream = raw_upstream(misbehaving).await;
+    let gw = start_gateway(library_sources(), &upstream.url, Settings::default()).await;
+    let mut client = grpc_client(&gw.base).await;
+    let url = format!("{}/testapi.v1.Library/GetBook", gw.base);
+    for name in ["bad-details", "other-details", "bad-details-trailers"] {
+        let resp = scenario(&gw, name).await;
+        assert_eq!(error_message(&resp, 404, 5), "no such book", "{name}");
+        assert_eq!(resp.json()["details"], json!([]), "{name}");
+
+        let mut request = tonic::Request::new(Bytes::new());
+        request
+            .metadata_mut()
+            .insert("scenario", name.parse().unwrap());
+        let path = http::uri::PathAndQuery::from_static("/testapi.v1.Library/GetBook");
+        bounded(client.ready()).await.unwrap();
+        let status = bounded(client.unary(request, path, backend::RawCodec))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound, "{name}: {status:?}");
+        assert_eq!(status.message(), "no such book", "{name}");
+        assert!(status.details().is_empty(), "{name}: {status:?}");
+
+        let headers = [
+            ("content-type", "application/grpc-web+proto"),
+            ("scenario", name),
+        ];
+        let resp = send(
+            "POST",
+            &url,
+            &headers,
+            protogate::grpc::frame::encode_raw(&[]),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{name}");
+        assert!(resp.header("grpc-status-details-bin").is_none(), "{name}");
+        let body = String::from_utf8_lossy(&resp.body);
+        assert!(!body.contains("grpc-status-details-bin"), "{name}: {body}");
+        assert!(
+            resp.header("grpc-status") == Some("5") || body.contains("grpc-status:5"),
+            "{name}: {resp:?}"
+        );
+    }
+    let ok = scenario(&gw, "ok").await;
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
 }

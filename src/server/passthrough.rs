@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use super::observe::{CodeTag, RouteTag};
 use super::{reflection, Gateway, ResponseBody};
 use crate::error::{quoted, GatewayError};
-use crate::grpc::status::Status;
+use crate::grpc::status::{self, Status};
 use crate::grpc::{timeout, Code};
 use crate::upstream::{Upstream, UpstreamBody};
 
@@ -119,14 +119,22 @@ fn service_of(path: &str) -> Option<&str> {
     (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some(service)
 }
 
-/// Sends `request` to `upstream` and returns its response as soon as its headers arrive.
+/// Sends `request` to `upstream` and returns its response as soon as its headers arrive; an
+/// invalid `grpc-status-details-bin` is dropped from its trailers (or trailers-only headers).
 async fn forward(
     upstream: &Upstream,
     request: Request<UpstreamBody>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let request = upstream_request(upstream, request)?;
-    let response = upstream.send(request).await?;
-    Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
+    let mut response = upstream.send(request).await?;
+    status::sanitize_details(response.headers_mut());
+    let sanitized = |mut frame: http_body::Frame<bytes::Bytes>| {
+        if let Some(trailers) = frame.trailers_mut() {
+            status::sanitize_details(trailers);
+        }
+        frame
+    };
+    Ok(response.map(|body| body.map_frame(sanitized).map_err(Into::into).boxed_unsync()))
 }
 
 /// The client's request re-addressed to `upstream`: same method, path, metadata (including

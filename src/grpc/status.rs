@@ -167,6 +167,18 @@ fn valid_details(headers: &HeaderMap) -> Option<Bytes> {
     (status.code == code).then_some(bytes)
 }
 
+/// Sets `grpc-status` and `grpc-message` (percent-encoded) of trailers, or of the headers of a
+/// trailers-only response.
+pub fn insert_status(headers: &mut HeaderMap, code: Code, message: &str) {
+    headers.insert("grpc-status", http::HeaderValue::from(code as i32));
+    let encoded =
+        percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", v);
+    }
+}
+
 /// `grpc-message` is percent-encoded UTF-8; undecodable bytes are replaced, not rejected.
 pub fn decode_message(raw: &[u8]) -> String {
     percent_encoding::percent_decode(raw)

@@ -195,13 +195,7 @@ pub(super) fn grpc_error(code: Code, message: &str) -> Response<ResponseBody> {
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc"),
     );
-    headers.insert("grpc-status", http::HeaderValue::from(code as i32));
-    let encoded =
-        percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC)
-            .to_string();
-    if let Ok(v) = http::HeaderValue::from_str(&encoded) {
-        headers.insert("grpc-message", v);
-    }
+    status::insert_status(headers, code, message);
     response.extensions_mut().insert(CodeTag(code));
     response
 }

@@ -6,6 +6,7 @@ use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
 };
 
+use super::json_in::Unencoded;
 use super::options::JsonOptions;
 use super::strict_json::Strict;
 use super::{query, scalar};
@@ -39,7 +40,8 @@ pub fn build_request(
 
 /// The request frame through the route's direct JSON-to-wire encoder ([`JsonIn`]), with the
 /// path variables and query parameters encoded after the body. `None` when the route has no
-/// such encoder or it declines the body: the reference path then decides.
+/// such encoder or it declines the body: the reference path then decides. A body it refuses
+/// (a key given twice) is refused as the reference path refuses it.
 ///
 /// [`JsonIn`]: super::JsonIn
 pub fn fast_request(
@@ -63,8 +65,10 @@ pub fn fast_request(
         }
         _ => json_in.encode(input.body, deny, &mut out),
     };
-    if encoded.is_err() {
-        return Ok(None);
+    match encoded {
+        Ok(()) => {}
+        Err(Unencoded::Declined(_)) => return Ok(None),
+        Err(Unencoded::Refused(e)) => return Err(invalid_body(json_in.root(), &e)),
     }
     let query = input
         .query
@@ -150,7 +154,7 @@ fn parse_json(
     let mut de = serde_json::Deserializer::from_slice(body);
     let message = DynamicMessage::deserialize_with_options(
         desc.clone(),
-        Strict(&mut de),
+        Strict::new(&mut de, desc),
         &options.deserialize(),
     )
     .and_then(|m| de.end().map(|()| m))

@@ -4,6 +4,10 @@
 //! [`GatewayError`]: a gRPC code, a message that says what was wrong and where, and the
 //! upstream's `details` when there are any. The HTTP status is derived from the code by
 //! [`http_status`], never chosen ad hoc.
+//!
+//! A message may repeat what the client sent, but never more than [`ECHO_LIMIT`] bytes of
+//! one input: [`quoted`] cuts it, and [`clipped`] bounds a library's message that repeats
+//! input of its own accord. An answer cannot be made larger than its request this way.
 
 use http::StatusCode;
 
@@ -43,13 +47,20 @@ impl GatewayError {
     }
 
     pub fn not_found(path: &str) -> Self {
-        Self::new(Code::NotFound, format!("no route matches path {path:?}"))
+        Self::new(
+            Code::NotFound,
+            format!("no route matches path {}", quoted(path)),
+        )
     }
 
     pub fn method_not_allowed(method: &http::Method, path: &str) -> Self {
         Self::new(
             Code::Unimplemented,
-            format!("method {method} is not allowed for path {path:?}"),
+            format!(
+                "method {} is not allowed for path {}",
+                token(method.as_str()),
+                quoted(path)
+            ),
         )
         .with_status(StatusCode::METHOD_NOT_ALLOWED)
     }
@@ -110,6 +121,51 @@ impl std::fmt::Display for GatewayError {
 }
 
 impl std::error::Error for GatewayError {}
+
+/// The most bytes of one client input that an error message repeats.
+pub const ECHO_LIMIT: usize = 128;
+
+/// The most bytes of a library's error message that repeats client input ([`clipped`]).
+pub const MESSAGE_LIMIT: usize = 4 * ECHO_LIMIT;
+
+/// A client's input for an error message: Debug-quoted, at most [`ECHO_LIMIT`] bytes of it
+/// (cut on a character boundary), followed by `… (N bytes)` when it was cut.
+pub fn quoted(input: &str) -> String {
+    if input.len() <= ECHO_LIMIT {
+        return format!("{input:?}");
+    }
+    let kept = &input[..char_floor(input, ECHO_LIMIT)];
+    format!("{kept:?}… ({} bytes)", input.len())
+}
+
+/// A token the client sent (an HTTP method: no quotes or spaces in it) as written, or
+/// [`quoted`] and cut when it is longer than [`ECHO_LIMIT`].
+fn token(input: &str) -> String {
+    match input.len() <= ECHO_LIMIT {
+        true => input.to_string(),
+        false => quoted(input),
+    }
+}
+
+/// A message from a library that may repeat client input whole (serde's `invalid type:
+/// string "..."`), cut to [`MESSAGE_LIMIT`] bytes on a character boundary, followed by
+/// `… (N bytes)` when it was cut.
+pub fn clipped(message: &str) -> String {
+    if message.len() <= MESSAGE_LIMIT {
+        return message.to_string();
+    }
+    let kept = &message[..char_floor(message, MESSAGE_LIMIT)];
+    format!("{kept}… ({} bytes)", message.len())
+}
+
+/// The largest character boundary of `text` at or below `at`.
+fn char_floor(text: &str, at: usize) -> usize {
+    let mut cut = at.min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    cut
+}
 
 #[derive(serde::Serialize)]
 struct StatusBody<'a> {
@@ -235,6 +291,24 @@ mod tests {
             serde_json::json!({"code": 3, "message": "bad \"x\"", "details": []})
         );
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn echoed_inputs_are_cut_on_a_character_boundary() {
+        assert_eq!(quoted("a\"b"), "\"a\\\"b\"");
+        let exact = "x".repeat(ECHO_LIMIT);
+        assert_eq!(quoted(&exact), format!("{exact:?}"));
+        let long = format!("{}é{}", "x".repeat(ECHO_LIMIT - 1), "y".repeat(60_000));
+        let q = quoted(&long);
+        assert_eq!(
+            q,
+            format!("{:?}… ({} bytes)", "x".repeat(ECHO_LIMIT - 1), long.len())
+        );
+        let message = format!("bad value {}", "é".repeat(10_000));
+        let c = clipped(&message);
+        assert!(c.len() < MESSAGE_LIMIT + 20, "{}", c.len());
+        assert!(c.ends_with(&format!("… ({} bytes)", message.len())), "{c}");
+        assert_eq!(clipped("short"), "short");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod codec;
 mod json_in;
+mod json_keys;
 pub mod json_out;
 mod options;
 mod query;

@@ -12,6 +12,10 @@
 //! closed) is retried once, on another endpoint when there is one; a request that was sent is
 //! never retried, since the upstream may have acted on it.
 //!
+//! A failure is told to the client by the service it was for and a short reason ("service
+//! pkg.Svc is unavailable: cannot connect"); the upstream's URL, the address and the whole
+//! error chain go to the log, never into a response.
+//!
 //! - `discovery`: the URL's names, their resolution, and the endpoint set.
 //! - `endpoint`: one address, its connections, health and load.
 //! - `balance`: the choice of endpoint.
@@ -189,14 +193,17 @@ impl Upstream {
         &self,
         request: Request<UpstreamBody>,
     ) -> Result<Response<UpstreamResponseBody>, GatewayError> {
+        // Cheap (shared bytes), and all the errors need: the service is named by the path.
+        let uri = request.uri().clone();
         let endpoints = self
             .endpoints
             .current()
             .await
-            .map_err(|e| self.unavailable(&e))?;
+            .map_err(|e| self.unavailable(&uri, &e))?;
         let mut request = request;
         let mut avoid = None;
-        let mut last_error = String::new();
+        let mut last_error =
+            Unreachable::new("it has no endpoint", "no endpoint to send to".into());
         for _attempt in 0..ATTEMPTS {
             let Some(endpoint) = balance::pick(&endpoints, avoid.as_ref()) else {
                 break;
@@ -211,9 +218,11 @@ impl Upstream {
                     match replay.filter(|_| refused) {
                         Some(replay) => {
                             request = replay.request();
-                            last_error = error_chain(&error);
+                            let detail =
+                                format!("{addr} refused the stream: {}", error_chain(&error));
+                            last_error = Unreachable::new("the stream was refused", detail);
                         }
-                        None => return Err(self.request_error(&error, addr)),
+                        None => return Err(self.request_error(&uri, &error, addr)),
                     }
                 }
                 Err(SendFailure::Unsent {
@@ -229,7 +238,7 @@ impl Upstream {
                 }
             }
         }
-        Err(self.unavailable(&last_error))
+        Err(self.unavailable(&uri, &last_error))
     }
 
     /// Connections by state, summed over the endpoints, for `protogate_upstream_connections`.
@@ -250,18 +259,62 @@ impl Upstream {
             .collect()
     }
 
-    fn unavailable(&self, error: &str) -> GatewayError {
-        GatewayError::unavailable(format!("upstream {} is unavailable: {error}", self.url))
+    /// No endpoint could take the request: the client learns the service and the reason, the
+    /// log the upstream and the detail.
+    fn unavailable(&self, uri: &Uri, error: &Unreachable) -> GatewayError {
+        let service = service_named(uri);
+        tracing::warn!(
+            upstream = %self.url,
+            service,
+            error = %error.detail,
+            "upstream unavailable"
+        );
+        GatewayError::unavailable(format!(
+            "service {service} is unavailable: {}",
+            error.reason
+        ))
     }
 
-    /// A call that failed after it was sent, mapped by the stream's reset reason.
-    fn request_error(&self, error: &hyper::Error, addr: SocketAddr) -> GatewayError {
-        let detail = error_chain(error);
+    /// A call that failed after it was sent, mapped by the stream's reset reason. hyper's
+    /// error chain names no address; the log gets the address too.
+    fn request_error(&self, uri: &Uri, error: &hyper::Error, addr: SocketAddr) -> GatewayError {
+        let service = service_named(uri);
+        let chain = error_chain(error);
+        tracing::warn!(
+            upstream = %self.url,
+            endpoint = %addr,
+            service,
+            error = %chain,
+            "upstream call failed"
+        );
         let code = crate::error::code_from_reset(crate::error::h2_reset(error));
-        GatewayError::new(
-            code,
-            format!("upstream {} failed the call at {addr}: {detail}", self.url),
-        )
+        GatewayError::new(code, format!("service {service} failed the call: {chain}"))
+    }
+}
+
+/// The service a gRPC request is for: `pkg.Svc` of `/pkg.Svc/Method`.
+fn service_named(uri: &Uri) -> &str {
+    let path = uri.path().trim_start_matches('/');
+    path.split('/').next().unwrap_or(path)
+}
+
+/// Why a request could not reach an upstream: a short reason a client may read, and the
+/// detail (addresses, host names, the error chain) that only the log gets.
+#[derive(Debug, Clone)]
+pub(crate) struct Unreachable {
+    reason: &'static str,
+    detail: String,
+}
+
+impl Unreachable {
+    pub(crate) fn new(reason: &'static str, detail: String) -> Self {
+        Unreachable { reason, detail }
+    }
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
     }
 }
 

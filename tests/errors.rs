@@ -1,7 +1,8 @@
 //! Every failure a REST client can meet, end to end through the real gateway: routing (404,
 //! 405), request assembly (400, 413), upstream statuses and their details and metadata,
 //! deadlines (504), unreachable or broken upstreams (503, 500) and gRPC protocol violations
-//! by a hand-built HTTP/2 upstream. Each error is checked for its HTTP status, its
+//! by a hand-built HTTP/2 upstream (an unreachable one through native gRPC and gRPC-Web too:
+//! the service is named, never its address). Each error is checked for its HTTP status, its
 //! `application/json` content type, its `{"code","message","details"}` body in that order,
 //! and whether the backend was called; the big tests end with a good request on the same
 //! gateway.
@@ -764,18 +765,51 @@ async fn a_timed_out_call_leaves_the_upstream_usable() {
 
 // --- unreachable and broken upstreams ------------------------------------------------
 
+/// Asserts that a message a client sees names the service and says nothing of where the
+/// upstream is (`url`, `http://127.0.0.1:PORT`).
+#[track_caller]
+fn assert_names_the_service_only(message: &str, url: &str) {
+    let port = url.rsplit(':').next().unwrap();
+    assert!(
+        message.starts_with("service testapi.v1.Library is unavailable: cannot connect"),
+        "{message}"
+    );
+    for secret in ["127.0.0.1", port, "http://"] {
+        assert!(!message.contains(secret), "{secret:?} in {message:?}");
+    }
+}
+
 #[tokio::test]
-async fn backend_down_is_503_naming_the_upstream() {
-    let dead = {
-        let listener = bounded(TcpListener::bind("127.0.0.1:0")).await.unwrap();
-        listener.local_addr().unwrap()
-    };
-    let url = format!("http://{dead}");
+async fn backend_down_is_503_naming_the_service_not_the_address() {
+    let url = dead_url().await;
     let gw = start_gateway(library_sources(), &url, Settings::default()).await;
     for _ in 0..2 {
         let resp = get(&format!("{}/v2/books/b1", gw.base)).await;
-        assert_error(&resp, 503, 14, &[&url]);
+        assert_names_the_service_only(&error_message(&resp, 503, 14), &url);
     }
+
+    // Native gRPC: the status message.
+    let mut client = grpc_client(&gw.base).await;
+    let path = http::uri::PathAndQuery::from_static("/testapi.v1.Library/GetBook");
+    let request = tonic::Request::new(Bytes::new());
+    let status = bounded(client.unary(request, path, backend::RawCodec))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert_names_the_service_only(status.message(), &url);
+
+    // gRPC-Web: the grpc-message header of a trailers-only answer.
+    let resp = send(
+        "POST",
+        &format!("{}/testapi.v1.Library/GetBook", gw.base),
+        &[("content-type", "application/grpc-web+proto")],
+        protogate::grpc::frame::encode_raw(&[]),
+    )
+    .await;
+    assert_eq!(resp.header("grpc-status"), Some("14"), "{resp:?}");
+    let encoded = resp.header("grpc-message").unwrap();
+    let message = protogate::grpc::status::decode_message(encoded.as_bytes());
+    assert_names_the_service_only(&message, &url);
 
     let live = fixture(Settings::default()).await;
     still_serving(&live.gw.base, "/v2/books/b1", "Dune").await;
@@ -791,9 +825,15 @@ async fn an_upstream_that_hangs_up_is_503() {
         }
     }));
     let gw = start_gateway(library_sources(), &url, Settings::default()).await;
+    let port = url.rsplit(':').next().unwrap();
     for _ in 0..2 {
         let resp = get(&format!("{}/v2/books/b1", gw.base)).await;
-        assert_error(&resp, 503, 14, &[&url]);
+        let message = error_message(&resp, 503, 14);
+        assert!(
+            message.starts_with("service testapi.v1.Library is unavailable: "),
+            "{message}"
+        );
+        assert!(!message.contains(port), "{message}");
     }
     drop(rude);
 }
@@ -996,6 +1036,20 @@ fn misbehaving(scenario: &str) -> Response<RawBody> {
                 ("x-tail", "t1"),
             ]),
         ),
+        "bad-details" => trailers_only_not_found("!!not base64!!"),
+        // `google.rpc.Status{code: 3, message: "x"}`: another code than grpc-status.
+        "other-details" => trailers_only_not_found("CAMSAXg"),
+        "bad-details-trailers" => raw_response(
+            200,
+            GRPC_HEADERS,
+            vec![],
+            Some(&[
+                ("grpc-status", "5"),
+                ("grpc-message", "no%20such%20book"),
+                // 0xff 0xff: base64, but no message.
+                ("grpc-status-details-bin", "//8"),
+            ]),
+        ),
         "trailers-only-ok" => {
             let mut response = Response::new(Empty::new().boxed());
             *response.headers_mut() =
@@ -1004,6 +1058,18 @@ fn misbehaving(scenario: &str) -> Response<RawBody> {
         }
         _ => raw_response(200, GRPC_HEADERS, vec![dune_frame()], Some(OK)),
     }
+}
+
+/// A trailers-only NOT_FOUND "no such book" with `details` as its `grpc-status-details-bin`.
+fn trailers_only_not_found(details: &str) -> Response<RawBody> {
+    let mut response = Response::new(Empty::new().boxed());
+    *response.headers_mut() = header_map(&[
+        ("content-type", "application/grpc"),
+        ("grpc-status", "5"),
+        ("grpc-message", "no%20such%20book"),
+        ("grpc-status-details-bin", details),
+    ]);
+    response
 }
 
 async fn scenario(gw: &Gw, name: &str) -> Resp {
@@ -1070,4 +1136,54 @@ async fn a_trailers_only_ok_without_a_message_is_500() {
     let ok = scenario(&gw, "ok").await;
     assert_eq!(ok.status, 200, "{:?}", ok.body);
     assert_eq!(ok.json()["title"], "Dune");
+}
+
+/// Status details that gRPC clients cannot read (not base64, not a `google.rpc.Status`, or
+/// another code than `grpc-status`) are dropped: every client gets the upstream's status.
+#[tokio::test]
+async fn invalid_upstream_status_details_leave_the_upstream_status() {
+    let upstream = raw_upstream(misbehaving).await;
+    let gw = start_gateway(library_sources(), &upstream.url, Settings::default()).await;
+    let mut client = grpc_client(&gw.base).await;
+    let url = format!("{}/testapi.v1.Library/GetBook", gw.base);
+    for name in ["bad-details", "other-details", "bad-details-trailers"] {
+        let resp = scenario(&gw, name).await;
+        assert_eq!(error_message(&resp, 404, 5), "no such book", "{name}");
+        assert_eq!(resp.json()["details"], json!([]), "{name}");
+
+        let mut request = tonic::Request::new(Bytes::new());
+        request
+            .metadata_mut()
+            .insert("scenario", name.parse().unwrap());
+        let path = http::uri::PathAndQuery::from_static("/testapi.v1.Library/GetBook");
+        bounded(client.ready()).await.unwrap();
+        let status = bounded(client.unary(request, path, backend::RawCodec))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound, "{name}: {status:?}");
+        assert_eq!(status.message(), "no such book", "{name}");
+        assert!(status.details().is_empty(), "{name}: {status:?}");
+
+        let headers = [
+            ("content-type", "application/grpc-web+proto"),
+            ("scenario", name),
+        ];
+        let resp = send(
+            "POST",
+            &url,
+            &headers,
+            protogate::grpc::frame::encode_raw(&[]),
+        )
+        .await;
+        assert_eq!(resp.status, 200, "{name}");
+        assert!(resp.header("grpc-status-details-bin").is_none(), "{name}");
+        let body = String::from_utf8_lossy(&resp.body);
+        assert!(!body.contains("grpc-status-details-bin"), "{name}: {body}");
+        assert!(
+            resp.header("grpc-status") == Some("5") || body.contains("grpc-status:5"),
+            "{name}: {resp:?}"
+        );
+    }
+    let ok = scenario(&gw, "ok").await;
+    assert_eq!(ok.status, 200, "{:?}", ok.body);
 }

@@ -302,6 +302,31 @@ fn the_json_corpus_reaches_the_fast_path() {
     assert!(fast >= 2, "{fast} of {}", inputs.len());
 }
 
+/// The seeds named `dup-*` give a key twice: both paths refuse them as protojson does, and
+/// the direct encoder refuses the ones outside well-known types itself, with the reference
+/// path's message.
+#[test]
+fn keys_given_twice_are_refused_by_both_paths() {
+    let mut by_fast_path = 0;
+    for (path, input) in read_inputs(&fuzz_dir("corpus", "json_request")) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("dup-") {
+            continue;
+        }
+        let (reference, fast) =
+            targets::json_request_refusals(&input).unwrap_or_else(|| panic!("{name} is accepted"));
+        assert!(
+            reference.contains("duplicate field \"") || reference.contains("duplicate map key \""),
+            "{name}: {reference}"
+        );
+        if let Some(fast) = fast {
+            assert_eq!(fast, reference, "{name}");
+            by_fast_path += 1;
+        }
+    }
+    assert!(by_fast_path >= 6, "{by_fast_path} refused by the fast path");
+}
+
 /// Every `json_response` seed is rendered by the direct wire-to-JSON renderer, so the target
 /// compares it with the reference path from the first run on.
 #[test]

@@ -6,6 +6,7 @@
 mod support;
 
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use bytes::{Buf, Bytes};
@@ -25,27 +26,64 @@ use tonic::Status;
 
 const SAY: &str = "/testapi.v1.Relay/Say";
 const LISTEN: &str = "/testapi.v1.Relay/Listen";
+const COLLECT: &str = "/testapi.v1.Relay/Collect";
 const NOTE: &str = "testapi.v1.Note";
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 const ORIGIN: &str = "https://app.example";
 
+/// What the backend saw: every call's path, and how each `Collect` request stream ended.
+#[derive(Default)]
+struct Seen {
+    calls: Mutex<Vec<String>>,
+    collected: Mutex<Vec<Result<usize, Status>>>,
+}
+
 /// `Say` echoes with `x-answer: yes` (or fails trailers-only on "fail"); `Listen` streams `n`
-/// notes; every other method (the REST routes) answers an empty message.
-fn handlers(pool: &DescriptorPool) -> Handlers {
-    let pool_u = pool.clone();
+/// notes; `Collect` counts the notes it gets; every other method (the REST routes) answers an
+/// empty message.
+fn handlers(pool: &DescriptorPool, seen: &Arc<Seen>) -> Handlers {
+    let (pool_u, seen_u) = (pool.clone(), seen.clone());
     let unary = backend::handler(move |call: Call| {
+        seen_u.calls.lock().unwrap().push(call.path.clone());
         let pool = pool_u.clone();
         async move { unary(&pool, call) }
     });
-    let pool_s = pool.clone();
+    let (pool_s, seen_s) = (pool.clone(), seen.clone());
     let streaming = backend::stream_handler(move |call: StreamCall| {
-        let pool = pool_s.clone();
-        async move { Ok((MetadataMap::new(), listen(pool, call).await?)) }
+        seen_s.calls.lock().unwrap().push(call.path.clone());
+        let (pool, seen) = (pool_s.clone(), seen_s.clone());
+        async move {
+            let messages = match call.path.as_str() {
+                COLLECT => collect(pool, seen, call).await?,
+                _ => listen(pool, call).await?,
+            };
+            Ok((MetadataMap::new(), messages))
+        }
     });
     Handlers {
         unary,
-        streaming: Some((vec![LISTEN.to_string()], streaming)),
+        streaming: Some((vec![LISTEN.to_string(), COLLECT.to_string()], streaming)),
     }
+}
+
+/// Reads the whole request stream and answers how many notes it held.
+async fn collect(
+    pool: DescriptorPool,
+    seen: Arc<Seen>,
+    mut call: StreamCall,
+) -> Result<MessageStream, Status> {
+    let mut count = 0;
+    let ended = loop {
+        match call.messages.message().await {
+            Ok(Some(_)) => count += 1,
+            Ok(None) => break Ok(count),
+            Err(status) => break Err(status),
+        }
+    };
+    seen.collected.lock().unwrap().push(ended.clone());
+    let n = ended? as i32;
+    let reply = encode_json(&pool, NOTE, json!({"text": "collected", "n": n}));
+    Ok(Box::pin(stream::iter([Ok(reply)])))
 }
 
 fn unary(pool: &DescriptorPool, call: Call) -> Result<Reply, Status> {
@@ -74,6 +112,7 @@ async fn listen(pool: DescriptorPool, mut call: StreamCall) -> Result<MessageStr
 
 struct Fixture {
     pool: DescriptorPool,
+    seen: Arc<Seen>,
     gw: Gw,
     _backend: Served,
 }
@@ -81,13 +120,19 @@ struct Fixture {
 impl Fixture {
     async fn start(settings: Settings) -> Fixture {
         let pool = protogate::descriptor::load(&relay_sources()).unwrap();
-        let backend = serve_handlers(handlers(&pool)).await;
+        let seen = Arc::new(Seen::default());
+        let backend = serve_handlers(handlers(&pool, &seen)).await;
         let gw = start_gateway(relay_sources(), &backend.url, settings).await;
         Fixture {
             pool,
+            seen,
             gw,
             _backend: backend,
         }
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.seen.calls.lock().unwrap().clone()
     }
 
     async fn with_cors(origins: &[&str]) -> Fixture {
@@ -289,6 +334,99 @@ async fn an_error_comes_back_as_grpc_status() {
         .grpc_web("/nope.Svc/Call", "application/grpc-web+proto", Bytes::new())
         .await;
     assert_eq!(resp.header("grpc-status"), Some("12"));
+}
+
+/// The status of a gRPC-Web answer, from its headers (trailers-only) or its trailers frame:
+/// the code and the decoded message.
+fn web_status(resp: &Resp, text: bool) -> (String, String) {
+    if let Some(code) = resp.header("grpc-status") {
+        let message = resp.header("grpc-message").unwrap_or_default();
+        let message = protogate::grpc::status::decode_message(message.as_bytes());
+        return (code.to_string(), message);
+    }
+    let body = match text {
+        true => decode_text(&resp.body),
+        false => resp.body.clone(),
+    };
+    let trailers = parse_web_body(body).trailers.expect("a trailers frame");
+    let field = |name: &str| {
+        trailer_lines(&trailers)
+            .iter()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let message = protogate::grpc::status::decode_message(field("grpc-message:").as_bytes());
+    (field("grpc-status:"), message)
+}
+
+#[tokio::test]
+async fn a_text_body_that_is_not_base64_is_invalid_argument_and_calls_no_upstream() {
+    let f = Fixture::start(Settings::default()).await;
+    let good = BASE64.encode(f.framed_note("hi", 1));
+    for (content_type, body, at) in [
+        (
+            "application/grpc-web-text",
+            "AAAA!AAA".to_string(),
+            "at byte 4".to_string(),
+        ),
+        (
+            "application/grpc-web-text+proto",
+            format!("{good}*"),
+            format!("at byte {}", good.len()),
+        ),
+        // A body that ends inside a 4-character group.
+        (
+            "application/grpc-web-text",
+            format!("{good}AA"),
+            format!("at byte {}", good.len() + 2),
+        ),
+    ] {
+        let resp = f.grpc_web(SAY, content_type, Bytes::from(body)).await;
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert_eq!(
+            resp.header("content-type"),
+            Some("application/grpc-web-text+proto")
+        );
+        let (code, message) = web_status(&resp, true);
+        assert_eq!(code, "3", "{message}");
+        assert!(
+            message.starts_with("invalid base64 in the grpc-web-text request body ")
+                && message.contains(&at),
+            "{message}"
+        );
+        assert!(!message.contains("127.0.0.1"), "{message}");
+    }
+    assert!(f.calls().is_empty(), "{:?}", f.calls());
+
+    let resp = f
+        .grpc_web(SAY, "application/grpc-web-text", Bytes::from(good))
+        .await;
+    assert_eq!(web_status(&resp, true), ("0".to_string(), String::new()));
+}
+
+#[tokio::test]
+async fn a_text_body_that_stops_being_base64_midway_cancels_the_call() {
+    let f = Fixture::start(Settings::default()).await;
+    let first = Bytes::from(BASE64.encode(f.framed_note("one", 1)));
+    let at = first.len() + 2;
+    let headers = [
+        ("content-type", "application/grpc-web-text"),
+        ("x-grpc-web", "1"),
+    ];
+    let chunks = vec![first, Bytes::from_static(b"AA!A")];
+    let resp = send_chunks(&f.url(COLLECT), &headers, chunks).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let (code, message) = web_status(&resp, true);
+    assert_eq!(code, "3", "{message}");
+    assert_eq!(
+        message,
+        format!("invalid base64 in the grpc-web-text request body at byte {at}")
+    );
+    // The upstream call had started with the first note; it was cut, not completed.
+    assert_eq!(f.calls(), [COLLECT]);
+    let collected = f.seen.collected.lock().unwrap().clone();
+    assert!(matches!(collected.as_slice(), [Err(_)]), "{collected:?}");
 }
 
 // CORS.

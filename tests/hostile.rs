@@ -697,6 +697,70 @@ async fn very_long_paths_and_headers() {
     f.still_serving().await;
 }
 
+/// A 60 KB input named in an error is cut: the answer stays small, and says how long the
+/// input was.
+#[tokio::test]
+async fn long_inputs_are_cut_in_error_messages() {
+    let mut settings = Settings::default();
+    settings.json.reject_unknown_query = true;
+    settings.json.reject_unknown_fields = true;
+    let f = library(settings).await;
+    let long = "a".repeat(60_000);
+    let digits = "9".repeat(60_000);
+    let books = f.url("/v1/shelves/s1/books");
+    let headers = [("content-type", "application/json")];
+    let json = |body: String| send("POST", &books, &headers, body);
+    let answers = [
+        (get(&f.url(&format!("/v1/{long}"))).await, 404, 5),
+        (
+            send("PATCH", &f.url(&format!("/v1/books/{long}")), &[], "").await,
+            405,
+            12,
+        ),
+        (
+            send(&"M".repeat(60_000), &f.url("/v1/books/b1"), &[], "").await,
+            405,
+            12,
+        ),
+        (
+            get(&f.url(&format!("/v1/shelves/s1/books?{long}=1"))).await,
+            400,
+            3,
+        ),
+        (
+            get(&f.url(&format!("/v1/shelves/s1/books?pageSize={digits}"))).await,
+            400,
+            3,
+        ),
+        (
+            send(
+                "DELETE",
+                &f.url(&format!("/v1/shelves/s1/books/{digits}")),
+                &[],
+                "",
+            )
+            .await,
+            400,
+            3,
+        ),
+        (json(format!(r#"{{"kind": "{long}"}}"#)).await, 400, 3),
+        (json(format!(r#"{{"available": "{long}"}}"#)).await, 400, 3),
+        (json(format!(r#"{{"{long}": 1}}"#)).await, 400, 3),
+    ];
+    for (resp, status, code) in answers {
+        let message = status_body(&resp, status, code);
+        let start: String = message.chars().take(200).collect();
+        assert!(
+            resp.body.len() < 1_000,
+            "{} bytes: {start}",
+            resp.body.len()
+        );
+        assert!(message.contains("bytes)"), "{start}");
+    }
+    assert!(f.backend.calls().is_empty());
+    f.still_serving().await;
+}
+
 #[tokio::test]
 async fn nul_and_dot_segments_are_data_never_resolved() {
     let f = library(Settings::default()).await;

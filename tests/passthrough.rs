@@ -25,6 +25,8 @@ const LISTEN: &str = "/testapi.v1.Relay/Listen";
 const COLLECT: &str = "/testapi.v1.Relay/Collect";
 const CONVERSE: &str = "/testapi.v1.Relay/Converse";
 const NOTE: &str = "testapi.v1.Note";
+/// `google.rpc.Status{code: 9, message: "details"}`, as `Say` sends it when it fails.
+const DETAILS: &[u8] = b"\x08\x09\x12\x07details";
 
 /// What the backend saw, and a signal for the cancellation test.
 #[derive(Default)]
@@ -123,7 +125,7 @@ fn say(pool: &DescriptorPool, call: Call) -> Result<Reply, Status> {
         return Err(Status::with_details_and_metadata(
             Code::FailedPrecondition,
             "not now: 100% busy",
-            Bytes::from_static(b"\x08\x09details"),
+            Bytes::from_static(DETAILS),
             metadata,
         ));
     }
@@ -249,7 +251,7 @@ async fn error_status_with_details_and_metadata_comes_back_intact() {
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(status.message(), "not now: 100% busy");
-    assert_eq!(status.details(), b"\x08\x09details");
+    assert_eq!(status.details(), DETAILS);
     assert_eq!(status.metadata().get("x-reason").unwrap(), "because");
 }
 

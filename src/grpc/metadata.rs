@@ -12,7 +12,7 @@ use base64::Engine;
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
-use crate::error::GatewayError;
+use crate::error::{quoted, GatewayError};
 
 const METADATA_PREFIX: &str = "grpc-metadata-";
 
@@ -141,7 +141,8 @@ fn map_prefixed(key: &str, value: &HeaderValue, out: &mut HeaderMap) -> Result<(
 /// Checks a binary metadata value and re-encodes it as unpadded standard base64.
 fn canonical_binary(key: &str, value: &HeaderValue) -> Result<HeaderValue, GatewayError> {
     let decoded = crate::grpc::status::decode_binary_header(value.as_bytes()).ok_or_else(|| {
-        GatewayError::invalid_argument(format!("header Grpc-Metadata-{key} is not valid base64"))
+        let header = format!("Grpc-Metadata-{key}");
+        GatewayError::invalid_argument(format!("header {} is not valid base64", quoted(&header)))
     })?;
     let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(decoded);
     HeaderValue::from_str(&encoded).map_err(|e| GatewayError::internal(e.to_string()))

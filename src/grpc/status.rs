@@ -1,9 +1,17 @@
 //! gRPC status codes and the `grpc-status` / `grpc-message` / `grpc-status-details-bin`
 //! headers that carry them (in trailers, or in the headers of a trailers-only response).
+//!
+//! An upstream's `grpc-status-details-bin` is only kept when it is a `google.rpc.Status` whose
+//! code is the `grpc-status`: gRPC clients report anything else as `INTERNAL` (gRPC-Go) or
+//! fail on it (tonic), losing the upstream's status. [`sanitize_details`] drops it otherwise.
 
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use bytes::Bytes;
+use http::header::HeaderName;
 use http::HeaderMap;
+use prost::Message;
 
 /// The canonical gRPC status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -105,14 +113,69 @@ impl Status {
             .get("grpc-message")
             .map(|v| decode_message(v.as_bytes()))
             .unwrap_or_default();
-        let details = headers
-            .get("grpc-status-details-bin")
-            .and_then(|v| decode_binary_header(v.as_bytes()));
+        let details = valid_details(headers);
         Some(Status {
             code,
             message,
             details,
         })
+    }
+}
+
+const DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+
+/// Base64 as gRPC clients read `grpc-status-details-bin`: standard alphabet, padded or not,
+/// no stray bits after the last byte (tonic's decoder; gRPC-Go's takes a subset of it).
+const STRICT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// `google.rpc.Status`, decoded statically to check an upstream's details.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// Removes `grpc-status-details-bin` from trailers (or trailers-only headers) unless it is one
+/// base64 `google.rpc.Status` whose code is the `grpc-status`; `grpc-status` and
+/// `grpc-message` stay as they are, so the client gets the upstream's status either way.
+pub fn sanitize_details(headers: &mut HeaderMap) {
+    if headers.contains_key(DETAILS) && valid_details(headers).is_none() {
+        headers.remove(DETAILS);
+    }
+}
+
+/// The serialized `google.rpc.Status` of `grpc-status-details-bin`, when there is exactly one
+/// that decodes and whose code is the `grpc-status`.
+fn valid_details(headers: &HeaderMap) -> Option<Bytes> {
+    let mut values = headers.get_all(DETAILS).iter();
+    let (raw, None) = (values.next()?, values.next()) else {
+        return None;
+    };
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<i32>().ok())?;
+    let bytes = Bytes::from(STRICT.decode(raw.as_bytes()).ok()?);
+    let status = RpcStatus::decode(bytes.clone()).ok()?;
+    (status.code == code).then_some(bytes)
+}
+
+/// Sets `grpc-status` and `grpc-message` (percent-encoded) of trailers, or of the headers of a
+/// trailers-only response.
+pub fn insert_status(headers: &mut HeaderMap, code: Code, message: &str) {
+    headers.insert("grpc-status", http::HeaderValue::from(code as i32));
+    let encoded =
+        percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", v);
     }
 }
 
@@ -155,6 +218,89 @@ mod tests {
         assert_eq!(s.code, Code::NotFound);
         assert_eq!(s.message, "book not found");
         assert_eq!(s.details.unwrap().as_ref(), b"\x08\x05\x12\x01x");
+    }
+
+    fn trailers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+            .collect()
+    }
+
+    fn encoded(status: &RpcStatus) -> String {
+        base64::engine::general_purpose::STANDARD.encode(status.encode_to_vec())
+    }
+
+    #[test]
+    fn consistent_details_are_kept() {
+        let status = RpcStatus {
+            code: 5,
+            message: "gone".into(),
+            details: vec![prost_types::Any {
+                type_url: "type.googleapis.com/x.Y".into(),
+                value: vec![1, 2],
+            }],
+        };
+        let details = encoded(&status);
+        for value in [details.as_str(), details.trim_end_matches('=')] {
+            let mut h = trailers(&[
+                ("grpc-status", "5"),
+                ("grpc-message", "gone"),
+                ("grpc-status-details-bin", value),
+            ]);
+            sanitize_details(&mut h);
+            assert_eq!(h["grpc-status-details-bin"], value);
+            let parsed = Status::from_headers(&h).unwrap();
+            assert_eq!(parsed.details.unwrap(), status.encode_to_vec());
+        }
+    }
+
+    #[test]
+    fn undecodable_or_inconsistent_details_are_dropped_and_the_status_kept() {
+        let other_code = encoded(&RpcStatus {
+            code: 3,
+            ..Default::default()
+        });
+        let five = encoded(&RpcStatus {
+            code: 5,
+            ..Default::default()
+        });
+        let cases: [&[(&str, &str)]; 7] = [
+            &[("grpc-status-details-bin", "!!not base64!!")],
+            // Base64 of 0xff 0xff: not a message.
+            &[("grpc-status-details-bin", "//8")],
+            // Base64 with stray bits after the last byte.
+            &[("grpc-status-details-bin", "CAV")],
+            &[("grpc-status-details-bin", &other_code)],
+            &[
+                ("grpc-status-details-bin", &five),
+                ("grpc-status-details-bin", &five),
+            ],
+            &[("grpc-status-details-bin", "CA=U")],
+            &[("grpc-status-details-bin", "")],
+        ];
+        for extra in cases {
+            let mut h = trailers(&[("grpc-status", "5"), ("grpc-message", "gone")]);
+            for (k, v) in extra {
+                h.append(*k, v.parse().unwrap());
+            }
+            assert!(
+                Status::from_headers(&h).unwrap().details.is_none(),
+                "{extra:?}"
+            );
+            sanitize_details(&mut h);
+            assert!(!h.contains_key("grpc-status-details-bin"), "{extra:?}");
+            assert_eq!(h["grpc-status"], "5");
+            assert_eq!(h["grpc-message"], "gone");
+        }
+        // Details without a status describe nothing.
+        let mut h = trailers(&[("grpc-status-details-bin", &five)]);
+        sanitize_details(&mut h);
+        assert!(h.is_empty());
+        // Nothing to check: nothing changes.
+        let mut h = trailers(&[("grpc-status", "0")]);
+        sanitize_details(&mut h);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]

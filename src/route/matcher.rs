@@ -33,6 +33,7 @@ use http::Method;
 use smallvec::SmallVec;
 
 use super::template::{hex_pair, normalize_literal, Segment, Template};
+use crate::error::quoted;
 
 #[cfg(test)]
 mod tests;
@@ -543,7 +544,10 @@ fn decode(seg: &str, mode: Unescape) -> Result<Cow<'_, str>, String> {
         }
         let escape = bytes.get(i..i + 3).unwrap_or_default();
         let Some(byte) = escape.get(1..).and_then(hex_pair) else {
-            return Err(format!("malformed percent-escape in path segment {seg:?}"));
+            return Err(format!(
+                "malformed percent-escape in path segment {}",
+                quoted(seg)
+            ));
         };
         if keeps_escaped(mode, byte) {
             out.extend_from_slice(escape);
@@ -552,7 +556,10 @@ fn decode(seg: &str, mode: Unescape) -> Result<Cow<'_, str>, String> {
         }
         i += 3;
     }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| format!("path segment {seg:?} is not valid UTF-8 once percent-decoded"))
+    String::from_utf8(out).map(Cow::Owned).map_err(|_| {
+        format!(
+            "path segment {} is not valid UTF-8 once percent-decoded",
+            quoted(seg)
+        )
+    })
 }

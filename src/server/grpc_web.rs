@@ -5,6 +5,12 @@
 //! the upstream's frames followed by its trailers as one last frame flagged `0x80`, base64
 //! encoded again in text mode. It wraps a tower service, [`Passthrough`], that hands the
 //! translated request to [`Gateway::passthrough`], so both directions stream unbuffered.
+//!
+//! Text-mode request bodies are decoded here instead (`text`), so that a body that is not
+//! base64 is the client's `INVALID_ARGUMENT`, saying at which byte: refused before the
+//! upstream is called when its first chunk shows it, and otherwise by cancelling the call.
+
+mod text;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,15 +20,17 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use self::text::{Refusal, WebBody};
 use super::passthrough::grpc_error;
 use super::{BoxError, Gateway, ResponseBody};
+use crate::error::quoted;
 use crate::grpc::Code;
 
 /// The content types `tonic-web` translates (it passes anything else through untouched,
@@ -45,7 +53,12 @@ impl Gateway {
         }
         let mut request = request;
         answer_in_kind(request.headers_mut());
-        let service = tonic_web::GrpcWebLayer::new().layer(Passthrough(self.clone()));
+        let (request, refusal) = self.decode_text(request).await;
+        let passthrough = Passthrough {
+            gateway: self.clone(),
+            refusal,
+        };
+        let service = tonic_web::GrpcWebLayer::new().layer(passthrough);
         let mut response = call(service, request)
             .await
             .map(|body| unsized_body(body.map_err(Into::into)));
@@ -53,12 +66,41 @@ impl Gateway {
         response.headers_mut().remove(CONTENT_LENGTH);
         response
     }
+
+    /// A text-mode request with its body decoded here and the binary content type, so that
+    /// `tonic-web` passes it on as it is, and the refusal its body records; its first chunk is
+    /// read ahead (for at most the body timeout). Other requests are left as they are.
+    async fn decode_text(&self, request: Request<Incoming>) -> (Request<WebBody>, Option<Refusal>) {
+        let (mut parts, body) = request.into_parts();
+        let binary = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|ct| ct.to_str().ok())
+            .and_then(|ct| ct.strip_prefix("application/grpc-web-text"))
+            .map(|suffix| HeaderValue::from_static(binary_content_type(suffix)));
+        let Some(binary) = binary else {
+            return (Request::from_parts(parts, WebBody::binary(body)), None);
+        };
+        parts.headers.insert(CONTENT_TYPE, binary);
+        let refusal = Refusal::default();
+        let mut body = WebBody::text(body, refusal.clone());
+        body.peek(self.settings.body_timeout).await;
+        (Request::from_parts(parts, body), Some(refusal))
+    }
+}
+
+/// The binary content type of a text one, by what follows `application/grpc-web-text`.
+fn binary_content_type(suffix: &str) -> &'static str {
+    match suffix {
+        "+proto" => "application/grpc-web+proto",
+        _ => "application/grpc-web",
+    }
 }
 
 /// Calls a service that cannot fail, after waiting until it is ready, as tower requires.
-async fn call<S, B>(mut service: S, request: Request<Incoming>) -> Response<B>
+async fn call<S, B, R>(mut service: S, request: Request<R>) -> Response<B>
 where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>,
+    S: Service<Request<R>, Response = Response<B>, Error = Infallible>,
 {
     let ready = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
     let response = match ready {
@@ -126,18 +168,27 @@ fn answer_in_kind(headers: &mut HeaderMap) {
 
 /// A gRPC-Web variant the gateway cannot translate (another codec, or parameters).
 fn unsupported(headers: &HeaderMap) -> Response<ResponseBody> {
-    let content_type = headers.get(CONTENT_TYPE);
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .unwrap_or_default();
     let message = format!(
-        "content-type {content_type:?} is not supported; use application/grpc-web(-text)[+proto]"
+        "content-type {} is not supported; use application/grpc-web(-text)[+proto]",
+        quoted(&content_type)
     );
     let mut response = grpc_error(Code::Internal, &message);
     *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
     response
 }
 
-/// The passthrough as the tower service `tonic-web` wraps.
+/// The passthrough as the tower service `tonic-web` wraps. With a refusal (text mode), the
+/// call is answered `INVALID_ARGUMENT` once the body records one: at once when it did before
+/// the call, or in place of the upstream's answer, or as the end of its stream.
 #[derive(Clone)]
-struct Passthrough(Arc<Gateway>);
+struct Passthrough {
+    gateway: Arc<Gateway>,
+    refusal: Option<Refusal>,
+}
 
 type PassthroughFuture =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
@@ -152,9 +203,57 @@ impl Service<Request<tonic::body::Body>> for Passthrough {
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        let gateway = self.0.clone();
+        let gateway = self.gateway.clone();
+        let refusal = self.refusal.clone();
         let request = request.map(|body| unsized_body(body.map_err(Into::into)));
-        Box::pin(async move { Ok(gateway.passthrough(request).await) })
+        Box::pin(async move {
+            let Some(refusal) = refusal else {
+                return Ok(gateway.passthrough(request).await);
+            };
+            if let Some(reason) = refusal.get() {
+                return Ok(grpc_error(Code::InvalidArgument, reason));
+            }
+            let response = gateway.passthrough(request).await;
+            Ok(match refusal.get() {
+                Some(reason) => grpc_error(Code::InvalidArgument, reason),
+                None => response.map(|body| {
+                    unsized_body(Refusable {
+                        body: Some(body),
+                        refusal,
+                    })
+                }),
+            })
+        })
+    }
+}
+
+/// An upstream's response to a text-mode call: it ends with an `INVALID_ARGUMENT` status
+/// instead as soon as the request body records a refusal (the upstream stream is reset then,
+/// since the request body failed).
+struct Refusable {
+    body: Option<ResponseBody>,
+    refusal: Refusal,
+}
+
+impl http_body::Body for Refusable {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = std::task::ready!(Pin::new(body).poll_frame(cx));
+        let Some(reason) = self.refusal.get() else {
+            return Poll::Ready(polled);
+        };
+        let mut trailers = HeaderMap::new();
+        crate::grpc::status::insert_status(&mut trailers, Code::InvalidArgument, reason);
+        self.body = None;
+        Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
     }
 }
 

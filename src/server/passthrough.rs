@@ -15,8 +15,8 @@ use hyper::body::Incoming;
 use super::call_clock::{CallClock, Counted, Timed};
 use super::observe::{CodeTag, RouteTag};
 use super::{reflection, Gateway, ResponseBody};
-use crate::error::GatewayError;
-use crate::grpc::status::Status;
+use crate::error::{quoted, GatewayError};
+use crate::grpc::status::{self, Status};
 use crate::grpc::{timeout, Code};
 use crate::snapshot::GrpcMethod;
 use crate::upstream::{Upstream, UpstreamBody};
@@ -52,7 +52,7 @@ impl Gateway {
     ) -> Response<ResponseBody> {
         let snapshot = self.snapshot();
         let Some(service) = service_of(request.uri().path()) else {
-            let message = format!("{:?} is not a gRPC method path", request.uri().path());
+            let message = format!("{} is not a gRPC method path", quoted(request.uri().path()));
             return grpc_error(Code::Unimplemented, &message);
         };
         if reflection::is_reflection(service) {
@@ -62,7 +62,7 @@ impl Gateway {
             .upstream_of_service(service)
             .and_then(|index| self.upstream(index));
         let Some(upstream) = upstream else {
-            let message = format!("unknown service {service}");
+            let message = format!("unknown service {}", quoted(service));
             return grpc_error(Code::Unimplemented, &message);
         };
         let method = snapshot.grpc_methods.get(request.uri().path()).cloned();
@@ -140,14 +140,22 @@ fn service_of(path: &str) -> Option<&str> {
     (!service.is_empty() && !method.is_empty() && !method.contains('/')).then_some(service)
 }
 
-/// Sends `request` to `upstream` and returns its response as soon as its headers arrive.
+/// Sends `request` to `upstream` and returns its response as soon as its headers arrive; an
+/// invalid `grpc-status-details-bin` is dropped from its trailers (or trailers-only headers).
 async fn forward(
     upstream: &Upstream,
     request: Request<UpstreamBody>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let request = upstream_request(upstream, request)?;
-    let response = upstream.send(request).await?;
-    Ok(response.map(|body| body.map_err(Into::into).boxed_unsync()))
+    let mut response = upstream.send(request).await?;
+    status::sanitize_details(response.headers_mut());
+    let sanitized = |mut frame: http_body::Frame<bytes::Bytes>| {
+        if let Some(trailers) = frame.trailers_mut() {
+            status::sanitize_details(trailers);
+        }
+        frame
+    };
+    Ok(response.map(|body| body.map_frame(sanitized).map_err(Into::into).boxed_unsync()))
 }
 
 /// The client's request re-addressed to `upstream`: same method, path, metadata (including
@@ -204,7 +212,7 @@ fn tag_trailers_only(mut response: Response<ResponseBody>) -> Response<ResponseB
 pub(super) fn grpc_error(code: Code, message: &str) -> Response<ResponseBody> {
     let mut response = Response::new(super::failure::full(bytes::Bytes::new()));
     let headers = response.headers_mut();
-    *headers = status_headers(code, message);
+    status::insert_status(headers, code, message);
     headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/grpc"),
@@ -213,22 +221,11 @@ pub(super) fn grpc_error(code: Code, message: &str) -> Response<ResponseBody> {
     response
 }
 
-/// `grpc-status` and the percent-encoded `grpc-message`.
-fn status_headers(code: Code, message: &str) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert("grpc-status", http::HeaderValue::from(code as i32));
-    let encoded =
-        percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC)
-            .to_string();
-    if let Ok(v) = http::HeaderValue::from_str(&encoded) {
-        headers.insert("grpc-message", v);
-    }
-    headers
-}
-
 /// The trailers that end a call with `error`.
 fn status_trailers(error: &GatewayError) -> HeaderMap {
-    status_headers(error.code, &error.message)
+    let mut trailers = HeaderMap::new();
+    status::insert_status(&mut trailers, error.code, &error.message);
+    trailers
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub(super) use super::failure::full;
 use super::failure::{Failure, JSON};
 use super::observe::RouteTag;
 use super::{Gateway, ResponseBody};
-use crate::error::GatewayError;
+use crate::error::{quoted, GatewayError};
 use crate::grpc::{metadata, timeout, Code};
 use crate::route::{Lookup, RoutePlan};
 use crate::snapshot::Snapshot;
@@ -138,7 +138,11 @@ impl Gateway {
         let client = match headers.get("grpc-timeout") {
             None => None,
             Some(v) => Some(v.to_str().ok().and_then(timeout::parse).ok_or_else(|| {
-                GatewayError::invalid_argument(format!("invalid Grpc-Timeout header {v:?}"))
+                let text = String::from_utf8_lossy(v.as_bytes());
+                GatewayError::invalid_argument(format!(
+                    "invalid Grpc-Timeout header {}",
+                    quoted(&text)
+                ))
             })?),
         };
         Ok(match (client, configured) {

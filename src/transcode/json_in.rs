@@ -10,14 +10,18 @@
 //!   inside are read by the reference deserialiser, which knows their JSON forms.
 //! - Each value is accepted by the same rules as prost-reflect's visitors (with protojson's
 //!   rules for numbers in strings, `strict_json.rs`), or refused. Where those rules are
-//!   involved (a float written as a string, an unknown enum name, a key given twice, base64
-//!   with stray trailing bits), the fast path declines and the caller runs the reference path,
-//!   which gives the answer, and the error message, that it always gave.
+//!   involved (a float written as a string, an unknown enum name, base64 with stray trailing
+//!   bits), the fast path declines and the caller runs the reference path, which gives the
+//!   answer, and the error message, that it always gave.
+//! - A key given twice (a field, a map key) is refused here outright, with the message and
+//!   position the reference path gives for it (`json_keys.rs`): a bitset of field indexes and
+//!   a few inline map keys per object keep that free of allocation for small objects.
 //!
 //! The `json_request` fuzz target compares the two paths on every input it tries, and
 //! `tests/json_in.rs` on the benchmark's bodies; the conformance corpus runs through both.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -28,6 +32,7 @@ use super::codec::{
     put_tag, put_varint, wire_type, Codec, Delimited, FieldCodec, Names, Scalar, Shape, ValueKind,
     LEN, MAX_FIELDS,
 };
+use super::json_keys::{duplicate_field, duplicate_map_key, EncodedKeys};
 use super::request::check_any_type_names;
 use super::strict_json::{is_json_integer, Strict};
 use crate::route::{BodyPlan, RoutePlan};
@@ -35,35 +40,37 @@ use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 
-/// Why the fast path declined a body: the reference path decides what it means.
+/// Why the fast path gave no frame.
 #[derive(Debug)]
-pub struct Declined(String);
-
-impl fmt::Display for Declined {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+pub enum Unencoded {
+    /// The reference path decides what the body means (why it was declined, for debugging).
+    Declined(String),
+    /// A key given twice: the body is refused, with the error the reference path gives too.
+    Refused(serde_json::Error),
 }
 
-impl std::error::Error for Declined {}
-
-impl serde::de::Error for Declined {
-    fn custom<T: fmt::Display>(msg: T) -> Self {
-        Declined(msg.to_string())
-    }
-}
+/// Bitset words for one message's fields, in [`MessageSeed::visit_map`].
+const SEEN_WORDS: usize = MAX_FIELDS / 64;
 
 /// The compiled encoder for one root message type and the message types it holds.
 #[derive(Debug)]
 pub struct JsonIn {
     codec: Codec,
+    root: Box<str>,
 }
 
 impl JsonIn {
     /// The encoder for `root`, or `None` when it or a message it holds is outside what the
     /// fast path handles.
     pub fn compile(root: &MessageDescriptor) -> Option<Arc<JsonIn>> {
-        Codec::compile(root).map(|codec| Arc::new(JsonIn { codec }))
+        let codec = Codec::compile(root)?;
+        let root = root.full_name().into();
+        Some(Arc::new(JsonIn { codec, root }))
+    }
+
+    /// The full name of the root message type.
+    pub fn root(&self) -> &str {
+        &self.root
     }
 
     /// The encoder for `plan`'s request bodies, where the fast path applies: a JSON body that
@@ -94,23 +101,28 @@ impl JsonIn {
     }
 
     /// Appends the fields of the root message that the JSON object in `body` holds to `out`,
-    /// or declines. `out` is left with unspecified contents when it declines.
+    /// or declines, or refuses. `out` is left with unspecified contents when it does not
+    /// succeed.
     pub fn encode(
         &self,
         body: &[u8],
         deny_unknown: bool,
         out: &mut Vec<u8>,
-    ) -> Result<(), Declined> {
+    ) -> Result<(), Unencoded> {
+        let refused = Cell::new(false);
         let mut de = serde_json::Deserializer::from_slice(body);
         let seed = MessageSeed {
             json: self,
             index: 0,
             deny_unknown,
+            refused: &refused,
             out,
         };
-        seed.deserialize(&mut de)
-            .map_err(|e| Declined(e.to_string()))?;
-        de.end().map_err(|e| Declined(e.to_string()))
+        let read = seed.deserialize(&mut de).and_then(|()| de.end());
+        read.map_err(|e| match refused.get() {
+            true => Unencoded::Refused(e),
+            false => Unencoded::Declined(e.to_string()),
+        })
     }
 
     /// Like [`JsonIn::encode`], the root message being the value of field `number` (a
@@ -121,7 +133,7 @@ impl JsonIn {
         body: &[u8],
         deny_unknown: bool,
         out: &mut Vec<u8>,
-    ) -> Result<(), Declined> {
+    ) -> Result<(), Unencoded> {
         put_tag(out, number, LEN);
         let len = Delimited::open(out);
         self.encode(body, deny_unknown, out)?;
@@ -132,11 +144,13 @@ impl JsonIn {
 
 // --- reading JSON ------------------------------------------------------------------------
 
-/// A JSON object into the fields of message `index`, appended to `out`.
+/// A JSON object into the fields of message `index`, appended to `out`. `refused` is set
+/// when a key given twice refuses the body (rather than declining it).
 struct MessageSeed<'a> {
     json: &'a JsonIn,
     index: usize,
     deny_unknown: bool,
+    refused: &'a Cell<bool>,
     out: &'a mut Vec<u8>,
 }
 
@@ -157,9 +171,17 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let codec = &self.json.codec.messages[self.index];
-        let mut seen = [0u64; MAX_FIELDS / 64];
+        let mut seen = [0u64; SEEN_WORDS];
         let mut oneofs = 0u64;
-        while let Some(key) = map.next_key_seed(KeySeed(&codec.names))? {
+        loop {
+            let keys = KeySeed {
+                names: &codec.names,
+                seen: &mut seen,
+                refused: self.refused,
+            };
+            let Some(key) = map.next_key_seed(keys)? else {
+                break;
+            };
             let Some(i) = key else {
                 if self.deny_unknown {
                     return Err(A::Error::custom("unknown field"));
@@ -167,16 +189,12 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
-            let (word, bit) = (i / 64, 1u64 << (i % 64));
-            if seen[word] & bit != 0 {
-                return Err(A::Error::custom("field given twice"));
-            }
-            seen[word] |= bit;
             let field = &codec.fields[i];
             let present = map.next_value_seed(FieldSeed {
                 json: self.json,
                 field,
                 deny_unknown: self.deny_unknown,
+                refused: self.refused,
                 out: &mut *self.out,
             })?;
             if let (true, Some(o)) = (present, field.oneof) {
@@ -190,8 +208,13 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
     }
 }
 
-/// An object key into its field's index, `None` for a name the message does not have.
-struct KeySeed<'a>(&'a Names);
+/// An object key into its field's index, `None` for a name the message does not have; a
+/// field named before (by either of its names) refuses the body.
+struct KeySeed<'a> {
+    names: &'a Names,
+    seen: &'a mut [u64; SEEN_WORDS],
+    refused: &'a Cell<bool>,
+}
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = Option<usize>;
@@ -209,7 +232,16 @@ impl Visitor<'_> for KeySeed<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.0.get(v).map(|i| i as usize))
+        let Some(i) = self.names.get(v).map(|i| i as usize) else {
+            return Ok(None);
+        };
+        let (word, bit) = (i / 64, 1u64 << (i % 64));
+        if self.seen[word] & bit != 0 {
+            self.refused.set(true);
+            return Err(E::custom(duplicate_field(v)));
+        }
+        self.seen[word] |= bit;
+        Ok(Some(i))
     }
 }
 
@@ -218,6 +250,7 @@ struct FieldSeed<'a> {
     json: &'a JsonIn,
     field: &'a FieldCodec,
     deny_unknown: bool,
+    refused: &'a Cell<bool>,
     out: &'a mut Vec<u8>,
 }
 
@@ -257,12 +290,14 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
             json,
             field,
             deny_unknown,
+            refused,
             out,
         } = self;
         let value = ValueWriter {
             json,
             kind: &field.kind,
             deny_unknown,
+            refused,
         };
         match &field.shape {
             Shape::Single => value.single(d, field.number, field.implicit, out)?,
@@ -289,6 +324,7 @@ struct ValueWriter<'a> {
     json: &'a JsonIn,
     kind: &'a ValueKind,
     deny_unknown: bool,
+    refused: &'a Cell<bool>,
 }
 
 impl ValueWriter<'_> {
@@ -340,6 +376,7 @@ impl ValueWriter<'_> {
                     json: self.json,
                     index: *index,
                     deny_unknown: self.deny_unknown,
+                    refused: self.refused,
                     out: &mut *out,
                 }
                 .deserialize(d)?;
@@ -349,8 +386,11 @@ impl ValueWriter<'_> {
             }
             ValueKind::WellKnown(desc) => {
                 let options = DeserializeOptions::new().deny_unknown_fields(self.deny_unknown);
-                let message =
-                    DynamicMessage::deserialize_with_options(desc.clone(), Strict(d), &options)?;
+                let message = DynamicMessage::deserialize_with_options(
+                    desc.clone(),
+                    Strict::new(d, desc),
+                    &options,
+                )?;
                 if desc.full_name() == "google.protobuf.Any" {
                     check_any_type_names(&message).map_err(D::Error::custom)?;
                 }
@@ -456,7 +496,8 @@ impl<'de> Visitor<'de> for ListSeed<'_, '_> {
     }
 }
 
-/// A map field: one entry message (key 1, value 2) per JSON key.
+/// A map field: one entry message (key 1, value 2) per JSON key; a key given twice (by value)
+/// refuses the body.
 struct MapSeed<'a, 'o> {
     key: &'a ValueKind,
     value: ValueWriter<'a>,
@@ -473,10 +514,16 @@ impl<'de> Visitor<'de> for MapSeed<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let out = self.out;
+        let mut keys = EncodedKeys::default();
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             put_tag(out, self.number, LEN);
             let entry = Delimited::open(out);
+            let start = out.len();
             put_map_key(self.key, &key, out).map_err(A::Error::custom)?;
+            if !keys.insert(&out[start..]) {
+                self.value.refused.set(true);
+                return Err(A::Error::custom(duplicate_map_key(&key)));
+            }
             put_tag(out, 2, wire_type(self.value.kind));
             map.next_value_seed(ValueWriterSeed(self.value, &mut *out))?;
             entry.close(out);

@@ -10,7 +10,7 @@ use prost_reflect::{
 use super::options::JsonOptions;
 use super::request::parent_mut;
 use super::scalar;
-use crate::error::GatewayError;
+use crate::error::{quoted, GatewayError};
 use crate::route::field_path::find_field;
 
 /// Applies every query parameter to `message`.
@@ -23,15 +23,17 @@ pub fn apply(
     let mut seen: Vec<Vec<u32>> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let key = decode_component(raw_key).map_err(|e| {
-            GatewayError::invalid_argument(format!("query parameter {raw_key:?}: {e}"))
-        })?;
-        let value = decode_component(raw_value)
-            .map_err(|e| GatewayError::invalid_argument(format!("query parameter {key:?}: {e}")))?;
+        let key = decode_component(raw_key).map_err(|e| invalid(raw_key, &e))?;
+        let value = decode_component(raw_value).map_err(|e| invalid(&key, &e))?;
         apply_one(message, &key, &value, bound, options, &mut seen)
-            .map_err(|e| GatewayError::invalid_argument(format!("query parameter {key:?}: {e}")))?;
+            .map_err(|e| invalid(&key, &e))?;
     }
     Ok(())
+}
+
+/// A refused query parameter, named by its key.
+fn invalid(key: &str, reason: &str) -> GatewayError {
+    GatewayError::invalid_argument(format!("query parameter {}: {reason}", quoted(key)))
 }
 
 /// One query key or value: `+` is a space, `%XX` escapes are decoded, and the result must be

@@ -6,10 +6,11 @@ use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
 };
 
+use super::json_in::Unencoded;
 use super::options::JsonOptions;
 use super::strict_json::Strict;
 use super::{query, scalar};
-use crate::error::GatewayError;
+use crate::error::{clipped, quoted, GatewayError};
 use crate::grpc::frame;
 use crate::route::{BodyPlan, FieldPath, RoutePlan};
 
@@ -39,7 +40,8 @@ pub fn build_request(
 
 /// The request frame through the route's direct JSON-to-wire encoder ([`JsonIn`]), with the
 /// path variables and query parameters encoded after the body. `None` when the route has no
-/// such encoder or it declines the body: the reference path then decides.
+/// such encoder or it declines the body: the reference path then decides. A body it refuses
+/// (a key given twice) is refused as the reference path refuses it.
 ///
 /// [`JsonIn`]: super::JsonIn
 pub fn fast_request(
@@ -63,8 +65,10 @@ pub fn fast_request(
         }
         _ => json_in.encode(input.body, deny, &mut out),
     };
-    if encoded.is_err() {
-        return Ok(None);
+    match encoded {
+        Ok(()) => {}
+        Err(Unencoded::Declined(_)) => return Ok(None),
+        Err(Unencoded::Refused(e)) => return Err(invalid_body(json_in.root(), &e)),
     }
     let query = input
         .query
@@ -150,17 +154,35 @@ fn parse_json(
     let mut de = serde_json::Deserializer::from_slice(body);
     let message = DynamicMessage::deserialize_with_options(
         desc.clone(),
-        Strict(&mut de),
+        Strict::new(&mut de, desc),
         &options.deserialize(),
     )
     .and_then(|m| de.end().map(|()| m))
-    .map_err(|e| {
-        GatewayError::invalid_argument(format!("invalid JSON body for {}: {e}", desc.full_name()))
-    })?;
+    .map_err(|e| invalid_body(desc.full_name(), &e))?;
     if plan.input_holds_any {
         check_any_type_names(&message)?;
     }
     Ok(message)
+}
+
+/// A JSON body refused by serde_json or a visitor: the message says where, and repeats at most
+/// [`clipped`]'s share of the input.
+pub(super) fn invalid_body(type_name: &str, error: &serde_json::Error) -> GatewayError {
+    GatewayError::invalid_argument(format!(
+        "invalid JSON body for {type_name}: {}",
+        json_error(error)
+    ))
+}
+
+/// A serde_json error's text, its message clipped and its position kept.
+fn json_error(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    if error.line() == 0 {
+        return clipped(&text);
+    }
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    let message = text.strip_suffix(&position).unwrap_or(&text);
+    format!("{}{position}", clipped(message))
 }
 
 /// Refuses an `Any` (at any depth, inside other `Any`s too) whose type URL names its type
@@ -197,7 +219,8 @@ fn check_any(any: &DynamicMessage) -> Result<(), GatewayError> {
     let name = url.rsplit('/').next().unwrap_or_default();
     if name.starts_with('.') {
         return Err(GatewayError::invalid_argument(format!(
-            "invalid Any type URL {url:?}: the type name may not start with \".\""
+            "invalid Any type URL {}: the type name may not start with \".\"",
+            quoted(&url)
         )));
     }
     let Some(packed) = any.descriptor().parent_pool().get_message_by_name(name) else {
@@ -304,8 +327,9 @@ fn fill_patch_mask(
     if has_paths || is_blank(body) {
         return Ok(());
     }
-    let json: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| GatewayError::invalid_argument(format!("invalid JSON body: {e}")))?;
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        GatewayError::invalid_argument(format!("invalid JSON body: {}", json_error(&e)))
+    })?;
     let mut paths = Vec::new();
     if let serde_json::Value::Object(object) = &json {
         mask_paths(&body_type, object, "", &mut paths)
@@ -334,8 +358,13 @@ fn mask_paths(
     paths: &mut Vec<String>,
 ) -> Result<(), String> {
     for (key, value) in object {
-        let field = crate::route::field_path::find_field(desc, key)
-            .ok_or_else(|| format!("could not find field {key:?} in {}", desc.full_name()))?;
+        let field = crate::route::field_path::find_field(desc, key).ok_or_else(|| {
+            format!(
+                "could not find field {} in {}",
+                quoted(key),
+                desc.full_name()
+            )
+        })?;
         let path = format!("{prefix}{}", field.name());
         match (field.kind(), value) {
             (Kind::Message(m), serde_json::Value::Object(inner))

@@ -4,6 +4,8 @@
 use base64::Engine;
 use prost_reflect::{DynamicMessage, EnumDescriptor, Kind, MessageDescriptor, Value};
 
+use crate::error::{clipped, quoted};
+
 /// Parses `raw` as a value of `kind`. The error says what was expected.
 pub fn parse(kind: &Kind, raw: &str) -> Result<Value, String> {
     match kind {
@@ -32,7 +34,7 @@ fn parse_float(raw: &str) -> Result<f64, String> {
             .parse::<f64>()
             .ok()
             .filter(|f| f.is_finite())
-            .ok_or_else(|| format!("{raw:?} is not a number")),
+            .ok_or_else(|| format!("{} is not a number", quoted(raw))),
     }
 }
 
@@ -41,13 +43,13 @@ fn to_f32(f: f64, raw: &str) -> Result<f32, String> {
     let single = f as f32;
     match single.is_finite() || !f.is_finite() {
         true => Ok(single),
-        false => Err(format!("{raw:?} is out of range for float")),
+        false => Err(format!("{} is out of range for float", quoted(raw))),
     }
 }
 
 fn parse_int<T: std::str::FromStr>(raw: &str, type_name: &str) -> Result<T, String> {
     raw.parse::<T>()
-        .map_err(|_| format!("{raw:?} is not a valid {type_name}"))
+        .map_err(|_| format!("{} is not a valid {type_name}", quoted(raw)))
 }
 
 /// Go's `strconv.ParseBool`, which grpc-gateway uses.
@@ -55,7 +57,7 @@ fn parse_bool(raw: &str) -> Result<bool, String> {
     match raw {
         "true" | "True" | "TRUE" | "t" | "T" | "1" => Ok(true),
         "false" | "False" | "FALSE" | "f" | "F" | "0" => Ok(false),
-        _ => Err(format!("{raw:?} is not a bool")),
+        _ => Err(format!("{} is not a bool", quoted(raw))),
     }
 }
 
@@ -72,7 +74,7 @@ pub fn parse_bytes(raw: &str) -> Result<Vec<u8>, String> {
         .collect();
     base64::engine::general_purpose::STANDARD_NO_PAD
         .decode(normalised)
-        .map_err(|e| format!("{raw:?} is not base64: {e}"))
+        .map_err(|e| format!("{} is not base64: {e}", quoted(raw)))
 }
 
 fn parse_enum(e: &EnumDescriptor, raw: &str) -> Result<i32, String> {
@@ -82,13 +84,13 @@ fn parse_enum(e: &EnumDescriptor, raw: &str) -> Result<i32, String> {
     raw.parse::<i32>()
         .ok()
         .filter(|n| e.get_value(*n).is_some())
-        .ok_or_else(|| format!("{raw:?} is not a value of enum {}", e.full_name()))
+        .ok_or_else(|| format!("{} is not a value of enum {}", quoted(raw), e.full_name()))
 }
 
 fn parse_message(m: &MessageDescriptor, raw: &str) -> Result<DynamicMessage, String> {
     match m.full_name() {
         "google.protobuf.Duration" => {
-            from_json(m, &quoted(raw)).or_else(|e| go_duration(m, raw).ok_or(e))
+            from_json(m, &json_string(raw)).or_else(|e| go_duration(m, raw).ok_or(e))
         }
         "google.protobuf.FieldMask" => Ok(field_mask(m, raw)),
         "google.protobuf.Timestamp" => {
@@ -114,7 +116,7 @@ fn field_mask(m: &MessageDescriptor, raw: &str) -> DynamicMessage {
     message
 }
 
-fn quoted(raw: &str) -> String {
+fn json_string(raw: &str) -> String {
     serde_json::Value::String(raw.to_string()).to_string()
 }
 
@@ -174,9 +176,11 @@ fn wrapper(m: &MessageDescriptor, raw: &str) -> Result<DynamicMessage, String> {
 
 fn from_json(m: &MessageDescriptor, json: &str) -> Result<DynamicMessage, String> {
     let mut de = serde_json::Deserializer::from_str(json);
-    let message = DynamicMessage::deserialize(m.clone(), &mut de)
-        .map_err(|e| format!("{json} is not a valid {}: {e}", m.full_name()))?;
-    de.end().map_err(|e| e.to_string())?;
+    let message = DynamicMessage::deserialize(m.clone(), &mut de).map_err(|e| {
+        let json = quoted(json);
+        clipped(&format!("{json} is not a valid {}: {e}", m.full_name()))
+    })?;
+    de.end().map_err(|e| clipped(&e.to_string()))?;
     Ok(message)
 }
 

@@ -10,10 +10,18 @@
 //! [`Strict`] wraps the serde deserialiser given to prost-reflect: every string a number
 //! visitor is about to read is checked first (visitors are recognised by what they say they
 //! expect), every other value passes through untouched.
+//!
+//! It also refuses keys given twice, as protojson does (prost-reflect keeps the last value):
+//! it follows the message type down the body ([`Expect`]) and records each object's keys as
+//! they are read ([`Keys`], `json_keys.rs`).
 
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+use prost_reflect::MessageDescriptor;
+use serde::de::{DeserializeSeed, Deserializer, EnumAccess, Error, MapAccess, SeqAccess, Visitor};
+
+use super::json_keys::{Expect, Keys};
+use crate::error::quoted;
 
 /// A number field's type, as its visitor names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,29 +113,191 @@ fn check<'de, V: Visitor<'de>, E: Error>(visitor: &V, s: &str) -> Result<(), E> 
         return Ok(());
     }
     match number_visitor(visitor) {
-        Some(number) if !allowed(number, s) => Err(E::custom(format!("invalid number {s:?}"))),
+        Some(number) if !allowed(number, s) => {
+            Err(E::custom(format!("invalid number {}", quoted(s))))
+        }
         _ => Ok(()),
     }
 }
 
-/// A deserialiser whose number visitors see only strings protojson accepts.
-pub struct Strict<D>(pub D);
+/// A deserialiser whose number visitors see only strings protojson accepts, and whose objects
+/// are checked for keys given twice ([`json_keys`](super::json_keys)).
+pub struct Strict<D> {
+    de: D,
+    expect: Expect,
+}
+
+impl<D> Strict<D> {
+    /// `de`, about to read a message of type `desc` (a well-known type included).
+    pub fn new(de: D, desc: &MessageDescriptor) -> Self {
+        Strict {
+            de,
+            expect: Expect::of_message(desc),
+        }
+    }
+
+    fn split<V>(self, inner: V) -> (D, StrictVisitor<V>) {
+        let visitor = StrictVisitor {
+            inner,
+            expect: self.expect,
+        };
+        (self.de, visitor)
+    }
+}
 
 /// A visitor, checked.
-struct StrictVisitor<V>(V);
+struct StrictVisitor<V> {
+    inner: V,
+    expect: Expect,
+}
 
 /// A seed whose deserialiser is wrapped too.
-struct StrictSeed<S>(S);
+struct StrictSeed<S> {
+    inner: S,
+    expect: Expect,
+}
 
-struct StrictMap<A>(A);
+/// An object: its keys are recorded as they are read, and each value is wrapped with what it
+/// is expected to be.
+struct StrictMap<A> {
+    map: A,
+    keys: Keys,
+    next: Expect,
+}
 
-struct StrictSeq<A>(A);
+struct StrictSeq<A> {
+    seq: A,
+    element: Expect,
+}
 
-macro_rules! forward_deserialize {
-    ($($method:ident),* $(,)?) => {
+/// The seed, deserialiser and visitor of an object key: they record it, refusing it when it
+/// was given before, and say what its value is.
+struct KeySeed<'k, S> {
+    inner: S,
+    keys: &'k mut Keys,
+    next: &'k mut Expect,
+}
+
+struct KeyDe<'k, D> {
+    de: D,
+    keys: &'k mut Keys,
+    next: &'k mut Expect,
+}
+
+struct KeyVisitor<'k, V> {
+    inner: V,
+    keys: &'k mut Keys,
+    next: &'k mut Expect,
+}
+
+impl<'k, D> KeyDe<'k, D> {
+    fn split<V>(self, inner: V) -> (D, KeyVisitor<'k, V>) {
+        let visitor = KeyVisitor {
+            inner,
+            keys: self.keys,
+            next: self.next,
+        };
+        (self.de, visitor)
+    }
+}
+
+/// The `Deserializer` methods of a wrapper whose `split` gives the wrapped deserialiser and
+/// the visitor, wrapped in turn.
+macro_rules! forward_deserializer {
+    () => {
+        forward_deserializer!(
+            @plain
+            deserialize_any,
+            deserialize_bool,
+            deserialize_i8,
+            deserialize_i16,
+            deserialize_i32,
+            deserialize_i64,
+            deserialize_u8,
+            deserialize_u16,
+            deserialize_u32,
+            deserialize_u64,
+            deserialize_f32,
+            deserialize_f64,
+            deserialize_char,
+            deserialize_str,
+            deserialize_string,
+            deserialize_bytes,
+            deserialize_byte_buf,
+            deserialize_option,
+            deserialize_unit,
+            deserialize_seq,
+            deserialize_map,
+            deserialize_identifier,
+            deserialize_ignored_any,
+        );
+
+        fn deserialize_unit_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            let (de, visitor) = self.split(visitor);
+            de.deserialize_unit_struct(name, visitor)
+        }
+
+        fn deserialize_newtype_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            let (de, visitor) = self.split(visitor);
+            de.deserialize_newtype_struct(name, visitor)
+        }
+
+        fn deserialize_tuple<V: Visitor<'de>>(
+            self,
+            len: usize,
+            visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            let (de, visitor) = self.split(visitor);
+            de.deserialize_tuple(len, visitor)
+        }
+
+        fn deserialize_tuple_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            len: usize,
+            visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            let (de, visitor) = self.split(visitor);
+            de.deserialize_tuple_struct(name, len, visitor)
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            fields: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            let (de, visitor) = self.split(visitor);
+            de.deserialize_struct(name, fields, visitor)
+        }
+
+        fn deserialize_enum<V: Visitor<'de>>(
+            self,
+            name: &'static str,
+            variants: &'static [&'static str],
+            visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            let (de, visitor) = self.split(visitor);
+            de.deserialize_enum(name, variants, visitor)
+        }
+
+        fn is_human_readable(&self) -> bool {
+            self.de.is_human_readable()
+        }
+    };
+    (@plain $($method:ident),* $(,)?) => {
         $(
             fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-                self.0.$method(StrictVisitor(visitor))
+                let (de, visitor) = self.split(visitor);
+                de.$method(visitor)
             }
         )*
     };
@@ -136,159 +306,139 @@ macro_rules! forward_deserialize {
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Strict<D> {
     type Error = D::Error;
 
-    forward_deserialize!(
-        deserialize_any,
-        deserialize_bool,
-        deserialize_i8,
-        deserialize_i16,
-        deserialize_i32,
-        deserialize_i64,
-        deserialize_u8,
-        deserialize_u16,
-        deserialize_u32,
-        deserialize_u64,
-        deserialize_f32,
-        deserialize_f64,
-        deserialize_char,
-        deserialize_str,
-        deserialize_string,
-        deserialize_bytes,
-        deserialize_byte_buf,
-        deserialize_option,
-        deserialize_unit,
-        deserialize_seq,
-        deserialize_map,
-        deserialize_identifier,
-        deserialize_ignored_any,
-    );
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.0.deserialize_unit_struct(name, StrictVisitor(visitor))
-    }
-
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.0
-            .deserialize_newtype_struct(name, StrictVisitor(visitor))
-    }
-
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.0.deserialize_tuple(len, StrictVisitor(visitor))
-    }
-
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.0
-            .deserialize_tuple_struct(name, len, StrictVisitor(visitor))
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        self.0
-            .deserialize_struct(name, fields, StrictVisitor(visitor))
-    }
-
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Self::Error> {
-        // Enums are not read through serde's enum model by prost-reflect: passed on as is.
-        self.0.deserialize_enum(name, variants, visitor)
-    }
-
-    fn is_human_readable(&self) -> bool {
-        self.0.is_human_readable()
-    }
+    forward_deserializer!();
 }
 
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for KeyDe<'_, D> {
+    type Error = D::Error;
+
+    forward_deserializer!();
+}
+
+/// `Visitor` methods passed on to `self.inner` untouched.
 macro_rules! forward_visit {
     ($($method:ident: $t:ty),* $(,)?) => {
         $(
             fn $method<E: Error>(self, v: $t) -> Result<Self::Value, E> {
-                self.0.$method(v)
+                self.inner.$method(v)
             }
         )*
+    };
+}
+
+/// The `Visitor` methods both wrappers pass on untouched.
+macro_rules! forward_visit_plain {
+    () => {
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.inner.expecting(f)
+        }
+
+        forward_visit!(
+            visit_bool: bool,
+            visit_i64: i64,
+            visit_i128: i128,
+            visit_u64: u64,
+            visit_u128: u128,
+            visit_f64: f64,
+            visit_char: char,
+            visit_bytes: &[u8],
+            visit_borrowed_bytes: &'de [u8],
+            visit_byte_buf: Vec<u8>,
+        );
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            self.inner.visit_none()
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            self.inner.visit_unit()
+        }
+
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
+            self.inner.visit_enum(data)
+        }
     };
 }
 
 impl<'de, V: Visitor<'de>> Visitor<'de> for StrictVisitor<V> {
     type Value = V::Value;
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.expecting(f)
-    }
-
-    forward_visit!(
-        visit_bool: bool,
-        visit_i64: i64,
-        visit_i128: i128,
-        visit_u64: u64,
-        visit_u128: u128,
-        visit_f64: f64,
-        visit_char: char,
-        visit_bytes: &[u8],
-        visit_borrowed_bytes: &'de [u8],
-        visit_byte_buf: Vec<u8>,
-    );
+    forward_visit_plain!();
 
     fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
-        check(&self.0, v)?;
-        self.0.visit_str(v)
+        check(&self.inner, v)?;
+        self.inner.visit_str(v)
     }
 
     fn visit_borrowed_str<E: Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        check(&self.0, v)?;
-        self.0.visit_borrowed_str(v)
+        check(&self.inner, v)?;
+        self.inner.visit_borrowed_str(v)
     }
 
     fn visit_string<E: Error>(self, v: String) -> Result<Self::Value, E> {
-        check(&self.0, &v)?;
-        self.0.visit_string(v)
-    }
-
-    fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
-        self.0.visit_none()
-    }
-
-    fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
-        self.0.visit_unit()
+        check(&self.inner, &v)?;
+        self.inner.visit_string(v)
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        self.0.visit_some(Strict(d))
+        let expect = self.expect;
+        self.inner.visit_some(Strict { de: d, expect })
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        self.0.visit_newtype_struct(Strict(d))
+        let expect = self.expect;
+        self.inner.visit_newtype_struct(Strict { de: d, expect })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        self.0.visit_seq(StrictSeq(seq))
+        let element = self.expect.element();
+        self.inner.visit_seq(StrictSeq { seq, element })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        self.0.visit_map(StrictMap(map))
+        let keys = self.expect.keys();
+        self.inner.visit_map(StrictMap {
+            map,
+            keys,
+            next: Expect::Other,
+        })
+    }
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for KeyVisitor<'_, V> {
+    type Value = V::Value;
+
+    forward_visit_plain!();
+
+    fn visit_str<E: Error>(self, v: &str) -> Result<Self::Value, E> {
+        *self.next = self.keys.check(v).map_err(E::custom)?;
+        self.inner.visit_str(v)
+    }
+
+    fn visit_borrowed_str<E: Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        *self.next = self.keys.check(v).map_err(E::custom)?;
+        self.inner.visit_borrowed_str(v)
+    }
+
+    fn visit_string<E: Error>(self, v: String) -> Result<Self::Value, E> {
+        *self.next = self.keys.check(&v).map_err(E::custom)?;
+        self.inner.visit_string(v)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.inner.visit_some(d)
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.inner.visit_newtype_struct(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.inner.visit_seq(seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.inner.visit_map(map)
     }
 }
 
@@ -296,7 +446,20 @@ impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for StrictSeed<S> {
     type Value = S::Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        self.0.deserialize(Strict(d))
+        let expect = self.expect;
+        self.inner.deserialize(Strict { de: d, expect })
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for KeySeed<'_, S> {
+    type Value = S::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        self.inner.deserialize(KeyDe {
+            de: d,
+            keys: self.keys,
+            next: self.next,
+        })
     }
 }
 
@@ -307,18 +470,26 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for StrictMap<A> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Self::Error> {
-        self.0.next_key_seed(seed)
+        self.map.next_key_seed(KeySeed {
+            inner: seed,
+            keys: &mut self.keys,
+            next: &mut self.next,
+        })
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(
         &mut self,
         seed: S,
     ) -> Result<S::Value, Self::Error> {
-        self.0.next_value_seed(StrictSeed(seed))
+        let expect = std::mem::take(&mut self.next);
+        self.map.next_value_seed(StrictSeed {
+            inner: seed,
+            expect,
+        })
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.0.size_hint()
+        self.map.size_hint()
     }
 }
 
@@ -329,11 +500,14 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for StrictSeq<A> {
         &mut self,
         seed: S,
     ) -> Result<Option<S::Value>, Self::Error> {
-        self.0.next_element_seed(StrictSeed(seed))
+        self.seq.next_element_seed(StrictSeed {
+            inner: seed,
+            expect: self.element.clone(),
+        })
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.0.size_hint()
+        self.seq.size_hint()
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 
 use super::connect::Connector;
 use super::endpoint::Endpoint;
-use super::UpstreamOptions;
+use super::{Unreachable, UpstreamOptions};
 
 /// An upstream URL, parsed: the scheme and its `host:port` entries.
 #[derive(Debug, Clone)]
@@ -82,7 +82,7 @@ impl Target {
     }
 
     /// Every address the entries stand for now, sorted and without duplicates.
-    async fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
+    async fn resolve(&self) -> Result<Vec<SocketAddr>, Unreachable> {
         let mut addrs = Vec::new();
         for entry in &self.entries {
             match entry.ip {
@@ -90,14 +90,20 @@ impl Target {
                 None => addrs.extend(
                     tokio::net::lookup_host((entry.host.as_str(), entry.port))
                         .await
-                        .map_err(|e| format!("cannot resolve {}: {e}", entry.host))?,
+                        .map_err(|e| {
+                            let detail = format!("cannot resolve {}: {e}", entry.host);
+                            Unreachable::new("name resolution failed", detail)
+                        })?,
                 ),
             }
         }
         addrs.sort();
         addrs.dedup();
         match addrs.is_empty() {
-            true => Err("its name resolves to no address".into()),
+            true => Err(Unreachable::new(
+                "its name resolves to no address",
+                "its name resolves to no address".into(),
+            )),
             false => Ok(addrs),
         }
     }
@@ -158,7 +164,7 @@ impl EndpointSet {
 
     /// The endpoints now, resolving them first on the first call. A first resolution that
     /// fails is an error for this request and is tried again by the next one.
-    pub async fn current(self: &Arc<Self>) -> Result<Arc<Vec<Arc<Endpoint>>>, String> {
+    pub async fn current(self: &Arc<Self>) -> Result<Arc<Vec<Arc<Endpoint>>>, Unreachable> {
         self.started.get_or_try_init(|| self.start()).await?;
         Ok(self.endpoints.load_full())
     }
@@ -168,7 +174,7 @@ impl EndpointSet {
         self.endpoints.load_full()
     }
 
-    async fn start(self: &Arc<Self>) -> Result<(), String> {
+    async fn start(self: &Arc<Self>) -> Result<(), Unreachable> {
         let addrs = self.resolve().await?;
         self.update(&addrs);
         if !self.target.is_static() {
@@ -177,10 +183,13 @@ impl EndpointSet {
         Ok(())
     }
 
-    async fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
+    async fn resolve(&self) -> Result<Vec<SocketAddr>, Unreachable> {
         tokio::time::timeout(self.resolve_timeout, self.target.resolve())
             .await
-            .map_err(|_| format!("name resolution took over {:?}", self.resolve_timeout))?
+            .map_err(|_| {
+                let detail = format!("name resolution took over {:?}", self.resolve_timeout);
+                Unreachable::new("name resolution timed out", detail)
+            })?
     }
 
     /// Keeps the endpoints still resolved (with their connections and health), adds the new

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use super::body::{Load, UpstreamResponseBody};
 use super::connect::{Connector, Driver};
 use super::random::random_below;
-use super::{ConnectionCounts, EndpointStatus, UpstreamBody};
+use super::{ConnectionCounts, EndpointStatus, Unreachable, UpstreamBody};
 
 /// A connection slot's state, for the connection metrics.
 const IDLE: u8 = 0;
@@ -32,7 +32,7 @@ pub(super) enum SendFailure {
     /// connection could be opened (the endpoint is down), not when one was found closed.
     Unsent {
         request: Box<Request<UpstreamBody>>,
-        error: String,
+        error: Unreachable,
         refused: bool,
     },
     /// The request was, or may have been, sent to `addr`: it must not be repeated.
@@ -145,7 +145,10 @@ impl Endpoint {
             Err(mut e) => match e.take_message() {
                 Some(request) => Err(SendFailure::Unsent {
                     request: Box::new(request),
-                    error: format!("the connection to {} closed", self.addr),
+                    error: Unreachable::new(
+                        "the connection closed",
+                        format!("the connection to {} closed", self.addr),
+                    ),
                     refused: false,
                 }),
                 None => Err(SendFailure::Sent {
@@ -158,7 +161,7 @@ impl Endpoint {
 
     /// A connection to send on: the next slot's, round robin. When that one is being opened
     /// by another request, an open one is used instead of waiting for it.
-    async fn connection(self: &Arc<Self>) -> Result<SendRequest<UpstreamBody>, String> {
+    async fn connection(self: &Arc<Self>) -> Result<SendRequest<UpstreamBody>, Unreachable> {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         if self.slots[index].state.load(Ordering::Relaxed) == CONNECTING {
             if let Some(sender) = self.any_open() {
@@ -176,7 +179,10 @@ impl Endpoint {
     }
 
     /// The slot's connection, opened now if it has none or its last one closed.
-    async fn open(self: &Arc<Self>, index: usize) -> Result<SendRequest<UpstreamBody>, String> {
+    async fn open(
+        self: &Arc<Self>,
+        index: usize,
+    ) -> Result<SendRequest<UpstreamBody>, Unreachable> {
         let slot = &self.slots[index];
         let mut held = slot.sender.lock().await;
         if let Some(sender) = held.as_ref().filter(|s| !s.is_closed()) {
@@ -195,9 +201,9 @@ impl Endpoint {
             }
             Err(e) => {
                 attempt.finish(FAILED);
-                tracing::debug!(upstream = %self.connector.label(), endpoint = %self.addr, error = %e.0, "upstream connection failed");
+                tracing::debug!(upstream = %self.connector.label(), endpoint = %self.addr, error = %e, "upstream connection failed");
                 self.mark_unhealthy();
-                Err(e.0)
+                Err(e)
             }
         }
     }

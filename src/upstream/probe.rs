@@ -24,7 +24,7 @@ impl Upstream {
     /// serving. Every endpoint is asked, healthy or not, so that readiness also notices one
     /// that came back; the error names each endpoint's problem.
     pub async fn probe(&self) -> Result<(), String> {
-        let endpoints = self.endpoints.current().await?;
+        let endpoints = self.endpoints.current().await.map_err(|e| e.to_string())?;
         let probes = endpoints.iter().map(|e| self.probe_endpoint(e));
         let results = futures_util::future::join_all(probes).await;
         if results.iter().any(Result::is_ok) {
@@ -55,7 +55,7 @@ impl Upstream {
                     refused,
                 }) => {
                     if refused {
-                        return Err(error);
+                        return Err(error.to_string());
                     }
                     request = *returned;
                 }

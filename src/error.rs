@@ -1,15 +1,19 @@
-//! The one table from every failure to an HTTP status and a `google.rpc.Status` JSON body.
+//! The one error type, and the one table from every failure to an HTTP status and a
+//! `google.rpc.Status` JSON body.
 //!
-//! Every error the gateway answers with, its own or the upstream's, passes through
-//! [`GatewayError`]: a gRPC code, a message that says what was wrong and where, and the
-//! upstream's `details` when there are any. The HTTP status is derived from the code by
-//! [`http_status`], never chosen ad hoc.
+//! Every error the gateway answers with, its own or the upstream's, in every protocol, is a
+//! [`GatewayError`]: a gRPC code, a message that says what was wrong and where, whose fault
+//! it was ([`ErrorSource`]), and what the upstream sent with it when it came from there
+//! ([`ErrorExtra`]). The HTTP status is derived from the code by [`http_status`], never chosen
+//! ad hoc; the code for an upstream's HTTP answer, stream reset or broken frame is chosen
+//! here too. `server::respond` writes it for each protocol.
 //!
 //! A message may repeat what the client sent, but never more than [`ECHO_LIMIT`] bytes of
 //! one input: [`quoted`] cuts it, and [`clipped`] bounds a library's message that repeats
 //! input of its own accord. An answer cannot be made larger than its request this way.
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::grpc::Code;
 
@@ -22,6 +26,61 @@ pub struct GatewayError {
     pub details: Vec<Box<serde_json::value::RawValue>>,
     /// Overrides the status derived from `code` (405, 413, 415 have no exact gRPC code).
     pub http_status: Option<StatusCode>,
+    /// Whose fault it was.
+    pub source: ErrorSource,
+    /// The rarer parts, boxed to keep `Result<_, GatewayError>` small.
+    pub extra: Option<Box<ErrorExtra>>,
+}
+
+/// Whose fault an error was: the client's request, the gateway itself, or the upstream (its
+/// answer, or reaching it). A label on the metrics and a field of the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    Client,
+    Gateway,
+    Upstream,
+}
+
+impl ErrorSource {
+    /// The label value: `client`, `gateway` or `upstream`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorSource::Client => "client",
+            ErrorSource::Gateway => "gateway",
+            ErrorSource::Upstream => "upstream",
+        }
+    }
+
+    /// Whose fault an error of `code` is unless said otherwise: a request the gateway
+    /// refuses is the client's, an unreachable or slow upstream is the upstream's, and
+    /// anything internal is the gateway's.
+    fn of(code: Code) -> ErrorSource {
+        match code {
+            Code::InvalidArgument
+            | Code::NotFound
+            | Code::OutOfRange
+            | Code::FailedPrecondition
+            | Code::Unauthenticated
+            | Code::PermissionDenied
+            | Code::AlreadyExists
+            | Code::Cancelled => ErrorSource::Client,
+            Code::Unavailable | Code::DeadlineExceeded => ErrorSource::Upstream,
+            _ => ErrorSource::Gateway,
+        }
+    }
+}
+
+/// What an error carries besides its code and message.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorExtra {
+    /// The upstream's serialized `google.rpc.Status`, rendered into `details` for REST.
+    pub status_details: Option<Bytes>,
+    /// The upstream's response headers (metadata) with its error.
+    pub upstream_headers: Option<HeaderMap>,
+    /// The upstream's trailers (metadata) with its error.
+    pub upstream_trailers: Option<HeaderMap>,
+    /// The `Allow` header of a 405.
+    pub allow: Option<HeaderValue>,
 }
 
 impl GatewayError {
@@ -31,7 +90,43 @@ impl GatewayError {
             message: message.into(),
             details: Vec::new(),
             http_status: None,
+            source: ErrorSource::of(code),
+            extra: None,
         }
+    }
+
+    /// An error the upstream caused: a broken or unexpected answer, or a failed call.
+    pub fn upstream(code: Code, message: impl Into<String>) -> Self {
+        Self::new(code, message).from_source(ErrorSource::Upstream)
+    }
+
+    /// The same error, blamed on `source`.
+    pub fn from_source(mut self, source: ErrorSource) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// An upstream's own error status, with what came with it.
+    pub fn upstream_status(
+        code: Code,
+        message: String,
+        status_details: Option<Bytes>,
+        headers: HeaderMap,
+        trailers: HeaderMap,
+    ) -> Self {
+        let mut error = Self::new(code, message).from_source(ErrorSource::Upstream);
+        error.extra = Some(Box::new(ErrorExtra {
+            status_details,
+            upstream_headers: Some(headers),
+            upstream_trailers: Some(trailers),
+            allow: None,
+        }));
+        error
+    }
+
+    /// The upstream's serialized `google.rpc.Status`, if it sent one.
+    pub fn status_details(&self) -> Option<&Bytes> {
+        self.extra.as_ref()?.status_details.as_ref()
     }
 
     pub fn invalid_argument(message: impl Into<String>) -> Self {
@@ -53,6 +148,17 @@ impl GatewayError {
         )
     }
 
+    /// 405 with `Allow` listing the methods that match `path`.
+    pub fn not_allowed(method: &http::Method, path: &str, allowed: &[http::Method]) -> Self {
+        let list: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();
+        let mut error = Self::method_not_allowed(method, path);
+        error.extra = Some(Box::new(ErrorExtra {
+            allow: HeaderValue::from_str(&list.join(", ")).ok(),
+            ..ErrorExtra::default()
+        }));
+        error
+    }
+
     pub fn method_not_allowed(method: &http::Method, path: &str) -> Self {
         Self::new(
             Code::Unimplemented,
@@ -63,6 +169,7 @@ impl GatewayError {
             ),
         )
         .with_status(StatusCode::METHOD_NOT_ALLOWED)
+        .from_source(ErrorSource::Client)
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
@@ -71,6 +178,7 @@ impl GatewayError {
             format!("request body exceeds the limit of {limit} bytes"),
         )
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        .from_source(ErrorSource::Client)
     }
 
     /// The JSON rendering of a response outgrew `--max-rendered-bytes`: the gateway's limit,
@@ -90,6 +198,7 @@ impl GatewayError {
             format!("request body not received within {limit:?}"),
         )
         .with_status(StatusCode::REQUEST_TIMEOUT)
+        .from_source(ErrorSource::Client)
     }
 
     pub fn with_status(mut self, status: StatusCode) -> Self {

@@ -21,6 +21,8 @@ pub struct RequestLabels {
     pub protocol: &'static str,
     pub status: u16,
     pub grpc_code: &'static str,
+    /// Whose fault an error was (`client`, `gateway`, `upstream`); empty for success.
+    pub error_source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -190,6 +192,7 @@ mod tests {
                 protocol: "rest",
                 status: 200,
                 grpc_code: "OK",
+                error_source: "",
             },
             0.002,
         );
@@ -199,7 +202,7 @@ mod tests {
         let _guard = m.start();
         let text = m.render();
         for needle in [
-            r#"protogate_requests_total{route="POST /skvps/locdata",protocol="rest",status="200",grpc_code="OK"} 1"#,
+            r#"protogate_requests_total{route="POST /skvps/locdata",protocol="rest",status="200",grpc_code="OK",error_source=""} 1"#,
             r#"protogate_request_duration_seconds_count{route="POST /skvps/locdata",protocol="rest"} 1"#,
             "protogate_requests_in_flight 1",
             r#"protogate_reloads_total{outcome="failure"} 1"#,

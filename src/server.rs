@@ -2,6 +2,7 @@
 //! upstreams, and the REST handler.
 
 mod admin;
+mod body;
 mod call;
 mod call_clock;
 mod connection;
@@ -9,23 +10,22 @@ mod cors;
 mod detect;
 mod dispatch;
 mod docs;
-mod failure;
 mod framing;
 mod grpc_web;
 mod listen;
 mod observe;
 mod passthrough;
 mod reflection;
+mod respond;
 mod rest;
 mod streaming;
+mod tags;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::header::HeaderName;
-use http_body_util::combinators::UnsyncBoxBody;
 
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
@@ -39,10 +39,7 @@ pub use docs::DocsSettings;
 pub use listen::{serve, serve_tls};
 pub(crate) use reflection::ReflectionCache;
 
-/// Errors carried by streamed bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body of every response the gateway sends.
-pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+pub use body::{BoxError, ResponseBody};
 
 /// Request handling settings that do not change with the descriptors.
 #[derive(Debug, Clone)]

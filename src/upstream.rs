@@ -288,7 +288,7 @@ impl Upstream {
             "upstream call failed"
         );
         let code = crate::error::code_from_reset(crate::error::h2_reset(error));
-        GatewayError::new(code, format!("service {service} failed the call: {chain}"))
+        GatewayError::upstream(code, format!("service {service} failed the call: {chain}"))
     }
 }
 

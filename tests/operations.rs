@@ -63,9 +63,9 @@ async fn healthz_and_metrics_count_requests() {
         .starts_with("text/plain"));
     let text = String::from_utf8_lossy(&metrics.body).to_string();
     for needle in [
-        r#"protogate_requests_total{route="POST /skvps/locdata",protocol="rest",status="200",grpc_code="OK"} 2"#,
-        r#"protogate_requests_total{route="unmatched",protocol="rest",status="404",grpc_code="NOT_FOUND"} 1"#,
-        r#"protogate_requests_total{route="/healthz",protocol="rest",status="200",grpc_code="OK"} 1"#,
+        r#"protogate_requests_total{route="POST /skvps/locdata",protocol="rest",status="200",grpc_code="OK",error_source=""} 2"#,
+        r#"protogate_requests_total{route="unmatched",protocol="rest",status="404",grpc_code="NOT_FOUND",error_source="client"} 1"#,
+        r#"protogate_requests_total{route="/healthz",protocol="rest",status="200",grpc_code="OK",error_source=""} 1"#,
         r#"protogate_request_duration_seconds_count{route="POST /skvps/locdata",protocol="rest"} 2"#,
         "protogate_requests_in_flight 1",
         &format!(

@@ -462,7 +462,7 @@ async fn native_calls_are_counted_by_method() {
     let metrics = get(&format!("{}/metrics", f.gw.base)).await;
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(
-        text.contains(r#"protogate_requests_total{route="/testapi.v1.Relay/Say",protocol="grpc",status="200",grpc_code="OK"} 1"#),
+        text.contains(r#"protogate_requests_total{route="/testapi.v1.Relay/Say",protocol="grpc",status="200",grpc_code="OK",error_source=""} 1"#),
         "{text}"
     );
     assert!(!text.contains("Relay/Nope"), "{text}");

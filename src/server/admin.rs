@@ -14,8 +14,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use super::failure::full;
-use super::observe::RouteTag;
+use super::body::full;
+use super::tags::RouteTag;
 use super::{Gateway, ResponseBody};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

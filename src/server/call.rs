@@ -8,7 +8,6 @@ use http::header::{HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 
-use super::failure::{Failure, FailureExtra};
 use crate::error::{code_from_upstream_http, GatewayError};
 use crate::grpc::frame::{Decoder, Frame, FrameError};
 use crate::grpc::status::Status;
@@ -49,7 +48,7 @@ pub async fn unary(
     metadata: HeaderMap,
     deadline: Option<Duration>,
     limit: usize,
-) -> Result<UnaryReply, Failure> {
+) -> Result<UnaryReply, GatewayError> {
     let response = start(upstream, plan, body, metadata, deadline).await?;
     read_reply(response, limit, plan).await
 }
@@ -104,18 +103,21 @@ async fn read_reply(
     response: Response<UpstreamResponseBody>,
     limit: usize,
     plan: &RoutePlan,
-) -> Result<UnaryReply, Failure> {
+) -> Result<UnaryReply, GatewayError> {
     let (parts, body) = response.into_parts();
     if trailers_only(&parts.headers, plan)? {
-        return Err(no_message(plan).into());
+        return Err(no_message(plan));
     }
     check_grpc_response(parts.status, &parts.headers)?;
     let (message, trailers) = read_single(body, limit, &parts.headers, plan).await?;
     let status = Status::from_headers(&trailers).ok_or_else(|| {
-        GatewayError::internal(format!(
-            "upstream ended {} without a grpc-status",
-            plan.method_name()
-        ))
+        GatewayError::upstream(
+            Code::Internal,
+            format!(
+                "upstream ended {} without a grpc-status",
+                plan.method_name()
+            ),
+        )
     })?;
     if status.code != Code::Ok {
         return Err(status_failure(status, parts.headers, trailers));
@@ -130,7 +132,7 @@ async fn read_reply(
 
 /// Whether the response is trailers-only (its status in the headers): `Err` for an error
 /// status, `Ok(true)` for OK (which carries no message).
-pub fn trailers_only(headers: &HeaderMap, _plan: &RoutePlan) -> Result<bool, Failure> {
+pub fn trailers_only(headers: &HeaderMap, _plan: &RoutePlan) -> Result<bool, GatewayError> {
     match Status::from_headers(headers) {
         None => Ok(false),
         Some(status) if status.code == Code::Ok => Ok(true),
@@ -146,13 +148,13 @@ pub fn check_grpc_response(status: StatusCode, headers: &HeaderMap) -> Result<()
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if status != StatusCode::OK {
-        return Err(GatewayError::new(
+        return Err(GatewayError::upstream(
             code_from_upstream_http(status),
             format!("upstream answered HTTP {status} ({content_type:?}), not gRPC"),
         ));
     }
     if !content_type.starts_with("application/grpc") {
-        return Err(GatewayError::new(
+        return Err(GatewayError::upstream(
             Code::Unknown,
             format!("upstream answered with content-type {content_type:?}, not gRPC"),
         ));
@@ -160,23 +162,24 @@ pub fn check_grpc_response(status: StatusCode, headers: &HeaderMap) -> Result<()
     Ok(())
 }
 
-pub fn status_failure(status: Status, headers: HeaderMap, trailers: HeaderMap) -> Failure {
-    Failure {
-        error: GatewayError::new(status.code, status.message),
-        extra: Some(Box::new(FailureExtra {
-            details: status.details,
-            upstream_headers: Some(headers),
-            upstream_trailers: Some(trailers),
-            allow: None,
-        })),
-    }
+pub fn status_failure(status: Status, headers: HeaderMap, trailers: HeaderMap) -> GatewayError {
+    GatewayError::upstream_status(
+        status.code,
+        status.message,
+        status.details,
+        headers,
+        trailers,
+    )
 }
 
 pub fn no_message(plan: &RoutePlan) -> GatewayError {
-    GatewayError::internal(format!(
-        "upstream sent no response message for unary method {}",
-        plan.method_name()
-    ))
+    GatewayError::upstream(
+        Code::Internal,
+        format!(
+            "upstream sent no response message for unary method {}",
+            plan.method_name()
+        ),
+    )
 }
 
 /// Reads a unary response: at most one message (a second one fails the call at once, so an
@@ -208,10 +211,13 @@ async fn read_single(
 }
 
 fn several_messages(plan: &RoutePlan) -> GatewayError {
-    GatewayError::internal(format!(
-        "upstream sent several response messages for unary method {}",
-        plan.method_name()
-    ))
+    GatewayError::upstream(
+        Code::Internal,
+        format!(
+            "upstream sent several response messages for unary method {}",
+            plan.method_name()
+        ),
+    )
 }
 
 pub fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, GatewayError> {
@@ -230,7 +236,7 @@ pub fn frame_error(error: FrameError) -> GatewayError {
         FrameError::TooLarge { .. } => Code::ResourceExhausted,
         _ => Code::Internal,
     };
-    GatewayError::new(code, format!("upstream response: {error}"))
+    GatewayError::upstream(code, format!("upstream response: {error}"))
 }
 
 /// A stream reset or broken connection mid-response, mapped as the gRPC spec maps
@@ -238,5 +244,5 @@ pub fn frame_error(error: FrameError) -> GatewayError {
 pub fn stream_error(error: &hyper::Error) -> GatewayError {
     let text = crate::upstream::error_chain(error);
     let code = crate::error::code_from_reset(crate::error::h2_reset(error));
-    GatewayError::new(code, format!("upstream response failed: {text}"))
+    GatewayError::upstream(code, format!("upstream response failed: {text}"))
 }

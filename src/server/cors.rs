@@ -79,7 +79,7 @@ impl CorsPolicy {
             return None;
         }
         let origin = headers.get(ORIGIN)?;
-        let mut response = Response::new(super::failure::full(bytes::Bytes::new()));
+        let mut response = Response::new(super::body::full(bytes::Bytes::new()));
         self.vary(response.headers_mut(), true);
         let Some(allowed) = self.allow(origin) else {
             *response.status_mut() = StatusCode::FORBIDDEN;

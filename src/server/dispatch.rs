@@ -8,8 +8,9 @@ use http::header::{CONTENT_TYPE, ORIGIN};
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 
-use super::passthrough::grpc_error;
+use super::respond;
 use super::{Gateway, ResponseBody};
+use crate::error::GatewayError;
 use crate::grpc::Code;
 
 /// The protocol a request speaks, from its content type.
@@ -65,10 +66,12 @@ impl Gateway {
         peer: SocketAddr,
     ) -> Response<ResponseBody> {
         match classify(request.headers()) {
-            Protocol::Grpc if request.version() < http::Version::HTTP_2 => grpc_error(
-                Code::Unimplemented,
-                "gRPC needs HTTP/2; over HTTP/1.1 use gRPC-Web (application/grpc-web)",
-            ),
+            Protocol::Grpc if request.version() < http::Version::HTTP_2 => {
+                respond::grpc(&GatewayError::new(
+                    Code::Unimplemented,
+                    "gRPC needs HTTP/2; over HTTP/1.1 use gRPC-Web (application/grpc-web)",
+                ))
+            }
             Protocol::Grpc => self.handle_grpc(request).await,
             Protocol::GrpcWeb => self.handle_grpc_web(request).await,
             Protocol::Rest => self.handle_rest(request, peer).await,

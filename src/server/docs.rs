@@ -15,8 +15,8 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 
-use super::failure::full;
-use super::observe::RouteTag;
+use super::body::full;
+use super::tags::RouteTag;
 use super::{Gateway, ResponseBody};
 use crate::snapshot::Snapshot;
 use crate::transcode::JsonOptions;

@@ -28,9 +28,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use self::text::{Refusal, WebBody};
-use super::passthrough::grpc_error;
+use super::respond;
 use super::{BoxError, Gateway, ResponseBody};
 use crate::error::quoted;
+use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
 
 /// The content types `tonic-web` translates (it passes anything else through untouched,
@@ -176,7 +177,8 @@ fn unsupported(headers: &HeaderMap) -> Response<ResponseBody> {
         "content-type {} is not supported; use application/grpc-web(-text)[+proto]",
         quoted(&content_type)
     );
-    let mut response = grpc_error(Code::Internal, &message);
+    let error = GatewayError::new(Code::Internal, message).from_source(ErrorSource::Client);
+    let mut response = respond::grpc_web(&error);
     *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
     response
 }
@@ -211,11 +213,11 @@ impl Service<Request<tonic::body::Body>> for Passthrough {
                 return Ok(gateway.passthrough(request).await);
             };
             if let Some(reason) = refusal.get() {
-                return Ok(grpc_error(Code::InvalidArgument, reason));
+                return Ok(respond::grpc_web(&GatewayError::invalid_argument(reason)));
             }
             let response = gateway.passthrough(request).await;
             Ok(match refusal.get() {
-                Some(reason) => grpc_error(Code::InvalidArgument, reason),
+                Some(reason) => respond::grpc_web(&GatewayError::invalid_argument(reason)),
                 None => response.map(|body| {
                     unsized_body(Refusable {
                         body: Some(body),

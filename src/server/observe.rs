@@ -1,6 +1,7 @@
 //! The edge of every request: admission (the concurrency limit), the request id, the access
-//! log line, and the metrics. Handlers tag their responses with the route they matched and
-//! the gRPC code they ended with; everything else is measured here.
+//! log line, and the metrics. Handlers tag their responses with the route they matched and,
+//! for errors, the code and whose fault it was ([`super::tags`]); everything else is measured
+//! here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,27 +11,19 @@ use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::connection::{Connection, Outgoing};
 use super::dispatch::{classify, Protocol};
-use super::failure::error_response;
 use super::framing;
+use super::respond;
+use super::tags::{ErrorTag, RouteTag};
 use super::{Gateway, ResponseBody};
-use crate::error::GatewayError;
+use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
 use crate::metrics::RequestLabels;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The route a response was served by, for metrics and logs.
-#[derive(Debug, Clone)]
-pub struct RouteTag(pub Arc<str>);
-
-/// The gRPC code a response ended with (when it is not OK).
-#[derive(Debug, Clone, Copy)]
-pub struct CodeTag(pub Code);
 
 impl Gateway {
     /// Serves one request end to end: admitted or refused, handled, measured and logged.
@@ -46,7 +39,7 @@ impl Gateway {
         let permits = self.admit(connection);
         let _in_flight = self.metrics.start();
         let response = match framing::refusal(request.version(), request.headers()) {
-            Some(refusal) => closing(error_response(&refusal)),
+            Some(refusal) => closing(respond::rest_plain(&refusal)),
             None => match (&permits, self.admin_response(&request).await) {
                 (_, Some(admin)) => admin,
                 (Err(refusal), None) => overloaded(protocol, refusal),
@@ -83,12 +76,13 @@ impl Gateway {
         let route = extensions
             .get::<RouteTag>()
             .map_or_else(|| Arc::from("unmatched"), |r| r.0.clone());
-        let code = extensions.get::<CodeTag>().map_or(Code::Ok, |c| c.0);
+        let error = extensions.get::<ErrorTag>();
         RequestLabels {
             route,
             protocol: protocol_name(protocol),
             status: response.status().as_u16(),
-            grpc_code: code.name(),
+            grpc_code: error.map_or(Code::Ok, |e| e.code).name(),
+            error_source: error.map_or("", |e| e.source.name()),
         }
     }
 
@@ -162,14 +156,15 @@ fn new_request_id() -> HeaderValue {
 fn overloaded(protocol: Protocol, message: &str) -> Response<ResponseBody> {
     let mut response = match protocol {
         Protocol::Grpc | Protocol::GrpcWeb => {
-            super::passthrough::grpc_error(Code::Unavailable, message)
+            respond::grpc(&GatewayError::unavailable(message).from_source(ErrorSource::Gateway))
         }
-        Protocol::Rest => error_response(&GatewayError::unavailable(message)),
+        Protocol::Rest => respond::rest_plain(
+            &GatewayError::unavailable(message).from_source(ErrorSource::Gateway),
+        ),
     };
     response
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    response.extensions_mut().insert(CodeTag(Code::Unavailable));
     response
 }
 
@@ -191,7 +186,7 @@ fn reserve_unsent(
         "earlier responses on this connection are still unread; read them first",
     )
     .with_status(http::StatusCode::SERVICE_UNAVAILABLE);
-    let mut refused = error_response(&error);
+    let mut refused = respond::rest_plain(&error);
     if let Some(route) = response.extensions().get::<RouteTag>() {
         refused.extensions_mut().insert(route.clone());
     }
@@ -223,6 +218,7 @@ fn access_log(
         protocol = labels.protocol,
         status = labels.status,
         grpc_code = labels.grpc_code,
+        error_source = labels.error_source,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
     );
 }

@@ -13,9 +13,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::call_clock::{CallClock, Counted, Timed};
-use super::observe::{CodeTag, RouteTag};
+use super::respond;
+use super::tags::{ErrorTag, RouteTag};
 use super::{reflection, Gateway, ResponseBody};
-use crate::error::{quoted, GatewayError};
+use crate::error::{quoted, ErrorSource, GatewayError};
 use crate::grpc::status::{self, Status};
 use crate::grpc::{timeout, Code};
 use crate::snapshot::GrpcMethod;
@@ -53,7 +54,7 @@ impl Gateway {
         let snapshot = self.snapshot();
         let Some(service) = service_of(request.uri().path()) else {
             let message = format!("{} is not a gRPC method path", quoted(request.uri().path()));
-            return grpc_error(Code::Unimplemented, &message);
+            return respond::grpc(&GatewayError::new(Code::Unimplemented, message));
         };
         if reflection::is_reflection(service) {
             return reflection::serve(&snapshot, request).await;
@@ -63,7 +64,7 @@ impl Gateway {
             .and_then(|index| self.upstream(index));
         let Some(upstream) = upstream else {
             let message = format!("unknown service {}", quoted(service));
-            return grpc_error(Code::Unimplemented, &message);
+            return respond::grpc(&GatewayError::new(Code::Unimplemented, message));
         };
         let method = snapshot.grpc_methods.get(request.uri().path()).cloned();
         let clock = self.call_clock(method.as_ref());
@@ -71,15 +72,14 @@ impl Gateway {
         let mut response = tokio::select! {
             response = self.forward_within_deadline(upstream, request) => response,
             expiry = clock.expired() => {
-                let error = expiry.error();
-                grpc_error(error.code, &error.message)
+                respond::grpc(&expiry.error())
             }
         };
         // Labelled by method when the descriptors have it: clients cannot grow the label set.
         if let Some(method) = method {
             response.extensions_mut().insert(RouteTag(method.label));
         }
-        response.map(|body| Timed::new(body, clock, status_trailers).boxed_unsync())
+        response.map(|body| Timed::new(body, clock, respond::status_trailers).boxed_unsync())
     }
 
     /// The clock of a call: the body limit when the method is known to take one message
@@ -117,10 +117,10 @@ impl Gateway {
         }
         match tokio::time::timeout(deadline, forward(upstream, request)).await {
             Ok(result) => forwarded(result),
-            Err(_) => grpc_error(
+            Err(_) => respond::grpc(&GatewayError::new(
                 Code::DeadlineExceeded,
-                &format!("deadline of {deadline:?} exceeded"),
-            ),
+                format!("deadline of {deadline:?} exceeded"),
+            )),
         }
     }
 }
@@ -130,7 +130,7 @@ const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 fn forwarded(result: Result<Response<ResponseBody>, GatewayError>) -> Response<ResponseBody> {
     match result {
         Ok(response) => tag_trailers_only(response),
-        Err(e) => grpc_error(e.code, &e.message),
+        Err(e) => respond::grpc(&e),
     }
 }
 
@@ -203,29 +203,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// after the response is measured and counts as OK there.
 fn tag_trailers_only(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
     if let Some(status) = Status::from_headers(response.headers()) {
-        response.extensions_mut().insert(CodeTag(status.code));
+        response.extensions_mut().insert(ErrorTag {
+            code: status.code,
+            source: ErrorSource::Upstream,
+        });
     }
     response
-}
-
-/// A trailers-only gRPC error response.
-pub(super) fn grpc_error(code: Code, message: &str) -> Response<ResponseBody> {
-    let mut response = Response::new(super::failure::full(bytes::Bytes::new()));
-    let headers = response.headers_mut();
-    status::insert_status(headers, code, message);
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    response.extensions_mut().insert(CodeTag(code));
-    response
-}
-
-/// The trailers that end a call with `error`.
-fn status_trailers(error: &GatewayError) -> HeaderMap {
-    let mut trailers = HeaderMap::new();
-    status::insert_status(&mut trailers, error.code, &error.message);
-    trailers
 }
 
 #[cfg(test)]
@@ -269,13 +252,5 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["authorization", "grpc-timeout", "x-custom-bin"]);
-    }
-
-    #[test]
-    fn own_errors_are_trailers_only_and_percent_encoded() {
-        let r = grpc_error(Code::Unavailable, "upstream down: 100%");
-        assert_eq!(r.headers()["grpc-status"], "14");
-        assert_eq!(r.headers()["grpc-message"], "upstream%20down%3A%20100%25");
-        assert_eq!(r.headers()["content-type"], "application/grpc");
     }
 }

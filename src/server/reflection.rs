@@ -11,9 +11,9 @@ use http_body_util::BodyExt;
 use tonic_reflection::server::Builder;
 use tower_service::Service;
 
-use super::passthrough::grpc_error;
+use super::respond;
 use super::ResponseBody;
-use crate::grpc::Code;
+use crate::error::GatewayError;
 use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamBody;
 
@@ -55,7 +55,7 @@ pub(super) async fn serve(
 ) -> Response<ResponseBody> {
     let reflection = match snapshot.reflection.0.get_or_init(|| build(snapshot)) {
         Ok(reflection) => reflection,
-        Err(e) => return grpc_error(Code::Internal, e),
+        Err(e) => return respond::grpc(&GatewayError::internal(e.clone())),
     };
     let v1 = request
         .uri()

@@ -13,10 +13,10 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+pub(super) use super::body::full;
 use super::call::{self, UnaryReply};
-pub(super) use super::failure::full;
-use super::failure::{Failure, JSON};
-use super::observe::RouteTag;
+use super::respond::{self, JSON};
+use super::tags::RouteTag;
 use super::{Gateway, ResponseBody};
 use crate::error::{quoted, GatewayError};
 use crate::grpc::{metadata, timeout, Code};
@@ -42,7 +42,7 @@ impl Gateway {
         let mut route = None;
         let mut response = match self.rest(&snapshot, request, peer, &mut route).await {
             Ok(response) => response,
-            Err(failure) => failure.response(&snapshot, &self.settings.json),
+            Err(error) => respond::rest(&error, &snapshot, &self.settings.json),
         };
         if let Some(label) = route {
             response.extensions_mut().insert(RouteTag(label));
@@ -56,19 +56,19 @@ impl Gateway {
         request: Request<Incoming>,
         peer: SocketAddr,
         route: &mut Option<Arc<str>>,
-    ) -> Result<Response<ResponseBody>, Failure> {
+    ) -> Result<Response<ResponseBody>, GatewayError> {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path();
         let (plan, vars) = match snapshot.routes.lookup(&parts.method, path) {
             Lookup::Found { value, vars, .. } => (value.clone(), vars),
             Lookup::MethodNotAllowed { allowed } => {
-                return Err(Failure::not_allowed(&parts.method, path, &allowed))
+                return Err(GatewayError::not_allowed(&parts.method, path, &allowed))
             }
             Lookup::NotFound if path == "/" && super::docs::is_read(&parts.method) => {
                 return Ok(self.landing_response(&parts.headers));
             }
-            Lookup::NotFound => return Err(GatewayError::not_found(path).into()),
-            Lookup::BadPath(message) => return Err(GatewayError::invalid_argument(message).into()),
+            Lookup::NotFound => return Err(GatewayError::not_found(path)),
+            Lookup::BadPath(message) => return Err(GatewayError::invalid_argument(message)),
         };
         *route = Some(plan.label.clone());
         let setup = self.call_setup(&parts, peer, &plan)?;
@@ -173,7 +173,7 @@ impl Gateway {
         plan: &RoutePlan,
         body: call::CallBody,
         setup: CallSetup,
-    ) -> Result<UnaryReply, Failure> {
+    ) -> Result<UnaryReply, GatewayError> {
         let upstream = self.upstream_of(plan)?;
         let limit = self.settings.max_response_bytes;
         let call = call::unary(upstream, plan, body, setup.headers, setup.deadline, limit);
@@ -181,7 +181,7 @@ impl Gateway {
             None => call.await,
             Some(d) => tokio::time::timeout(d, call)
                 .await
-                .unwrap_or_else(|_| Err(deadline_exceeded(d).into())),
+                .unwrap_or_else(|_| Err(deadline_exceeded(d))),
         }
     }
 
@@ -189,7 +189,7 @@ impl Gateway {
         &self,
         plan: &RoutePlan,
         reply: UnaryReply,
-    ) -> Result<Response<ResponseBody>, Failure> {
+    ) -> Result<Response<ResponseBody>, GatewayError> {
         let rendered = transcode::render_response(plan, &self.settings.json, reply.message)?;
         let (content_type, body) = match rendered {
             RenderedBody::Json(json) => (JSON, Bytes::from(json)),

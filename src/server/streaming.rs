@@ -20,9 +20,10 @@ use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::body::full;
 use super::call;
 use super::call_clock::{CallClock, Counted};
-use super::failure::{full, Failure};
+use super::respond;
 use super::rest::{content_type, deadline_exceeded, raw_content_type, CallSetup};
 use super::{BoxError, Gateway, ResponseBody};
 use crate::error::GatewayError;
@@ -51,7 +52,7 @@ impl Gateway {
         parts: Parts,
         body: Incoming,
         setup: CallSetup,
-    ) -> Result<Response<ResponseBody>, Failure> {
+    ) -> Result<Response<ResponseBody>, GatewayError> {
         let pump_error: PumpError = Arc::default();
         let clock = CallClock::new(None, self.settings.stream_idle_timeout);
         let request_body = match plan.method.is_client_streaming() {
@@ -64,9 +65,9 @@ impl Gateway {
         if !plan.method.is_server_streaming() {
             let reply = tokio::select! {
                 reply = self.call_unary(&plan, request_body, setup) => reply,
-                expiry = clock.expired() => Err(expiry.error().into()),
+                expiry = clock.expired() => Err(expiry.error()),
             };
-            let reply = reply.map_err(|f| pumped(&pump_error).map_or(f, Failure::from))?;
+            let reply = reply.map_err(|f| pumped(&pump_error).map_or(f, GatewayError::from))?;
             return self.success_response(&plan, reply);
         }
         let format = stream_format(&parts.headers, &plan);
@@ -87,7 +88,7 @@ impl Gateway {
         vars: &[String],
         parts: &Parts,
         body: Incoming,
-    ) -> Result<call::CallBody, Failure> {
+    ) -> Result<call::CallBody, GatewayError> {
         let body = self.read_body(body).await?;
         let input = RequestInput {
             body: &body,
@@ -104,7 +105,7 @@ impl Gateway {
         &self,
         snapshot: &Arc<Snapshot>,
         call: StreamCall,
-    ) -> Result<Response<ResponseBody>, Failure> {
+    ) -> Result<Response<ResponseBody>, GatewayError> {
         let StreamCall {
             plan,
             request_body,
@@ -218,7 +219,7 @@ fn empty_stream(format: StreamFormat, upstream: &HeaderMap) -> Response<Response
 /// What the upstream's response body yields next.
 enum Event {
     Message(Bytes),
-    End(Result<(), Failure>),
+    End(Result<(), GatewayError>),
 }
 
 /// A streaming call on its way to the upstream.
@@ -245,12 +246,12 @@ impl Events {
     async fn next(&mut self) -> Event {
         loop {
             match self.decoder.next_frame() {
-                Err(e) => return Event::End(Err(call::frame_error(e).into())),
+                Err(e) => return Event::End(Err(call::frame_error(e))),
                 Ok(Some(f)) => {
                     self.clock.message();
                     return match call::check_compression(f, &self.headers) {
                         Ok(f) => Event::Message(f.payload),
-                        Err(e) => Event::End(Err(e.into())),
+                        Err(e) => Event::End(Err(e)),
                     };
                 }
                 Ok(None) => {}
@@ -269,7 +270,7 @@ impl Events {
             };
             let frame = match frame {
                 Ok(frame) => frame,
-                Err(e) => return Event::End(Err(e.into())),
+                Err(e) => return Event::End(Err(e)),
             };
             match frame {
                 None => return self.ended_without_status(),
@@ -286,7 +287,7 @@ impl Events {
         match Status::from_headers(&trailers) {
             Some(status) if status.code == Code::Ok => match self.decoder.finish() {
                 Ok(()) => Event::End(Ok(())),
-                Err(e) => Event::End(Err(call::frame_error(e).into())),
+                Err(e) => Event::End(Err(call::frame_error(e))),
             },
             Some(status) => Event::End(Err(call::status_failure(
                 status,
@@ -298,14 +299,15 @@ impl Events {
     }
 
     fn ended_without_status(&self) -> Event {
-        self.failed(GatewayError::internal(
+        self.failed(GatewayError::upstream(
+            Code::Internal,
             "upstream ended the stream without a grpc-status",
         ))
     }
 
     /// A failure, unless the request pump failed first: then that is the real cause.
     fn failed(&self, error: GatewayError) -> Event {
-        Event::End(Err(pumped(&self.pump_error).unwrap_or(error).into()))
+        Event::End(Err(pumped(&self.pump_error).unwrap_or(error)))
     }
 }
 
@@ -324,7 +326,7 @@ impl Writer {
         first: Event,
         events: Events,
         upstream: &HeaderMap,
-    ) -> Result<Response<ResponseBody>, Failure> {
+    ) -> Result<Response<ResponseBody>, GatewayError> {
         let first_chunk = match first {
             Event::End(Err(failure)) => return Err(failure),
             Event::End(Ok(())) => return Ok(empty_stream(self.format, upstream)),
@@ -363,7 +365,7 @@ impl Writer {
         }
     }
 
-    fn render(&self, payload: Bytes) -> Result<(Bytes, HeaderValue), Failure> {
+    fn render(&self, payload: Bytes) -> Result<(Bytes, HeaderValue), GatewayError> {
         let format = self.format;
         match transcode::render_response(&self.plan, &self.json, payload)? {
             RenderedBody::Json(json) => Ok((
@@ -375,8 +377,8 @@ impl Writer {
     }
 
     /// The final error line; formats without one abort the body instead.
-    fn error_chunk(&self, failure: &Failure) -> Result<Frame<Bytes>, BoxError> {
-        let error = failure.rendered(&self.snapshot, &self.json);
+    fn error_chunk(&self, failure: &GatewayError) -> Result<Frame<Bytes>, BoxError> {
+        let error = respond::rendered(failure, &self.snapshot, &self.json);
         match self.format.error(&error.to_json()) {
             Some(chunk) => Ok(Frame::data(chunk)),
             None => Err(error.to_string().into()),

@@ -15,46 +15,61 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use super::body::full;
+use super::body::ResponseBody;
+use super::gateway::Gateway;
 use super::tags::RouteTag;
-use super::{Gateway, ResponseBody};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-impl Gateway {
-    /// The admin answer to `request`, if it is an admin request served on this port.
-    pub(super) async fn admin_response<B>(
-        &self,
-        request: &Request<B>,
-    ) -> Option<Response<ResponseBody>> {
-        if let Some(docs) = self.docs_response(request) {
-            return Some(docs);
-        }
-        if !self.settings.admin_on_main_port {
+/// An admin endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AdminPath {
+    Healthz,
+    Readyz,
+    Metrics,
+}
+
+impl AdminPath {
+    /// The admin endpoint `method` and `path` ask for, if any.
+    pub(crate) fn of(method: &Method, path: &str) -> Option<AdminPath> {
+        if !matches!(*method, Method::GET | Method::HEAD) {
             return None;
         }
-        self.admin(request).await
+        match path {
+            "/healthz" => Some(AdminPath::Healthz),
+            "/readyz" => Some(AdminPath::Readyz),
+            "/metrics" => Some(AdminPath::Metrics),
+            _ => None,
+        }
     }
 
-    async fn admin<B>(&self, request: &Request<B>) -> Option<Response<ResponseBody>> {
-        if !matches!(*request.method(), Method::GET | Method::HEAD) {
-            return None;
+    fn path(self) -> &'static str {
+        match self {
+            AdminPath::Healthz => "/healthz",
+            AdminPath::Readyz => "/readyz",
+            AdminPath::Metrics => "/metrics",
         }
-        let path = request.uri().path();
-        let response = match path {
-            "/healthz" => text(StatusCode::OK, "ok\n".into()),
-            "/readyz" => self.readiness().await,
-            "/metrics" => {
+    }
+}
+
+impl Gateway {
+    /// The answer of an admin endpoint.
+    pub(super) async fn admin(&self, path: AdminPath) -> Response<ResponseBody> {
+        let mut response = match path {
+            AdminPath::Healthz => text(StatusCode::OK, "ok\n".into()),
+            AdminPath::Readyz => self.readiness().await,
+            AdminPath::Metrics => {
                 self.record_connections();
                 let mut r = text(StatusCode::OK, self.metrics.render());
                 let ct = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
                 r.headers_mut().insert(CONTENT_TYPE, ct);
                 r
             }
-            _ => return None,
         };
-        let mut response = response;
-        response.extensions_mut().insert(RouteTag(Arc::from(path)));
-        Some(response)
+        response
+            .extensions_mut()
+            .insert(RouteTag(Arc::from(path.path())));
+        response
     }
 
     /// Copies the upstreams' connection counts into the metrics before they are rendered.
@@ -118,8 +133,11 @@ pub async fn serve_admin(
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                         let gateway = gateway.clone();
                         async move {
-                            let response = gateway.admin(&request).await;
-                            Ok::<_, std::convert::Infallible>(response.unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n".into())))
+                            let response = match AdminPath::of(request.method(), request.uri().path()) {
+                                Some(path) => gateway.admin(path).await,
+                                None => text(StatusCode::NOT_FOUND, "not found\n".into()),
+                            };
+                            Ok::<_, std::convert::Infallible>(response)
                         }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;

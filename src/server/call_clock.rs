@@ -22,7 +22,7 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::BoxError;
+use super::body::BoxError;
 use crate::error::GatewayError;
 use crate::grpc::Code;
 

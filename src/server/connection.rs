@@ -25,7 +25,7 @@ use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{BoxError, ResponseBody};
+use super::body::{BoxError, ResponseBody};
 
 /// The largest piece of response data handed to hyper at once: what one stalled stream can
 /// leave buffered below the gateway (hyper keeps one piece, h2 sends or queues one).

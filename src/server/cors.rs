@@ -15,7 +15,7 @@ use http::header::{
 };
 use http::{HeaderMap, Method, Response, StatusCode};
 
-use super::ResponseBody;
+use super::body::ResponseBody;
 
 /// Response headers a browser script may read. The gRPC status trio is what gRPC-Web clients
 /// need when a call fails trailers-only; `x-request-id`, `retry-after`, `allow` and

@@ -1,102 +1,204 @@
-//! Classify each request by protocol, then hand it to the code that speaks it: native gRPC
-//! (passthrough), gRPC-Web (translated, then passthrough), or REST (transcoded).
+//! Classify each request once, then hand it to the code that speaks its protocol: the admin
+//! endpoints, the API's documentation, a CORS preflight, REST (transcoded), native gRPC
+//! (passed through) or gRPC-Web (translated, then passed through). The Connect protocol and
+//! WebSocket upgrades will be two more kinds here. CORS headers are added here, and only here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header::{CONTENT_TYPE, ORIGIN};
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Method, Request, Response, Version};
 use hyper::body::Incoming;
 
+use super::admin::AdminPath;
+use super::body::ResponseBody;
+use super::docs::DocsPage;
+use super::gateway::{Gateway, Settings};
 use super::respond;
-use super::{Gateway, ResponseBody};
 use crate::error::GatewayError;
 use crate::grpc::Code;
 
-/// The protocol a request speaks, from its content type.
+/// What a request is, decided once at the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Kind {
+    /// `/healthz`, `/readyz` or `/metrics` on the serving port.
+    Admin(AdminPath),
+    /// `/openapi.json` or `/docs`.
+    Docs(DocsPage),
+    /// A CORS preflight, with `--cors-allow-origin` set.
+    Preflight,
+    Rest,
     /// `application/grpc`, `application/grpc+proto`, ...
     Grpc,
     /// `application/grpc-web`, `application/grpc-web+proto`, `application/grpc-web-text`, ...
     GrpcWeb,
-    /// Everything else.
+}
+
+impl Kind {
+    /// Answered even when the gateway is at its concurrency limit: probes, metrics and docs
+    /// must not fail with the load they are there to show.
+    pub(crate) fn bypasses_admission(self) -> bool {
+        matches!(self, Kind::Admin(_) | Kind::Docs(_) | Kind::Preflight)
+    }
+
+    /// The protocol label of the metrics.
+    pub(crate) fn protocol(self) -> Protocol {
+        match self {
+            Kind::Grpc => Protocol::Grpc,
+            Kind::GrpcWeb => Protocol::GrpcWeb,
+            _ => Protocol::Rest,
+        }
+    }
+}
+
+/// The protocol a request speaks, for the metrics and the error it gets when refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Grpc,
+    GrpcWeb,
     Rest,
 }
 
-/// Sorts a request by its `content-type`.
-pub fn classify(headers: &HeaderMap) -> Protocol {
+impl Protocol {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+            Protocol::Rest => "rest",
+        }
+    }
+}
+
+/// Sorts a request: the admin and documentation paths first (they win over routes), then
+/// preflights, then by `content-type`.
+pub(crate) fn classify<B>(request: &Request<B>, settings: &Settings) -> Kind {
+    let (method, path) = (request.method(), request.uri().path());
+    if let Some(admin) = AdminPath::of(method, path).filter(|_| settings.admin_on_main_port) {
+        return Kind::Admin(admin);
+    }
+    if let Some(page) = DocsPage::of(&settings.docs, method, path) {
+        return Kind::Docs(page);
+    }
+    if settings.cors.is_some() && is_preflight(method, request.headers()) {
+        return Kind::Preflight;
+    }
+    content_kind(request.headers())
+}
+
+fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::OPTIONS && headers.contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// REST, gRPC or gRPC-Web, by `content-type`.
+fn content_kind(headers: &HeaderMap) -> Kind {
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
     if media.starts_with("application/grpc-web") {
-        Protocol::GrpcWeb
+        Kind::GrpcWeb
     } else if media == "application/grpc" || media.starts_with("application/grpc+") {
-        Protocol::Grpc
+        Kind::Grpc
     } else {
-        Protocol::Rest
+        Kind::Rest
     }
 }
 
 impl Gateway {
-    /// Answers one request, whatever its protocol; never fails. With CORS on, preflights are
-    /// answered before any routing and every other answer gets its CORS headers here.
-    pub async fn handle(
+    /// Answers one request of `kind`; never fails. With CORS on, every answer but the admin
+    /// endpoints' and the docs page's gets its CORS headers here.
+    pub(super) async fn dispatch(
         self: &Arc<Self>,
+        kind: Kind,
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<ResponseBody> {
-        let Some(cors) = &self.settings.cors else {
-            return self.dispatch(request, peer).await;
-        };
-        if let Some(preflight) = cors.preflight(request.method(), request.headers()) {
-            return preflight;
-        }
         let origin = request.headers().get(ORIGIN).cloned();
-        let mut response = self.dispatch(request, peer).await;
-        cors.decorate(origin.as_ref(), response.headers_mut());
+        let mut response = match kind {
+            Kind::Admin(path) => return self.admin(path).await,
+            Kind::Docs(DocsPage::Page) => return self.docs(DocsPage::Page),
+            Kind::Docs(page) => self.docs(page),
+            Kind::Preflight => match self.preflight(&request) {
+                Some(preflight) => return preflight,
+                None => self.handle_rest(request, peer).await,
+            },
+            Kind::Grpc if request.version() < Version::HTTP_2 => grpc_over_http1(),
+            Kind::Grpc => self.handle_grpc(request).await,
+            Kind::GrpcWeb => self.handle_grpc_web(request).await,
+            Kind::Rest => self.handle_rest(request, peer).await,
+        };
+        if let Some(cors) = &self.settings.cors {
+            cors.decorate(origin.as_ref(), response.headers_mut());
+        }
         response
     }
+}
 
-    async fn dispatch(
-        self: &Arc<Self>,
-        request: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<ResponseBody> {
-        match classify(request.headers()) {
-            Protocol::Grpc if request.version() < http::Version::HTTP_2 => {
-                respond::grpc(&GatewayError::new(
-                    Code::Unimplemented,
-                    "gRPC needs HTTP/2; over HTTP/1.1 use gRPC-Web (application/grpc-web)",
-                ))
-            }
-            Protocol::Grpc => self.handle_grpc(request).await,
-            Protocol::GrpcWeb => self.handle_grpc_web(request).await,
-            Protocol::Rest => self.handle_rest(request, peer).await,
-        }
+impl Gateway {
+    fn preflight<B>(&self, request: &Request<B>) -> Option<Response<ResponseBody>> {
+        let cors = self.settings.cors.as_ref()?;
+        cors.preflight(request.method(), request.headers())
     }
+}
+
+fn grpc_over_http1() -> Response<ResponseBody> {
+    respond::grpc(&GatewayError::new(
+        Code::Unimplemented,
+        "gRPC needs HTTP/2; over HTTP/1.1 use gRPC-Web (application/grpc-web)",
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn kind(ct: &str) -> Protocol {
+    fn kind(ct: &str) -> Kind {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, ct.parse().unwrap());
-        classify(&h)
+        content_kind(&h)
+    }
+
+    fn kind_of(method: &str, path: &str, settings: &Settings) -> Kind {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap();
+        classify(&request, settings)
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(kind("application/grpc"), Protocol::Grpc);
-        assert_eq!(kind("application/grpc+proto"), Protocol::Grpc);
-        assert_eq!(kind("application/grpc-web"), Protocol::GrpcWeb);
-        assert_eq!(kind("application/grpc-web-text+proto"), Protocol::GrpcWeb);
-        assert_eq!(kind("application/grpcx"), Protocol::Rest);
-        assert_eq!(kind("application/json"), Protocol::Rest);
-        assert_eq!(classify(&HeaderMap::new()), Protocol::Rest);
+        assert_eq!(kind("application/grpc"), Kind::Grpc);
+        assert_eq!(kind("application/grpc+proto"), Kind::Grpc);
+        assert_eq!(kind("application/grpc-web"), Kind::GrpcWeb);
+        assert_eq!(kind("application/grpc-web-text+proto"), Kind::GrpcWeb);
+        assert_eq!(kind("application/grpcx"), Kind::Rest);
+        assert_eq!(kind("application/json"), Kind::Rest);
+        assert_eq!(content_kind(&HeaderMap::new()), Kind::Rest);
+    }
+
+    #[test]
+    fn admin_and_docs_paths_come_first() {
+        let settings = Settings::default();
+        assert_eq!(
+            kind_of("GET", "/healthz", &settings),
+            Kind::Admin(AdminPath::Healthz)
+        );
+        assert_eq!(kind_of("POST", "/healthz", &settings), Kind::Rest);
+        assert_eq!(
+            kind_of("GET", "/docs", &settings),
+            Kind::Docs(DocsPage::Page)
+        );
+        assert_eq!(
+            kind_of("GET", "/openapi.json", &settings),
+            Kind::Docs(DocsPage::Document)
+        );
+        let moved = Settings {
+            admin_on_main_port: false,
+            ..Settings::default()
+        };
+        assert_eq!(kind_of("GET", "/metrics", &moved), Kind::Rest);
     }
 }

@@ -13,11 +13,12 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 
 use super::body::full;
+use super::body::ResponseBody;
+use super::gateway::Gateway;
 use super::tags::RouteTag;
-use super::{Gateway, ResponseBody};
 use crate::snapshot::Snapshot;
 use crate::transcode::JsonOptions;
 
@@ -84,45 +85,56 @@ struct Rendered {
     page: Bytes,
 }
 
-enum Which {
+/// The documentation's two paths. The document gets CORS headers like the API (tools on
+/// allowed origins, an OpenAPI viewer say, may read it); the page does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DocsPage {
+    /// `/openapi.json`.
     Document,
+    /// `/docs`.
     Page,
+}
+
+impl DocsPage {
+    /// The documentation `method` and `path` ask for, if any.
+    pub(crate) fn of(settings: &DocsSettings, method: &Method, path: &str) -> Option<DocsPage> {
+        if !is_read(method) {
+            return None;
+        }
+        if settings.openapi_path.as_deref() == Some(path) {
+            Some(DocsPage::Document)
+        } else if settings.docs_path.as_deref() == Some(path) {
+            Some(DocsPage::Page)
+        } else {
+            None
+        }
+    }
 }
 
 impl Gateway {
     /// `/openapi.json` or `/docs`, if `request` asks for one of them.
-    pub(super) fn docs_response<B>(&self, request: &Request<B>) -> Option<Response<ResponseBody>> {
-        if !is_read(request.method()) {
-            return None;
-        }
-        let path = request.uri().path();
+    pub(super) fn docs(&self, which: DocsPage) -> Response<ResponseBody> {
         let docs = &self.settings.docs;
-        let which = if docs.openapi_path.as_deref() == Some(path) {
-            Which::Document
-        } else if docs.docs_path.as_deref() == Some(path) {
-            Which::Page
-        } else {
-            return None;
-        };
+        let path = match which {
+            DocsPage::Document => docs.openapi_path.as_deref(),
+            DocsPage::Page => docs.docs_path.as_deref(),
+        }
+        .unwrap_or_default();
         let snapshot = self.snapshot();
         let rendered = snapshot
             .openapi
             .0
             .get_or_init(|| render(&snapshot, &self.settings.json));
         let (body, content_type) = match which {
-            Which::Document => (rendered.json.clone(), "application/json"),
-            Which::Page => (rendered.page.clone(), "text/html; charset=utf-8"),
+            DocsPage::Document => (rendered.json.clone(), "application/json"),
+            DocsPage::Page => (rendered.page.clone(), "text/html; charset=utf-8"),
         };
         let mut response = Response::new(full(body));
         *response.status_mut() = StatusCode::OK;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        // Tools on allowed origins (an OpenAPI viewer, say) may read the document.
-        if let (Which::Document, Some(cors)) = (&which, &self.settings.cors) {
-            cors.decorate(request.headers().get(http::header::ORIGIN), headers);
-        }
-        if matches!(which, Which::Page) {
+        if which == DocsPage::Page {
             headers.insert(
                 http::header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(PAGE_POLICY),
@@ -133,7 +145,7 @@ impl Gateway {
             );
         }
         response.extensions_mut().insert(RouteTag(Arc::from(path)));
-        Some(response)
+        response
     }
 }
 

@@ -28,8 +28,9 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use self::text::{Refusal, WebBody};
+use super::body::{BoxError, ResponseBody};
+use super::gateway::Gateway;
 use super::respond;
-use super::{BoxError, Gateway, ResponseBody};
 use crate::error::quoted;
 use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;

@@ -15,9 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::body::BoxError;
 use super::connection::Connection;
 use super::detect::{closes_if_undetected, Detecting};
-use super::{BoxError, Gateway, Settings};
+use super::gateway::{Gateway, Settings};
 
 /// Time a client gets to complete the TLS handshake: a slow or silent one must not hold a
 /// task and a socket for long.

@@ -12,10 +12,12 @@ use http::{HeaderMap, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::body::ResponseBody;
 use super::call_clock::{CallClock, Counted, Timed};
+use super::gateway::Gateway;
+use super::reflection;
 use super::respond;
 use super::tags::{ErrorTag, RouteTag};
-use super::{reflection, Gateway, ResponseBody};
 use crate::error::{quoted, ErrorSource, GatewayError};
 use crate::grpc::status::{self, Status};
 use crate::grpc::{timeout, Code};

@@ -11,8 +11,8 @@ use http_body_util::BodyExt;
 use tonic_reflection::server::Builder;
 use tower_service::Service;
 
+use super::body::ResponseBody;
 use super::respond;
-use super::ResponseBody;
 use crate::error::GatewayError;
 use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamBody;

@@ -1,6 +1,6 @@
 //! The REST handler: match the route, assemble the request message, call the upstream, and
 //! render its answer (or the error) for the client. Streaming methods continue in
-//! [`super::streaming`].
+//! [`super::rest_stream`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,10 +14,11 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 pub(super) use super::body::full;
+use super::body::ResponseBody;
 use super::call::{self, UnaryReply};
+use super::gateway::Gateway;
 use super::respond::{self, JSON};
 use super::tags::RouteTag;
-use super::{Gateway, ResponseBody};
 use crate::error::{quoted, GatewayError};
 use crate::grpc::{metadata, timeout, Code};
 use crate::route::{Lookup, RoutePlan};

@@ -13,12 +13,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::body::ResponseBody;
 use super::connection::{Connection, Outgoing};
 use super::dispatch::{classify, Protocol};
 use super::framing;
+use super::gateway::Gateway;
 use super::respond;
 use super::tags::{ErrorTag, RouteTag};
-use super::{Gateway, ResponseBody};
 use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
 use crate::metrics::RequestLabels;
@@ -33,17 +34,17 @@ impl Gateway {
         connection: &Arc<Connection>,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
-        let protocol = classify(request.headers());
+        let kind = classify(&request, &self.settings);
+        let protocol = kind.protocol();
         let request_id = request_id(&mut request);
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
         let permits = self.admit(connection);
         let _in_flight = self.metrics.start();
         let response = match framing::refusal(request.version(), request.headers()) {
             Some(refusal) => closing(respond::rest_plain(&refusal)),
-            None => match (&permits, self.admin_response(&request).await) {
-                (_, Some(admin)) => admin,
-                (Err(refusal), None) => overloaded(protocol, refusal),
-                (Ok(_), None) => self.handle(request, connection.peer).await,
+            None => match &permits {
+                Err(refusal) if !kind.bypasses_admission() => overloaded(protocol, refusal),
+                _ => self.dispatch(kind, request, connection.peer).await,
             },
         };
         let (mut response, reserved) = reserve_unsent(response, connection);
@@ -79,7 +80,7 @@ impl Gateway {
         let error = extensions.get::<ErrorTag>();
         RequestLabels {
             route,
-            protocol: protocol_name(protocol),
+            protocol: protocol.name(),
             status: response.status().as_u16(),
             grpc_code: error.map_or(Code::Ok, |e| e.code).name(),
             error_source: error.map_or("", |e| e.source.name()),
@@ -113,14 +114,6 @@ type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 struct Held {
     gateway: Arc<Gateway>,
     _permits: Option<Permits>,
-}
-
-fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Grpc => "grpc",
-        Protocol::GrpcWeb => "grpc-web",
-        Protocol::Rest => "rest",
-    }
 }
 
 /// The request's `x-request-id`, or a new one set on the request so it is forwarded upstream.

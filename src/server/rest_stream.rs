@@ -21,11 +21,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::body::full;
+use super::body::{BoxError, ResponseBody};
 use super::call;
 use super::call_clock::{CallClock, Counted};
+use super::gateway::Gateway;
 use super::respond;
 use super::rest::{content_type, deadline_exceeded, raw_content_type, CallSetup};
-use super::{BoxError, Gateway, ResponseBody};
 use crate::error::GatewayError;
 use crate::grpc::frame::{self, Decoder};
 use crate::grpc::status::Status;

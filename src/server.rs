@@ -14,7 +14,8 @@
 //! 7. The response goes back through the edge; every error is written by `respond.rs`, the
 //!    one error edge, in the client's protocol.
 //!
-//! [`Gateway`] (`gateway.rs`) is the state they share.
+//! [`Gateway`] (`gateway.rs`) is the state they share, [`Settings`] (`settings.rs`) how they
+//! serve.
 
 mod admin;
 mod body;
@@ -35,13 +36,12 @@ mod reflection;
 mod respond;
 mod rest;
 mod rest_stream;
+mod settings;
 mod tags;
 
 pub use admin::serve_admin;
 pub use body::{BoxError, ResponseBody};
 pub use cors::CorsPolicy;
-pub(crate) use docs::DocsCache;
-pub use docs::DocsSettings;
-pub use gateway::{Gateway, Settings};
+pub use gateway::Gateway;
 pub use listen::{serve, serve_tls};
-pub(crate) use reflection::ReflectionCache;
+pub use settings::{DocsSettings, Settings};

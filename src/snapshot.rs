@@ -17,10 +17,6 @@ pub struct Snapshot {
     /// `/package.Service/Method` of every method of those services: the route labels of
     /// native gRPC calls in metrics.
     pub grpc_methods: HashMap<String, GrpcMethod>,
-    /// gRPC server reflection over these descriptors, built on first use.
-    pub(crate) reflection: crate::server::ReflectionCache,
-    /// `/openapi.json` and `/docs` for these routes, rendered on first use.
-    pub(crate) openapi: crate::server::DocsCache,
 }
 
 pub use crate::upstream::UpstreamMap;
@@ -74,8 +70,6 @@ impl Snapshot {
             routes,
             services,
             grpc_methods,
-            reflection: Default::default(),
-            openapi: Default::default(),
         })
     }
 }

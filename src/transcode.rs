@@ -12,6 +12,7 @@ mod response;
 pub mod scalar;
 pub mod stream;
 mod strict_json;
+pub mod well_known;
 mod wire_json;
 
 pub use json_in::JsonIn;

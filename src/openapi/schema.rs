@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::comments::Comments;
 use crate::route::is_scalar_like;
-use crate::transcode::json_out::{well_known, WellKnown};
+use crate::transcode::well_known::{well_known, WellKnown};
 use crate::transcode::JsonOptions;
 
 const REF: &str = "#/components/schemas/";

@@ -13,8 +13,9 @@ use hyper::body::Incoming;
 use super::admin::AdminPath;
 use super::body::ResponseBody;
 use super::docs::DocsPage;
-use super::gateway::{Gateway, Settings};
+use super::gateway::Gateway;
 use super::respond;
+use super::settings::Settings;
 use crate::error::GatewayError;
 use crate::grpc::Code;
 

@@ -18,6 +18,7 @@ use http::{Method, Response, StatusCode};
 use super::body::full;
 use super::body::ResponseBody;
 use super::gateway::Gateway;
+use super::settings::DocsSettings;
 use super::tags::RouteTag;
 use crate::snapshot::Snapshot;
 use crate::transcode::JsonOptions;
@@ -30,45 +31,6 @@ const PLACEHOLDER: &str = "__OPENAPI_DOCUMENT__";
 const PAGE_POLICY: &str = "default-src 'none'; script-src 'unsafe-inline'; \
     style-src 'unsafe-inline'; img-src data:; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
-
-/// Where the documentation is served; `None` turns a path off.
-#[derive(Debug, Clone)]
-pub struct DocsSettings {
-    pub openapi_path: Option<String>,
-    pub docs_path: Option<String>,
-}
-
-impl Default for DocsSettings {
-    fn default() -> Self {
-        DocsSettings {
-            openapi_path: Some("/openapi.json".into()),
-            docs_path: Some("/docs".into()),
-        }
-    }
-}
-
-impl DocsSettings {
-    /// From the flags: empty disables a path; any other value must be an absolute path.
-    pub fn from_paths(openapi: &str, docs: &str) -> Result<DocsSettings, String> {
-        let check = |flag: &str, value: &str| -> Result<Option<String>, String> {
-            match value {
-                "" => Ok(None),
-                v if v.starts_with('/') && !v.contains(['?', '#']) => Ok(Some(v.to_string())),
-                v => Err(format!(
-                    "{flag} {v:?} must be a path starting with '/' (or empty, to turn it off)"
-                )),
-            }
-        };
-        let settings = DocsSettings {
-            openapi_path: check("--openapi-path", openapi)?,
-            docs_path: check("--docs-path", docs)?,
-        };
-        if settings.openapi_path.is_some() && settings.openapi_path == settings.docs_path {
-            return Err("--openapi-path and --docs-path must differ".into());
-        }
-        Ok(settings)
-    }
-}
 
 /// The rendered document and page of one snapshot.
 #[derive(Default)]
@@ -120,11 +82,11 @@ impl Gateway {
             DocsPage::Page => docs.docs_path.as_deref(),
         }
         .unwrap_or_default();
-        let snapshot = self.snapshot();
-        let rendered = snapshot
-            .openapi
+        let current = self.current();
+        let rendered = current
+            .docs
             .0
-            .get_or_init(|| render(&snapshot, &self.settings.json));
+            .get_or_init(|| render(&current.snapshot, &self.settings.json));
         let (body, content_type) = match which {
             DocsPage::Document => (rendered.json.clone(), "application/json"),
             DocsPage::Page => (rendered.page.clone(), "text/html; charset=utf-8"),

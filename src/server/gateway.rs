@@ -2,76 +2,31 @@
 //! whole on reload), where it forwards (the upstreams), how (the settings), and what it counts.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::header::HeaderName;
 
-use super::cors::CorsPolicy;
-use super::docs::DocsSettings;
+use super::docs::DocsCache;
+use super::reflection::ReflectionCache;
+use super::settings::Settings;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::transcode::JsonOptions;
 use crate::upstream::Upstream;
 
-/// Request handling settings that do not change with the descriptors.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub json: JsonOptions,
-    /// Largest REST request body accepted (413 beyond).
-    pub max_request_bytes: usize,
-    /// Time a client gets to send a whole REST request body (408 beyond).
-    pub body_timeout: Duration,
-    /// Largest upstream response message accepted.
-    pub max_response_bytes: usize,
-    /// A call with no message either way for this long is cancelled.
-    pub stream_idle_timeout: Duration,
-    /// A connection owed response data that its client takes none of for this long is closed.
-    pub write_timeout: Duration,
-    /// Requests (HTTP/2 streams) one connection may have in progress at once.
-    pub max_concurrent_streams: u32,
-    /// Time a new connection gets to show which protocol it speaks (HTTP/1.1 or HTTP/2).
-    pub detection_timeout: Duration,
-    /// Time an HTTP/1.1 client gets to send a request's headers, the first or the next.
-    pub header_read_timeout: Duration,
-    /// Deadline for upstream calls when the client sets a shorter one or none.
-    pub timeout: Option<Duration>,
-    /// Request headers forwarded to the upstream unchanged.
-    pub forward_headers: Vec<HeaderName>,
-    /// Answer `/healthz`, `/readyz` and `/metrics` on the serving port.
-    pub admin_on_main_port: bool,
-    /// Requests served at once; more are refused with 503 and `Retry-After`.
-    pub max_concurrent_requests: usize,
-    /// Deadlines per fully-qualified method or service, before `timeout`.
-    pub method_timeouts: std::collections::HashMap<String, Duration>,
-    /// Largest request header block, in bytes.
-    pub max_header_bytes: usize,
-    /// Browser access (CORS) for gRPC-Web and REST; `None` sends no CORS headers at all.
-    pub cors: Option<CorsPolicy>,
-    /// Where `/openapi.json` and `/docs` are served (on the serving port).
-    pub docs: DocsSettings,
+/// A snapshot and what is built from it on first use, replaced with it on reload: the
+/// documentation and the reflection service. The snapshot itself stays plain data.
+#[derive(Debug)]
+pub(super) struct Current {
+    pub(super) snapshot: Arc<Snapshot>,
+    pub(super) docs: DocsCache,
+    pub(super) reflection: ReflectionCache,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            json: JsonOptions::default(),
-            max_request_bytes: 8 << 20,
-            body_timeout: Duration::from_secs(30),
-            max_response_bytes: 8 << 20,
-            stream_idle_timeout: Duration::from_secs(300),
-            write_timeout: Duration::from_secs(30),
-            max_concurrent_streams: 100,
-            detection_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(30),
-            timeout: None,
-            forward_headers: Vec::new(),
-            admin_on_main_port: true,
-            max_concurrent_requests: 4096,
-            method_timeouts: Default::default(),
-            max_header_bytes: 64 << 10,
-            cors: None,
-            docs: DocsSettings::default(),
+impl Current {
+    fn new(snapshot: Snapshot) -> Current {
+        Current {
+            snapshot: Arc::new(snapshot),
+            docs: DocsCache::default(),
+            reflection: ReflectionCache::default(),
         }
     }
 }
@@ -80,7 +35,7 @@ impl Default for Settings {
 pub struct Gateway {
     pub(super) metrics: Metrics,
     pub(super) admission: Arc<tokio::sync::Semaphore>,
-    snapshot: ArcSwap<Snapshot>,
+    current: ArcSwap<Current>,
     pub(super) upstreams: Vec<Arc<Upstream>>,
     pub(super) settings: Settings,
 }
@@ -104,7 +59,7 @@ impl Gateway {
             admission: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_concurrent_requests.max(1),
             )),
-            snapshot: ArcSwap::from_pointee(snapshot),
+            current: ArcSwap::from_pointee(Current::new(snapshot)),
             upstreams,
             settings,
         })
@@ -112,12 +67,17 @@ impl Gateway {
 
     /// The snapshot requests are served from now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
+        self.current.load().snapshot.clone()
+    }
+
+    /// The snapshot with what is served from it, built on first use.
+    pub(super) fn current(&self) -> Arc<Current> {
+        self.current.load_full()
     }
 
     /// Replaces the snapshot; requests in flight finish on the one they started with.
     pub fn swap(&self, snapshot: Snapshot) {
-        self.snapshot.store(Arc::new(snapshot));
+        self.current.store(Arc::new(Current::new(snapshot)));
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -18,7 +18,8 @@ use tokio_rustls::TlsAcceptor;
 use super::body::BoxError;
 use super::connection::Connection;
 use super::detect::{closes_if_undetected, Detecting};
-use super::gateway::{Gateway, Settings};
+use super::gateway::Gateway;
+use super::settings::Settings;
 
 /// Time a client gets to complete the TLS handshake: a slow or silent one must not hold a
 /// task and a socket for long.

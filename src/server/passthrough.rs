@@ -59,7 +59,8 @@ impl Gateway {
             return respond::grpc(&GatewayError::new(Code::Unimplemented, message));
         };
         if reflection::is_reflection(service) {
-            return reflection::serve(&snapshot, request).await;
+            let current = self.current();
+            return reflection::serve(&current.snapshot, &current.reflection, request).await;
         }
         let upstream = snapshot
             .upstream_of_service(service)

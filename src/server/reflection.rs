@@ -51,9 +51,10 @@ pub(super) fn is_reflection(service: &str) -> bool {
 /// Answers a reflection request (one whose service [`is_reflection`] accepts).
 pub(super) async fn serve(
     snapshot: &Snapshot,
+    cache: &ReflectionCache,
     request: Request<UpstreamBody>,
 ) -> Response<ResponseBody> {
-    let reflection = match snapshot.reflection.0.get_or_init(|| build(snapshot)) {
+    let reflection = match cache.0.get_or_init(|| build(snapshot)) {
         Ok(reflection) => reflection,
         Err(e) => return respond::grpc(&GatewayError::internal(e.clone())),
     };

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, Syntax};
 
-use super::json_out::well_known;
+use super::well_known::well_known;
 
 /// Fields and oneofs per message that the duplicate checks can track.
 pub const MAX_FIELDS: usize = 256;

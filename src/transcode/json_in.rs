@@ -33,8 +33,8 @@ use super::codec::{
     LEN, MAX_FIELDS,
 };
 use super::json_keys::{duplicate_field, duplicate_map_key, EncodedKeys};
-use super::request::check_any_type_names;
 use super::strict_json::{is_json_integer, Strict};
+use super::well_known::check_any_type_names;
 use crate::route::{BodyPlan, RoutePlan};
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,

@@ -11,6 +11,7 @@ use prost_reflect::{
 };
 
 use super::options::JsonOptions;
+use super::well_known::{well_known, WellKnown};
 
 /// Why a message has no JSON form (a non-finite number in a `google.protobuf.Value`, or a
 /// Timestamp or Duration out of the JSON range).
@@ -385,38 +386,6 @@ impl Writer<'_> {
 enum Entry<'a> {
     Type(&'a str),
     Field(FieldDescriptor),
-}
-
-/// The well-known types with a JSON form of their own (wrappers share one).
-#[derive(Debug, Clone, Copy)]
-pub enum WellKnown {
-    Any,
-    Timestamp,
-    Duration,
-    FieldMask,
-    Wrapper,
-    Struct,
-    ListValue,
-    Value,
-    Empty,
-}
-
-/// Which well-known type `desc` is, if any.
-pub fn well_known(desc: &MessageDescriptor) -> Option<WellKnown> {
-    let name = desc.full_name().strip_prefix("google.protobuf.")?;
-    Some(match name {
-        "Any" => WellKnown::Any,
-        "Timestamp" => WellKnown::Timestamp,
-        "Duration" => WellKnown::Duration,
-        "FieldMask" => WellKnown::FieldMask,
-        "Struct" => WellKnown::Struct,
-        "ListValue" => WellKnown::ListValue,
-        "Value" => WellKnown::Value,
-        "Empty" => WellKnown::Empty,
-        "DoubleValue" | "FloatValue" | "Int64Value" | "UInt64Value" | "Int32Value"
-        | "UInt32Value" | "BoolValue" | "StringValue" | "BytesValue" => WellKnown::Wrapper,
-        _ => return None,
-    })
 }
 
 fn get(message: &DynamicMessage, name: &str) -> Value {

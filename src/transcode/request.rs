@@ -2,13 +2,12 @@
 //! string for fields neither of them bound; the result encoded as one gRPC frame.
 
 use bytes::Bytes;
-use prost_reflect::{
-    DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, ReflectMessage, Value,
-};
+use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
 
 use super::json_in::Unencoded;
 use super::options::JsonOptions;
 use super::strict_json::Strict;
+use super::well_known::check_any_type_names;
 use super::{query, scalar};
 use crate::error::{clipped, quoted, GatewayError};
 use crate::grpc::frame;
@@ -183,57 +182,6 @@ fn json_error(error: &serde_json::Error) -> String {
     let position = format!(" at line {} column {}", error.line(), error.column());
     let message = text.strip_suffix(&position).unwrap_or(&text);
     format!("{}{position}", clipped(message))
-}
-
-/// Refuses an `Any` (at any depth, inside other `Any`s too) whose type URL names its type
-/// with a leading dot, as Go's protojson does. prost-reflect resolves such a name, but then
-/// reads a well-known type as a plain message and drops its `"value"` silently.
-pub(super) fn check_any_type_names(message: &DynamicMessage) -> Result<(), GatewayError> {
-    let desc = message.descriptor();
-    if desc.full_name() == "google.protobuf.Any" {
-        return check_any(message);
-    }
-    for (_, value) in message.fields() {
-        match value {
-            Value::Message(m) => check_any_type_names(m)?,
-            Value::List(items) => items.iter().try_for_each(check_value)?,
-            Value::Map(entries) => entries.values().try_for_each(check_value)?,
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn check_value(value: &Value) -> Result<(), GatewayError> {
-    match value {
-        Value::Message(m) => check_any_type_names(m),
-        _ => Ok(()),
-    }
-}
-
-fn check_any(any: &DynamicMessage) -> Result<(), GatewayError> {
-    let url = match any.get_field_by_name("type_url").as_deref() {
-        Some(Value::String(url)) => url.clone(),
-        _ => return Ok(()),
-    };
-    let name = url.rsplit('/').next().unwrap_or_default();
-    if name.starts_with('.') {
-        return Err(GatewayError::invalid_argument(format!(
-            "invalid Any type URL {}: the type name may not start with \".\"",
-            quoted(&url)
-        )));
-    }
-    let Some(packed) = any.descriptor().parent_pool().get_message_by_name(name) else {
-        return Ok(());
-    };
-    let value = match any.get_field_by_name("value").as_deref() {
-        Some(Value::Bytes(value)) => value.clone(),
-        _ => return Ok(()),
-    };
-    match DynamicMessage::decode(packed, value) {
-        Ok(inner) => check_any_type_names(&inner),
-        Err(_) => Ok(()),
-    }
 }
 
 /// `body: "field"`: a message field is parsed directly; any other field (a scalar, a list,

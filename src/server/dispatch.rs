@@ -137,6 +137,11 @@ impl Gateway {
 }
 
 impl Gateway {
+    fn docs(&self, page: DocsPage) -> Response<ResponseBody> {
+        let current = self.current();
+        super::docs::respond(page, &current.docs, &current.snapshot, &self.settings)
+    }
+
     fn preflight<B>(&self, request: &Request<B>) -> Option<Response<ResponseBody>> {
         let cors = self.settings.cors.as_ref()?;
         cors.preflight(request.method(), request.headers())

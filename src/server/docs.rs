@@ -17,8 +17,7 @@ use http::{Method, Response, StatusCode};
 
 use super::body::full;
 use super::body::ResponseBody;
-use super::gateway::Gateway;
-use super::settings::DocsSettings;
+use super::settings::{DocsSettings, Settings};
 use super::tags::RouteTag;
 use crate::snapshot::Snapshot;
 use crate::transcode::JsonOptions;
@@ -73,42 +72,41 @@ impl DocsPage {
     }
 }
 
-impl Gateway {
-    /// `/openapi.json` or `/docs`, if `request` asks for one of them.
-    pub(super) fn docs(&self, which: DocsPage) -> Response<ResponseBody> {
-        let docs = &self.settings.docs;
-        let path = match which {
-            DocsPage::Document => docs.openapi_path.as_deref(),
-            DocsPage::Page => docs.docs_path.as_deref(),
-        }
-        .unwrap_or_default();
-        let current = self.current();
-        let rendered = current
-            .docs
-            .0
-            .get_or_init(|| render(&current.snapshot, &self.settings.json));
-        let (body, content_type) = match which {
-            DocsPage::Document => (rendered.json.clone(), "application/json"),
-            DocsPage::Page => (rendered.page.clone(), "text/html; charset=utf-8"),
-        };
-        let mut response = Response::new(full(body));
-        *response.status_mut() = StatusCode::OK;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        if which == DocsPage::Page {
-            headers.insert(
-                http::header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(PAGE_POLICY),
-            );
-            headers.insert(
-                http::header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-        }
-        response.extensions_mut().insert(RouteTag(Arc::from(path)));
-        response
+/// `/openapi.json` or `/docs` for `snapshot`, rendered once into `cache`.
+pub(super) fn respond(
+    which: DocsPage,
+    cache: &DocsCache,
+    snapshot: &Snapshot,
+    settings: &Settings,
+) -> Response<ResponseBody> {
+    let docs = &settings.docs;
+    let path = match which {
+        DocsPage::Document => docs.openapi_path.as_deref(),
+        DocsPage::Page => docs.docs_path.as_deref(),
     }
+    .unwrap_or_default();
+    let rendered = cache.0.get_or_init(|| render(snapshot, &settings.json));
+    let (body, content_type) = match which {
+        DocsPage::Document => (rendered.json.clone(), "application/json"),
+        DocsPage::Page => (rendered.page.clone(), "text/html; charset=utf-8"),
+    };
+    let mut response = Response::new(full(body));
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if which == DocsPage::Page {
+        headers.insert(
+            http::header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_POLICY),
+        );
+        headers.insert(
+            http::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
+    response.extensions_mut().insert(RouteTag(Arc::from(path)));
+    response
 }
 
 /// `GET` or `HEAD`: the methods the documentation answers.
@@ -116,42 +114,40 @@ pub(super) fn is_read(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD)
 }
 
-impl Gateway {
-    /// `GET /` when no route is bound there: where a person finds the documentation, as HTML
-    /// for a browser and as text otherwise.
-    pub(super) fn landing_response(&self, headers: &http::HeaderMap) -> Response<ResponseBody> {
-        let docs = &self.settings.docs;
-        let mut links: Vec<(&str, &str)> = Vec::new();
-        if let Some(path) = &docs.docs_path {
-            links.push(("API documentation", path));
-        }
-        if let Some(path) = &docs.openapi_path {
-            links.push(("OpenAPI document", path));
-        }
-        if self.settings.admin_on_main_port {
-            links.extend([
-                ("Prometheus metrics", "/metrics"),
-                ("liveness", "/healthz"),
-                ("readiness", "/readyz"),
-            ]);
-        }
-        let wants_html = headers
-            .get_all(http::header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("text/html"));
-        let (body, content_type) = if wants_html {
-            (landing_html(&links), "text/html; charset=utf-8")
-        } else {
-            (landing_text(&links), "text/plain; charset=utf-8")
-        };
-        let mut response = Response::new(full(Bytes::from(body)));
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        response.extensions_mut().insert(RouteTag(Arc::from("/")));
-        response
+/// `GET /` when no route is bound there: where a person finds the documentation, as HTML
+/// for a browser and as text otherwise.
+pub(super) fn landing(settings: &Settings, headers: &http::HeaderMap) -> Response<ResponseBody> {
+    let docs = &settings.docs;
+    let mut links: Vec<(&str, &str)> = Vec::new();
+    if let Some(path) = &docs.docs_path {
+        links.push(("API documentation", path));
     }
+    if let Some(path) = &docs.openapi_path {
+        links.push(("OpenAPI document", path));
+    }
+    if settings.admin_on_main_port {
+        links.extend([
+            ("Prometheus metrics", "/metrics"),
+            ("liveness", "/healthz"),
+            ("readiness", "/readyz"),
+        ]);
+    }
+    let wants_html = headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"));
+    let (body, content_type) = if wants_html {
+        (landing_html(&links), "text/html; charset=utf-8")
+    } else {
+        (landing_text(&links), "text/plain; charset=utf-8")
+    };
+    let mut response = Response::new(full(Bytes::from(body)));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response.extensions_mut().insert(RouteTag(Arc::from("/")));
+    response
 }
 
 const LANDING_TITLE: &str = "protogate: a gRPC gateway";

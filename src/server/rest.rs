@@ -66,7 +66,7 @@ impl Gateway {
                 return Err(GatewayError::not_allowed(&parts.method, path, &allowed))
             }
             Lookup::NotFound if path == "/" && super::docs::is_read(&parts.method) => {
-                return Ok(self.landing_response(&parts.headers));
+                return Ok(super::docs::landing(&self.settings, &parts.headers));
             }
             Lookup::NotFound => return Err(GatewayError::not_found(path)),
             Lookup::BadPath(message) => return Err(GatewayError::invalid_argument(message)),

@@ -888,6 +888,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
         if let Ok(Some(status)) = child.try_wait() {
             return status.code();
         }
+        #[allow(clippy::disallowed_methods)] // a plain thread polling a child, no runtime here
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = child.kill();

@@ -23,7 +23,7 @@
 //! - [`app`]: the commands (`serve`, `routes`, `compile`, `demo`).
 //! - [`demo`]: the built-in VPS backend.
 
-#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 pub mod app;
 pub mod config;

@@ -1,3 +1,5 @@
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

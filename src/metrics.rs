@@ -170,6 +170,7 @@ impl Metrics {
 }
 
 /// Decrements the in-flight gauge when the request is done.
+#[derive(Debug)]
 pub struct InFlight<'a>(&'a Gauge);
 
 impl Drop for InFlight<'_> {

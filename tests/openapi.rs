@@ -443,6 +443,7 @@ fn run_bounded(command: &mut Command, limit: Duration) -> (bool, String) {
             let _ = child.wait();
             break None;
         }
+        #[allow(clippy::disallowed_methods)] // a blocking thread polling a child process
         std::thread::sleep(Duration::from_millis(50));
     };
     let text = format!(

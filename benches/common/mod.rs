@@ -16,12 +16,12 @@ use protogate::snapshot::Snapshot;
 use protogate::transcode::{build_request, JsonOptions, RequestInput};
 
 /// A path inside the repository.
-pub fn repo_path(relative: &str) -> PathBuf {
+pub(crate) fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
 /// The VPS API, the test API and the benchmark API, compiled in-process.
-pub fn sources() -> Sources {
+pub(crate) fn sources() -> Sources {
     Sources {
         protos: vec![
             "schema/VPResult/vpresult_grpc_gw.proto".into(),
@@ -38,13 +38,13 @@ pub fn sources() -> Sources {
 }
 
 /// The snapshot of [`sources`], as `protogate routes` builds it.
-pub fn snapshot() -> anyhow::Result<Snapshot> {
+pub(crate) fn snapshot() -> anyhow::Result<Snapshot> {
     Snapshot::build(&sources(), &Default::default(), None).context("bench descriptors")
 }
 
 /// One REST request: a load case, or a microbenchmark input.
 #[derive(Debug, Clone)]
-pub struct Case {
+pub(crate) struct Case {
     pub name: &'static str,
     pub method: Method,
     /// Path and query, as sent.
@@ -54,7 +54,7 @@ pub struct Case {
 }
 
 /// The small POST: a 158-byte JSON `Book` into `CreateBook` (`body: "book"`, a path variable).
-pub const SMALL_POST: Case = Case {
+pub(crate) const SMALL_POST: Case = Case {
     name: "small_post",
     method: Method::POST,
     target: "/v1/shelves/7/books",
@@ -62,7 +62,7 @@ pub const SMALL_POST: Case = Case {
 };
 
 /// The GET: `ListBooks` with a path variable and five query parameters (an enum, a repeated).
-pub const GET_QUERY: Case = Case {
+pub(crate) const GET_QUERY: Case = Case {
     name: "get_query",
     method: Method::GET,
     target: "/v1/shelves/7/books?page_size=20&page_token=abc123&kind=NOVEL&tags=sf&tags=classic",
@@ -70,7 +70,7 @@ pub const GET_QUERY: Case = Case {
 };
 
 /// The VPS sample: the real 190 KB request (mostly a base64 camera image).
-pub const VPS: Case = Case {
+pub(crate) const VPS: Case = Case {
     name: "vps",
     method: Method::POST,
     target: "/skvps/locdata",
@@ -78,7 +78,7 @@ pub const VPS: Case = Case {
 };
 
 /// One field of every well-known type (`benches/protos/bench/v1/bench.proto`).
-pub const WELL_KNOWN: Case = Case {
+pub(crate) const WELL_KNOWN: Case = Case {
     name: "well_known",
     method: Method::POST,
     target: "/v1/wkt",
@@ -87,7 +87,7 @@ pub const WELL_KNOWN: Case = Case {
 
 /// The VPS sample into `EchoVps`, whose response type is the request's: its reply is the
 /// sample again, for timing frame -> JSON on 190 KB.
-pub const VPS_ECHO: Case = Case {
+pub(crate) const VPS_ECHO: Case = Case {
     name: "vps_echo",
     method: Method::POST,
     target: "/v1/vps:echo",
@@ -95,18 +95,18 @@ pub const VPS_ECHO: Case = Case {
 };
 
 /// The cases `bench/load.sh` drives.
-pub const LOAD_CASES: [Case; 3] = [SMALL_POST, GET_QUERY, VPS];
+pub(crate) const LOAD_CASES: [Case; 3] = [SMALL_POST, GET_QUERY, VPS];
 
 impl Case {
-    pub fn path(&self) -> &'static str {
+    pub(crate) fn path(&self) -> &'static str {
         self.target.split_once('?').map_or(self.target, |(p, _)| p)
     }
 
-    pub fn query(&self) -> Option<&'static str> {
+    pub(crate) fn query(&self) -> Option<&'static str> {
         self.target.split_once('?').map(|(_, q)| q)
     }
 
-    pub fn body(&self) -> anyhow::Result<Bytes> {
+    pub(crate) fn body(&self) -> anyhow::Result<Bytes> {
         match self.body_file {
             None => Ok(Bytes::new()),
             Some(file) => std::fs::read(repo_path(file))
@@ -117,7 +117,7 @@ impl Case {
 }
 
 /// A case resolved against a snapshot: its plan, path variables and body.
-pub struct Resolved {
+pub(crate) struct Resolved {
     pub case: Case,
     pub plan: std::sync::Arc<RoutePlan>,
     pub vars: Vec<String>,
@@ -125,7 +125,7 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    pub fn new(snapshot: &Snapshot, case: Case) -> anyhow::Result<Resolved> {
+    pub(crate) fn new(snapshot: &Snapshot, case: Case) -> anyhow::Result<Resolved> {
         let (plan, vars) = match snapshot.routes.lookup(&case.method, case.path()) {
             Lookup::Found { value, vars, .. } => (value.clone(), vars.to_vec()),
             other => return Err(anyhow!("{} {}: {other:?}", case.method, case.target)),
@@ -139,7 +139,7 @@ impl Resolved {
         })
     }
 
-    pub fn input(&self) -> RequestInput<'_> {
+    pub(crate) fn input(&self) -> RequestInput<'_> {
         RequestInput {
             body: &self.body,
             content_type: Some("application/json"),
@@ -149,14 +149,14 @@ impl Resolved {
     }
 
     /// The gRPC frame the gateway sends for this request.
-    pub fn frame(&self) -> anyhow::Result<Bytes> {
+    pub(crate) fn frame(&self) -> anyhow::Result<Bytes> {
         build_request(&self.plan, &JsonOptions::default(), self.input())
             .map_err(|e| anyhow!("{}: {}", self.case.name, e.message))
     }
 }
 
 /// A JSON file encoded as a protobuf message of type `name`.
-pub fn encode_json(snapshot: &Snapshot, name: &str, file: &str) -> anyhow::Result<Bytes> {
+pub(crate) fn encode_json(snapshot: &Snapshot, name: &str, file: &str) -> anyhow::Result<Bytes> {
     let desc = snapshot
         .pool
         .get_message_by_name(name)
@@ -168,12 +168,12 @@ pub fn encode_json(snapshot: &Snapshot, name: &str, file: &str) -> anyhow::Resul
 }
 
 /// The message of a gRPC frame (the 5-byte header dropped).
-pub fn payload(frame: &Bytes) -> Bytes {
+pub(crate) fn payload(frame: &Bytes) -> Bytes {
     frame.slice(5..)
 }
 
 /// What the built-in VPS backend answers to the sample: a small `VPService_t`.
-pub fn vps_reply(snapshot: &Snapshot) -> anyhow::Result<Bytes> {
+pub(crate) fn vps_reply(snapshot: &Snapshot) -> anyhow::Result<Bytes> {
     use futures_util::FutureExt;
     let handler = protogate::demo::vps_handler(&snapshot.pool)?;
     let frame = Resolved::new(snapshot, VPS)?.frame()?;
@@ -190,7 +190,7 @@ pub fn vps_reply(snapshot: &Snapshot) -> anyhow::Result<Bytes> {
 }
 
 /// The load backend's canned replies, by gRPC path.
-pub fn canned_replies(snapshot: &Snapshot) -> anyhow::Result<Vec<(String, Bytes)>> {
+pub(crate) fn canned_replies(snapshot: &Snapshot) -> anyhow::Result<Vec<(String, Bytes)>> {
     let book = encode_json(snapshot, "testapi.v1.Book", "benches/data/book_reply.json")?;
     let list = encode_json(
         snapshot,

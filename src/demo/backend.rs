@@ -50,6 +50,7 @@ where
 }
 
 /// A streaming call as the backend sees it.
+#[derive(Debug)]
 pub struct StreamCall {
     pub path: String,
     pub metadata: MetadataMap,
@@ -77,6 +78,15 @@ where
 pub struct Handlers {
     pub unary: Handler,
     pub streaming: Option<(Vec<String>, StreamHandler)>,
+}
+
+impl std::fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let streaming = self.streaming.as_ref().map(|(paths, _)| paths);
+        f.debug_struct("Handlers")
+            .field("streaming", &streaming)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Serves `handler` (unary calls only) over h2c on `listener` until `shutdown` completes.

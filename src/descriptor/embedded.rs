@@ -35,7 +35,7 @@ pub const EMBEDDED_FILES: [(&str, &str); 6] = [
 ];
 
 /// Resolves imports of the built-in files by name.
-pub struct Resolver;
+pub(super) struct Resolver;
 
 impl FileResolver for Resolver {
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
@@ -61,7 +61,7 @@ const WELL_KNOWN: [&str; 9] = [
 ];
 
 /// A pool holding the built-in files and the well-known types.
-pub fn pool() -> Result<DescriptorPool, DescriptorError> {
+pub(super) fn pool() -> Result<DescriptorPool, DescriptorError> {
     let mut chain = protox::file::ChainFileResolver::new();
     chain.add(Resolver);
     chain.add(GoogleFileResolver::new());

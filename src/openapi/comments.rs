@@ -16,7 +16,7 @@ pub(super) struct Comments {
 }
 
 impl Comments {
-    pub fn new(pool: &DescriptorPool) -> Comments {
+    pub(super) fn new(pool: &DescriptorPool) -> Comments {
         let mut by_file = HashMap::new();
         for file in pool.files() {
             let Some(info) = &file.file_descriptor_proto().source_code_info else {
@@ -42,31 +42,31 @@ impl Comments {
         self.by_file.get(file.name())?.get(path).map(String::as_str)
     }
 
-    pub fn message(&self, m: &MessageDescriptor) -> Option<&str> {
+    pub(super) fn message(&self, m: &MessageDescriptor) -> Option<&str> {
         self.of(&m.parent_file(), m.path())
     }
 
-    pub fn field(&self, f: &FieldDescriptor) -> Option<&str> {
+    pub(super) fn field(&self, f: &FieldDescriptor) -> Option<&str> {
         self.of(&f.parent_file(), f.path())
     }
 
-    pub fn oneof(&self, o: &OneofDescriptor) -> Option<&str> {
+    pub(super) fn oneof(&self, o: &OneofDescriptor) -> Option<&str> {
         self.of(&o.parent_file(), o.path())
     }
 
-    pub fn enumeration(&self, e: &EnumDescriptor) -> Option<&str> {
+    pub(super) fn enumeration(&self, e: &EnumDescriptor) -> Option<&str> {
         self.of(&e.parent_file(), e.path())
     }
 
-    pub fn enum_value(&self, v: &EnumValueDescriptor) -> Option<&str> {
+    pub(super) fn enum_value(&self, v: &EnumValueDescriptor) -> Option<&str> {
         self.of(&v.parent_file(), v.path())
     }
 
-    pub fn service(&self, s: &ServiceDescriptor) -> Option<&str> {
+    pub(super) fn service(&self, s: &ServiceDescriptor) -> Option<&str> {
         self.of(&s.parent_file(), s.path())
     }
 
-    pub fn method(&self, m: &MethodDescriptor) -> Option<&str> {
+    pub(super) fn method(&self, m: &MethodDescriptor) -> Option<&str> {
         self.of(&m.parent_file(), m.path())
     }
 }

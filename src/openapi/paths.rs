@@ -49,14 +49,14 @@ struct Rendered {
 }
 
 impl Paths {
-    pub fn into_value(self) -> Value {
+    pub(super) fn into_value(self) -> Value {
         let items = self.items.into_iter().map(|(k, v)| (k, Value::Object(v)));
         Value::Object(items.collect())
     }
 
     /// Chooses the parameter names of each path shape before any binding is added: of the
     /// bindings sharing a shape, the one with the simplest names (fewest dots) names it.
-    pub fn reserve(&mut self, plan: &RoutePlan) {
+    pub(super) fn reserve(&mut self, plan: &RoutePlan) {
         let rendered = render(plan);
         let simplicity = |names: &[String]| {
             let dots: usize = names.iter().map(|n| n.matches('.').count()).sum();
@@ -75,7 +75,7 @@ impl Paths {
     }
 
     /// Adds the operations of one binding ([`Paths::reserve`]d before).
-    pub fn add(&mut self, plan: &RoutePlan, schemas: &mut Schemas<'_>) {
+    pub(super) fn add(&mut self, plan: &RoutePlan, schemas: &mut Schemas<'_>) {
         let rendered = render(plan);
         let (key, names) = self
             .shapes
@@ -103,15 +103,16 @@ impl Paths {
             let id = unique_id(&mut self.operation_ids, operation_id(plan, suffix));
             let operation = operation(plan, schemas, &names, &rendered.params, id);
             let item = self.items.entry(key.clone()).or_default();
-            let target = match custom {
-                // OpenAPI 3.1 has no slot for other methods; 3.2's `additionalOperations`
-                // holds them, so the same shape goes under its extension name.
-                true => item
-                    .entry("x-additionalOperations")
+            // OpenAPI 3.1 has no slot for other methods; 3.2's `additionalOperations`
+            // holds them, so the same shape goes under its extension name.
+            let extension = custom.then(|| {
+                item.entry("x-additionalOperations")
                     .or_insert_with(|| json!({}))
-                    .as_object_mut()
-                    .expect("an object"),
-                false => item,
+            });
+            let target = match extension.and_then(Value::as_object_mut) {
+                Some(extension) => extension,
+                None if custom => continue,
+                None => item,
             };
             match target.get_mut(&slot) {
                 None => {

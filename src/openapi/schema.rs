@@ -30,7 +30,7 @@ pub(super) struct Schemas<'a> {
 }
 
 impl<'a> Schemas<'a> {
-    pub fn new(json: &'a JsonOptions, comments: &'a Comments) -> Schemas<'a> {
+    pub(super) fn new(json: &'a JsonOptions, comments: &'a Comments) -> Schemas<'a> {
         Schemas {
             json,
             comments,
@@ -38,16 +38,16 @@ impl<'a> Schemas<'a> {
         }
     }
 
-    pub fn comments(&self) -> &'a Comments {
+    pub(super) fn comments(&self) -> &'a Comments {
         self.comments
     }
 
-    pub fn into_components(self) -> Map<String, Value> {
+    pub(super) fn into_components(self) -> Map<String, Value> {
         self.components.into_iter().collect()
     }
 
     /// The JSON name of a field under the current flags.
-    pub fn field_name<'f>(&self, field: &'f FieldDescriptor) -> &'f str {
+    pub(super) fn field_name<'f>(&self, field: &'f FieldDescriptor) -> &'f str {
         match self.json.use_proto_names {
             true => field.name(),
             false => field.json_name(),
@@ -55,7 +55,7 @@ impl<'a> Schemas<'a> {
     }
 
     /// `{"$ref": ...}` to the message's component, building it (and what it uses) if needed.
-    pub fn message_ref(&mut self, message: &MessageDescriptor) -> Value {
+    pub(super) fn message_ref(&mut self, message: &MessageDescriptor) -> Value {
         let name = message.full_name();
         if !self.components.contains_key(name) {
             // A placeholder first, so recursive messages refer to themselves and stop.
@@ -90,8 +90,7 @@ impl<'a> Schemas<'a> {
             Some(kind) => kind.schema(),
             None => self.plain_message(message),
         };
-        if let Some(text) = self.comments.message(message) {
-            let s = schema.as_object_mut().expect("schemas are objects");
+        if let (Some(text), Some(s)) = (self.comments.message(message), schema.as_object_mut()) {
             let described = match s.get("description").and_then(Value::as_str) {
                 Some(own) => format!("{text}\n\n{own}"),
                 None => text.to_string(),
@@ -140,7 +139,7 @@ impl<'a> Schemas<'a> {
     }
 
     /// A field as an object property: its schema, description and field number.
-    pub fn property(&mut self, field: &FieldDescriptor) -> Value {
+    pub(super) fn property(&mut self, field: &FieldDescriptor) -> Value {
         let nullable = self.json.emit_unpopulated && writes_null_when_unset(field);
         let mut schema = self.field_value(field, nullable);
         if let Some(s) = schema.as_object_mut() {
@@ -150,7 +149,7 @@ impl<'a> Schemas<'a> {
     }
 
     /// The schema of a field's value, with its description; `nullable` adds `null`.
-    pub fn field_value(&mut self, field: &FieldDescriptor, nullable: bool) -> Value {
+    pub(super) fn field_value(&mut self, field: &FieldDescriptor, nullable: bool) -> Value {
         let schema = if field.is_map() {
             self.map(field)
         } else if field.is_list() {
@@ -180,7 +179,7 @@ impl<'a> Schemas<'a> {
     /// The comment of a field, and what the JSON mapping does with it that its type does not
     /// say: oneof membership and presence. (That requests may use either name of every field
     /// is said once, in the document's description.)
-    pub fn describe_field(&self, field: &FieldDescriptor) -> Option<String> {
+    pub(super) fn describe_field(&self, field: &FieldDescriptor) -> Option<String> {
         let mut parts: Vec<String> = Vec::new();
         if let Some(text) = self.comments.field(field) {
             parts.push(text.to_string());
@@ -229,7 +228,7 @@ impl<'a> Schemas<'a> {
     }
 
     /// The schema of one value of `kind` in a JSON body.
-    pub fn kind(&mut self, kind: &Kind) -> Value {
+    pub(super) fn kind(&mut self, kind: &Kind) -> Value {
         match kind {
             Kind::Double => floating("double"),
             Kind::Float => floating("float"),
@@ -298,7 +297,7 @@ impl<'a> Schemas<'a> {
 
     /// The schema of a path or query parameter bound to `field` (its text form), or `None`
     /// when the field cannot be set from text.
-    pub fn parameter(&mut self, field: &FieldDescriptor) -> Option<Value> {
+    pub(super) fn parameter(&mut self, field: &FieldDescriptor) -> Option<Value> {
         let one = parameter_kind(&field.kind())?;
         Some(match field.is_list() {
             true => json!({ "type": "array", "items": one }),

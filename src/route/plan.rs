@@ -66,7 +66,7 @@ impl RoutePlan {
 }
 
 /// Whether a `message` can hold a `google.protobuf.Any`, at any depth.
-pub fn holds_any(message: &MessageDescriptor) -> bool {
+pub(super) fn holds_any(message: &MessageDescriptor) -> bool {
     fn walk(message: &MessageDescriptor, seen: &mut Vec<MessageDescriptor>) -> bool {
         if message.full_name() == "google.protobuf.Any" {
             return true;
@@ -84,13 +84,13 @@ pub fn holds_any(message: &MessageDescriptor) -> bool {
 }
 
 /// Whether `message` is `google.api.HttpBody`.
-pub fn is_http_body(message: &MessageDescriptor) -> bool {
+pub(super) fn is_http_body(message: &MessageDescriptor) -> bool {
     message.full_name() == "google.api.HttpBody"
 }
 
 /// The leaf kinds a path variable may bind: scalars, enums, repeated ones (split on commas),
 /// and the well-known messages that have a string form.
-pub fn check_path_leaf(field: &FieldDescriptor) -> Result<(), String> {
+pub(super) fn check_path_leaf(field: &FieldDescriptor) -> Result<(), String> {
     if field.is_map() {
         return Err(format!("path variable field {:?} is a map", field.name()));
     }
@@ -128,7 +128,7 @@ pub fn is_scalar_like(message: &MessageDescriptor) -> bool {
 }
 
 /// The one top-level `google.protobuf.FieldMask` field of `input`, if there is exactly one.
-pub fn single_field_mask(input: &MessageDescriptor) -> Option<FieldDescriptor> {
+pub(super) fn single_field_mask(input: &MessageDescriptor) -> Option<FieldDescriptor> {
     let mut masks = input.fields().filter(|f| {
         !f.is_list()
             && matches!(f.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask")

@@ -32,7 +32,7 @@ impl std::fmt::Display for HttpRule {
 
 /// The bindings of `method`: the rule itself, then its additional bindings (one level, as
 /// the spec allows). `Err` describes a rule without a pattern or with a bad custom method.
-pub fn rules_of(
+pub(super) fn rules_of(
     method: &MethodDescriptor,
     http: &ExtensionDescriptor,
 ) -> Result<Vec<HttpRule>, String> {

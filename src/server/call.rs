@@ -22,7 +22,7 @@ const AGENT: HeaderValue =
 
 /// A successful unary reply.
 #[derive(Debug)]
-pub struct UnaryReply {
+pub(super) struct UnaryReply {
     pub message: Bytes,
     pub headers: HeaderMap,
     pub trailers: HeaderMap,
@@ -30,18 +30,18 @@ pub struct UnaryReply {
 
 /// What a call sends: one whole frame (which can be sent again if the upstream refuses the
 /// stream), or a stream of frames.
-pub enum CallBody {
+pub(super) enum CallBody {
     Whole(Bytes),
     Streamed(UpstreamBody),
 }
 
 /// One request frame.
-pub fn single_frame(frame: Bytes) -> CallBody {
+pub(super) fn single_frame(frame: Bytes) -> CallBody {
     CallBody::Whole(frame)
 }
 
 /// Calls `plan`'s method on `upstream` and reads the single response message.
-pub async fn unary(
+pub(super) async fn unary(
     upstream: &Upstream,
     plan: &RoutePlan,
     body: CallBody,
@@ -54,7 +54,7 @@ pub async fn unary(
 }
 
 /// Sends the request and returns the upstream's response as soon as its headers arrive.
-pub async fn start(
+pub(super) async fn start(
     upstream: &Upstream,
     plan: &RoutePlan,
     body: CallBody,
@@ -132,7 +132,7 @@ async fn read_reply(
 
 /// Whether the response is trailers-only (its status in the headers): `Err` for an error
 /// status, `Ok(true)` for OK (which carries no message).
-pub fn trailers_only(headers: &HeaderMap, _plan: &RoutePlan) -> Result<bool, GatewayError> {
+pub(super) fn trailers_only(headers: &HeaderMap, _plan: &RoutePlan) -> Result<bool, GatewayError> {
     match Status::from_headers(headers) {
         None => Ok(false),
         Some(status) if status.code == Code::Ok => Ok(true),
@@ -142,7 +142,10 @@ pub fn trailers_only(headers: &HeaderMap, _plan: &RoutePlan) -> Result<bool, Gat
 
 /// A reply that is not gRPC at all (an L7 proxy's error page, say) gets a status from its
 /// HTTP code, per the gRPC spec.
-pub fn check_grpc_response(status: StatusCode, headers: &HeaderMap) -> Result<(), GatewayError> {
+pub(super) fn check_grpc_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<(), GatewayError> {
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -162,7 +165,11 @@ pub fn check_grpc_response(status: StatusCode, headers: &HeaderMap) -> Result<()
     Ok(())
 }
 
-pub fn status_failure(status: Status, headers: HeaderMap, trailers: HeaderMap) -> GatewayError {
+pub(super) fn status_failure(
+    status: Status,
+    headers: HeaderMap,
+    trailers: HeaderMap,
+) -> GatewayError {
     GatewayError::upstream_status(
         status.code,
         status.message,
@@ -172,7 +179,7 @@ pub fn status_failure(status: Status, headers: HeaderMap, trailers: HeaderMap) -
     )
 }
 
-pub fn no_message(plan: &RoutePlan) -> GatewayError {
+pub(super) fn no_message(plan: &RoutePlan) -> GatewayError {
     GatewayError::upstream(
         Code::Internal,
         format!(
@@ -220,7 +227,7 @@ fn several_messages(plan: &RoutePlan) -> GatewayError {
     )
 }
 
-pub fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, GatewayError> {
+pub(super) fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, GatewayError> {
     if !frame.compressed {
         return Ok(frame);
     }
@@ -231,7 +238,7 @@ pub fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, Gat
     Err(frame_error(error))
 }
 
-pub fn frame_error(error: FrameError) -> GatewayError {
+pub(super) fn frame_error(error: FrameError) -> GatewayError {
     let code = match error {
         FrameError::TooLarge { .. } => Code::ResourceExhausted,
         _ => Code::Internal,
@@ -241,7 +248,7 @@ pub fn frame_error(error: FrameError) -> GatewayError {
 
 /// A stream reset or broken connection mid-response, mapped as the gRPC spec maps
 /// RST_STREAM codes.
-pub fn stream_error(error: &hyper::Error) -> GatewayError {
+pub(super) fn stream_error(error: &hyper::Error) -> GatewayError {
     let text = crate::upstream::error_chain(error);
     let code = crate::error::code_from_reset(crate::error::h2_reset(error));
     GatewayError::upstream(code, format!("upstream response failed: {text}"))

@@ -25,7 +25,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// `io`, passing every byte through, with a flag set once the bytes read so far show the
 /// protocol.
-pub struct Detecting<I> {
+pub(super) struct Detecting<I> {
     io: I,
     matched: usize,
     known: Arc<AtomicBool>,
@@ -35,7 +35,7 @@ pub struct Detecting<I> {
 
 impl<I> Detecting<I> {
     /// Wraps `io`; the flag returned is set once the protocol is known.
-    pub fn new(io: I, connection: Arc<Connection>) -> (Self, Arc<AtomicBool>) {
+    pub(super) fn new(io: I, connection: Arc<Connection>) -> (Self, Arc<AtomicBool>) {
         let known = Arc::new(AtomicBool::new(false));
         let detecting = Detecting {
             io,
@@ -114,7 +114,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Detecting<I> {
 
 /// Runs `connection` to its end, unless `known` is still unset after `limit`: then it is
 /// dropped, which closes it. `None` when it was closed that way.
-pub async fn closes_if_undetected<F: Future>(
+pub(super) async fn closes_if_undetected<F: Future>(
     connection: F,
     known: Arc<AtomicBool>,
     limit: Duration,

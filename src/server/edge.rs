@@ -24,7 +24,7 @@ use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
 use crate::metrics::RequestLabels;
 
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 impl Gateway {
     /// Serves one request end to end: admitted or refused, handled, measured and logged.

@@ -15,17 +15,17 @@ use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, Syntax};
 use super::well_known::well_known;
 
 /// Fields and oneofs per message that the duplicate checks can track.
-pub const MAX_FIELDS: usize = 256;
-pub const MAX_ONEOFS: usize = 64;
+pub(super) const MAX_FIELDS: usize = 256;
+pub(super) const MAX_ONEOFS: usize = 64;
 
 /// The compiled message types: index 0 is the root.
 #[derive(Debug)]
-pub struct Codec {
+pub(super) struct Codec {
     pub messages: Vec<MessageCodec>,
 }
 
 #[derive(Debug)]
-pub struct MessageCodec {
+pub(super) struct MessageCodec {
     /// In declaration order, the order of JSON output.
     pub fields: Vec<FieldCodec>,
     /// JSON names and proto names, each with its field's index.
@@ -35,7 +35,7 @@ pub struct MessageCodec {
 }
 
 #[derive(Debug)]
-pub struct FieldCodec {
+pub(super) struct FieldCodec {
     pub number: u32,
     /// `"jsonName":` and `"proto_name":`, escaped, for output.
     pub json_key: Box<[u8]>,
@@ -50,14 +50,14 @@ pub struct FieldCodec {
 }
 
 #[derive(Debug)]
-pub enum Shape {
+pub(super) enum Shape {
     Single,
     Repeated { packed: bool },
     Map { key: ValueKind, value: ValueKind },
 }
 
 #[derive(Debug, Clone)]
-pub enum ValueKind {
+pub(super) enum ValueKind {
     Double,
     Float,
     Int32,
@@ -84,14 +84,14 @@ pub enum ValueKind {
 
 /// An enum's values by name, and names by number (the first name of an aliased number).
 #[derive(Debug)]
-pub struct EnumCodec {
+pub(super) struct EnumCodec {
     pub by_name: Names,
     pub by_number: HashMap<i32, Box<str>>,
 }
 
 /// Names to numbers: a short list is searched, a long one hashed.
 #[derive(Debug, Default)]
-pub struct Names {
+pub(super) struct Names {
     list: Vec<(Box<str>, i32)>,
     map: Option<HashMap<Box<str>, i32>>,
 }
@@ -104,7 +104,7 @@ impl Names {
         Names { list, map }
     }
 
-    pub fn get(&self, name: &str) -> Option<i32> {
+    pub(super) fn get(&self, name: &str) -> Option<i32> {
         match &self.map {
             Some(map) => map.get(name).copied(),
             None => self
@@ -118,7 +118,7 @@ impl Names {
 
 /// Field numbers to field indexes: a table for the usual small numbers, a map otherwise.
 #[derive(Debug)]
-pub enum Numbers {
+pub(super) enum Numbers {
     Table(Vec<Option<u16>>),
     Map(HashMap<u32, usize>),
 }
@@ -144,7 +144,7 @@ impl Numbers {
         )
     }
 
-    pub fn get(&self, number: u32) -> Option<usize> {
+    pub(super) fn get(&self, number: u32) -> Option<usize> {
         match self {
             Numbers::Table(t) => t.get(number as usize).copied().flatten().map(usize::from),
             Numbers::Map(m) => m.get(&number).copied(),
@@ -155,7 +155,7 @@ impl Numbers {
 impl Codec {
     /// The codec of `root` and the message types it holds, or `None` when one of them is
     /// outside what the fast paths handle.
-    pub fn compile(root: &MessageDescriptor) -> Option<Codec> {
+    pub(super) fn compile(root: &MessageDescriptor) -> Option<Codec> {
         let mut compiler = Compiler::default();
         compiler.message(root)?;
         let messages = compiler.messages.into_iter().collect::<Option<Vec<_>>>()?;
@@ -286,13 +286,13 @@ fn key_bytes(name: &str) -> Box<[u8]> {
 
 // --- the wire format ---------------------------------------------------------------------
 
-pub const VARINT: u8 = 0;
-pub const FIXED64: u8 = 1;
-pub const LEN: u8 = 2;
-pub const FIXED32: u8 = 5;
+pub(super) const VARINT: u8 = 0;
+pub(super) const FIXED64: u8 = 1;
+pub(super) const LEN: u8 = 2;
+pub(super) const FIXED32: u8 = 5;
 
 /// The wire type of `kind`'s values, unpacked.
-pub fn wire_type(kind: &ValueKind) -> u8 {
+pub(super) fn wire_type(kind: &ValueKind) -> u8 {
     match kind {
         ValueKind::Double | ValueKind::Fixed64 | ValueKind::Sfixed64 => FIXED64,
         ValueKind::Float | ValueKind::Fixed32 | ValueKind::Sfixed32 => FIXED32,
@@ -303,7 +303,7 @@ pub fn wire_type(kind: &ValueKind) -> u8 {
     }
 }
 
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -311,25 +311,25 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-pub fn put_tag(out: &mut Vec<u8>, number: u32, wire: u8) {
+pub(super) fn put_tag(out: &mut Vec<u8>, number: u32, wire: u8) {
     put_varint(out, (u64::from(number) << 3) | u64::from(wire));
 }
 
-pub fn varint_len(v: u64) -> usize {
+pub(super) fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// A length-delimited value being written: `open` leaves one byte for its length, `close`
 /// writes the length, moving the value up when the length needs more than one byte.
-pub struct Delimited(usize);
+pub(super) struct Delimited(usize);
 
 impl Delimited {
-    pub fn open(out: &mut Vec<u8>) -> Self {
+    pub(super) fn open(out: &mut Vec<u8>) -> Self {
         out.push(0);
         Delimited(out.len())
     }
 
-    pub fn close(self, out: &mut Vec<u8>) {
+    pub(super) fn close(self, out: &mut Vec<u8>) {
         let start = self.0;
         let len = out.len() - start;
         let extra = varint_len(len as u64) - 1;
@@ -349,7 +349,7 @@ impl Delimited {
 }
 
 /// A varint from the front of `input`, as prost reads it (at most 10 bytes).
-pub fn varint(input: &mut &[u8]) -> Option<u64> {
+pub(super) fn varint(input: &mut &[u8]) -> Option<u64> {
     let mut v = 0u64;
     for i in 0..10 {
         let (&b, rest) = input.split_first()?;
@@ -366,7 +366,7 @@ pub fn varint(input: &mut &[u8]) -> Option<u64> {
 }
 
 /// The next `n` bytes of `input`.
-pub fn take<'w>(input: &mut &'w [u8], n: usize) -> Option<&'w [u8]> {
+pub(super) fn take<'w>(input: &mut &'w [u8], n: usize) -> Option<&'w [u8]> {
     if input.len() < n {
         return None;
     }
@@ -376,20 +376,20 @@ pub fn take<'w>(input: &mut &'w [u8], n: usize) -> Option<&'w [u8]> {
 }
 
 /// A length-delimited value's bytes.
-pub fn delimited<'w>(input: &mut &'w [u8]) -> Option<&'w [u8]> {
+pub(super) fn delimited<'w>(input: &mut &'w [u8]) -> Option<&'w [u8]> {
     let len = usize::try_from(varint(input)?).ok()?;
     take(input, len)
 }
 
 /// A field key: its number (never 0) and wire type, as prost accepts them.
-pub fn field_key(input: &mut &[u8]) -> Option<(u32, u8)> {
+pub(super) fn field_key(input: &mut &[u8]) -> Option<(u32, u8)> {
     let key = u32::try_from(varint(input)?).ok()?;
     let number = key >> 3;
     (number != 0).then_some((number, (key & 7) as u8))
 }
 
 /// Skips a value of wire type `wire`; groups and unknown wire types are refused.
-pub fn skip(wire: u8, input: &mut &[u8]) -> Option<()> {
+pub(super) fn skip(wire: u8, input: &mut &[u8]) -> Option<()> {
     match wire {
         VARINT => varint(input).map(drop),
         FIXED64 => take(input, 8).map(drop),
@@ -401,7 +401,7 @@ pub fn skip(wire: u8, input: &mut &[u8]) -> Option<()> {
 
 /// A scalar value (or enum number).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Scalar {
+pub(super) enum Scalar {
     F64(f64),
     F32(f32),
     I32(i32),
@@ -414,7 +414,7 @@ pub enum Scalar {
 
 impl Scalar {
     /// The proto3 default (zero, false; `-0.0` counts as zero, as prost-reflect compares).
-    pub fn is_default(self) -> bool {
+    pub(super) fn is_default(self) -> bool {
         match self {
             Scalar::F64(v) => v == 0.0,
             Scalar::F32(v) => v == 0.0,
@@ -427,7 +427,7 @@ impl Scalar {
     }
 
     /// The default value of a scalar or enum `kind`.
-    pub fn default_of(kind: &ValueKind) -> Scalar {
+    pub(super) fn default_of(kind: &ValueKind) -> Scalar {
         match kind {
             ValueKind::Double => Scalar::F64(0.0),
             ValueKind::Float => Scalar::F32(0.0),
@@ -441,7 +441,7 @@ impl Scalar {
     }
 
     /// Writes the value in `kind`'s encoding (no tag); `None` when it is not of that kind.
-    pub fn put(self, kind: &ValueKind, out: &mut Vec<u8>) -> Option<()> {
+    pub(super) fn put(self, kind: &ValueKind, out: &mut Vec<u8>) -> Option<()> {
         match (kind, self) {
             (ValueKind::Double, Scalar::F64(v)) => out.extend_from_slice(&v.to_le_bytes()),
             (ValueKind::Float, Scalar::F32(v)) => out.extend_from_slice(&v.to_le_bytes()),
@@ -467,7 +467,7 @@ impl Scalar {
 
     /// One value of `kind` from the front of `input` (in its unpacked encoding), as prost
     /// decodes it.
-    pub fn read(kind: &ValueKind, input: &mut &[u8]) -> Option<Scalar> {
+    pub(super) fn read(kind: &ValueKind, input: &mut &[u8]) -> Option<Scalar> {
         let fixed4 = |input: &mut &[u8]| take(input, 4).and_then(|b| b.try_into().ok());
         let fixed8 = |input: &mut &[u8]| take(input, 8).and_then(|b| b.try_into().ok());
         Some(match kind {

@@ -165,7 +165,7 @@ impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
 impl<'de> Visitor<'de> for MessageSeed<'_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object")
     }
 
@@ -227,7 +227,7 @@ impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
 impl Visitor<'_> for KeySeed<'_> {
     type Value = Option<usize>;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field name")
     }
 
@@ -265,7 +265,7 @@ impl<'de> DeserializeSeed<'de> for FieldSeed<'_> {
 impl<'de> Visitor<'de> for FieldSeed<'_> {
     type Value = bool;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field value")
     }
 
@@ -459,7 +459,7 @@ struct ListSeed<'a, 'o> {
 impl<'de> Visitor<'de> for ListSeed<'_, '_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list")
     }
 
@@ -508,7 +508,7 @@ struct MapSeed<'a, 'o> {
 impl<'de> Visitor<'de> for MapSeed<'_, '_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object")
     }
 
@@ -570,7 +570,7 @@ struct StringSeed<'o>(&'o mut Vec<u8>);
 impl Visitor<'_> for StringSeed<'_> {
     type Value = usize;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
 
@@ -589,7 +589,7 @@ struct BytesSeed<'o>(&'o mut Vec<u8>);
 impl Visitor<'_> for BytesSeed<'_> {
     type Value = usize;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a base64 string")
     }
 
@@ -617,7 +617,7 @@ struct DoubleVisitor;
 impl Visitor<'_> for DoubleVisitor {
     type Value = Scalar;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a number")
     }
 
@@ -639,7 +639,7 @@ struct FloatVisitor;
 impl Visitor<'_> for FloatVisitor {
     type Value = Scalar;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a number")
     }
 
@@ -699,7 +699,7 @@ impl<T> Default for IntVisitor<T> {
 impl<T: Integer> Visitor<'_> for IntVisitor<T> {
     type Value = Scalar;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an integer")
     }
 
@@ -738,7 +738,7 @@ struct BoolVisitor;
 impl Visitor<'_> for BoolVisitor {
     type Value = Scalar;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a boolean")
     }
 
@@ -754,7 +754,7 @@ struct EnumVisitor<'a>(&'a Names);
 impl Visitor<'_> for EnumVisitor<'_> {
     type Value = Scalar;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an enum name or number")
     }
 

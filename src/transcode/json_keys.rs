@@ -19,18 +19,18 @@ use smallvec::SmallVec;
 use crate::error::quoted;
 
 /// The refusal of a message field given twice; `key` as written.
-pub fn duplicate_field(key: &str) -> String {
+pub(super) fn duplicate_field(key: &str) -> String {
     format!("duplicate field {}", quoted(key))
 }
 
 /// The refusal of a map (or `Struct`) key given twice; `key` as written.
-pub fn duplicate_map_key(key: &str) -> String {
+pub(super) fn duplicate_map_key(key: &str) -> String {
     format!("duplicate map key {}", quoted(key))
 }
 
 /// What a JSON value about to be read is, as far as keys given twice are concerned.
 #[derive(Debug, Clone, Default)]
-pub enum Expect {
+pub(super) enum Expect {
     /// Nothing inside to check: a scalar, an unknown field, a well-known type with a string
     /// form, or an object read some other way.
     #[default]
@@ -54,7 +54,7 @@ pub enum Expect {
 
 impl Expect {
     /// A message of type `desc`, a well-known type included.
-    pub fn of_message(desc: &MessageDescriptor) -> Expect {
+    pub(super) fn of_message(desc: &MessageDescriptor) -> Expect {
         match desc.full_name() {
             "google.protobuf.Struct" => Expect::Struct,
             "google.protobuf.Value" => Expect::Value,
@@ -84,7 +84,7 @@ impl Expect {
     }
 
     /// What each element of a list read here is.
-    pub fn element(&self) -> Expect {
+    pub(super) fn element(&self) -> Expect {
         match self {
             Expect::List(field) => Expect::of_kind(&field.kind()),
             Expect::Value | Expect::ListValue => Expect::Value,
@@ -93,7 +93,7 @@ impl Expect {
     }
 
     /// The record of the keys of an object read here.
-    pub fn keys(&self) -> Keys {
+    pub(super) fn keys(&self) -> Keys {
         match self {
             Expect::Message(desc) => Keys::Fields {
                 desc: desc.clone(),
@@ -120,7 +120,7 @@ impl Expect {
 
 /// The keys of one JSON object seen so far.
 #[derive(Debug)]
-pub enum Keys {
+pub(super) enum Keys {
     Unchecked,
     /// A message's fields, by number.
     Fields {
@@ -140,7 +140,7 @@ pub enum Keys {
 impl Keys {
     /// Records `key`: what its value is, or the refusal of a key given twice. Keys the object
     /// cannot have (unknown fields, map keys that do not parse) are left to the reader.
-    pub fn check(&mut self, key: &str) -> Result<Expect, String> {
+    pub(super) fn check(&mut self, key: &str) -> Result<Expect, String> {
         match self {
             Keys::Unchecked => Ok(Expect::Other),
             Keys::Fields { desc, seen } => {
@@ -198,7 +198,7 @@ fn map_key(kind: &Kind, key: &str) -> Option<String> {
 /// value). A few are kept inline and compared one by one, so small maps cost no allocation;
 /// beyond [`EncodedKeys::INLINE`] they go into a hash set.
 #[derive(Debug, Default)]
-pub struct EncodedKeys {
+pub(super) struct EncodedKeys {
     bytes: SmallVec<[u8; 128]>,
     ends: SmallVec<[usize; EncodedKeys::INLINE + 1]>,
     set: Option<HashSet<Box<[u8]>>>,
@@ -208,7 +208,7 @@ impl EncodedKeys {
     const INLINE: usize = 16;
 
     /// Records `key`; `false` when it was there already.
-    pub fn insert(&mut self, key: &[u8]) -> bool {
+    pub(super) fn insert(&mut self, key: &[u8]) -> bool {
         if let Some(set) = &mut self.set {
             return set.insert(key.into());
         }

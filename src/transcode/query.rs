@@ -14,7 +14,7 @@ use crate::error::{quoted, GatewayError};
 use crate::route::field_path::find_field;
 
 /// Applies every query parameter to `message`.
-pub fn apply(
+pub(super) fn apply(
     message: &mut DynamicMessage,
     query: &str,
     bound: &[Vec<u32>],

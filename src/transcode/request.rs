@@ -219,7 +219,7 @@ fn body_field(
 }
 
 /// The message a path ends in, creating the messages along the way.
-pub fn parent_mut<'m>(
+pub(super) fn parent_mut<'m>(
     message: &'m mut DynamicMessage,
     path: &[FieldDescriptor],
 ) -> Result<&'m mut DynamicMessage, String> {
@@ -351,7 +351,7 @@ fn blind_paths(
 
 /// Refuses JSON nested deeper than `max` objects and arrays, before parsing it. Strings are
 /// skipped with a vectorised search for their end, so a large base64 value costs little.
-pub fn check_depth(body: &[u8], max: usize) -> Result<(), GatewayError> {
+pub(super) fn check_depth(body: &[u8], max: usize) -> Result<(), GatewayError> {
     let mut depth = 0usize;
     let mut i = 0;
     while let Some(&b) = body.get(i) {

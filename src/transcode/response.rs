@@ -90,7 +90,10 @@ fn raw_http_body(message: &DynamicMessage) -> RenderedBody {
 }
 
 /// A message as JSON.
-pub fn to_json(message: &DynamicMessage, options: &JsonOptions) -> Result<Vec<u8>, GatewayError> {
+pub(super) fn to_json(
+    message: &DynamicMessage,
+    options: &JsonOptions,
+) -> Result<Vec<u8>, GatewayError> {
     let mut out = Vec::with_capacity(2 * message.encoded_len() + 16);
     json_out::write_message(&mut out, message, options)
         .map_err(|e| render_error(message, &e, options))?;

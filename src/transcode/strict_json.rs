@@ -51,7 +51,7 @@ fn number_visitor<'de, V: Visitor<'de>>(visitor: &V) -> Option<Number> {
 }
 
 /// Whether `s` is a JSON number token (RFC 8259): `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
-pub fn is_json_number(s: &str) -> bool {
+pub(super) fn is_json_number(s: &str) -> bool {
     let b = s.as_bytes();
     let mut i = usize::from(b.first() == Some(&b'-'));
     let digits = |i: &mut usize| {
@@ -87,7 +87,7 @@ pub fn is_json_number(s: &str) -> bool {
 }
 
 /// Whether `s` is a JSON integer token: `-?(0|[1-9][0-9]*)`.
-pub fn is_json_integer(s: &str) -> bool {
+pub(super) fn is_json_integer(s: &str) -> bool {
     is_json_number(s) && !s.contains(['.', 'e', 'E'])
 }
 
@@ -122,14 +122,14 @@ fn check<'de, V: Visitor<'de>, E: Error>(visitor: &V, s: &str) -> Result<(), E> 
 
 /// A deserialiser whose number visitors see only strings protojson accepts, and whose objects
 /// are checked for keys given twice ([`json_keys`](super::json_keys)).
-pub struct Strict<D> {
+pub(super) struct Strict<D> {
     de: D,
     expect: Expect,
 }
 
 impl<D> Strict<D> {
     /// `de`, about to read a message of type `desc` (a well-known type included).
-    pub fn new(de: D, desc: &MessageDescriptor) -> Self {
+    pub(super) fn new(de: D, desc: &MessageDescriptor) -> Self {
         Strict {
             de,
             expect: Expect::of_message(desc),

@@ -26,7 +26,7 @@ pub(super) struct Connector {
 }
 
 impl Connector {
-    pub fn new(label: Arc<str>, tls: Option<TlsConnect>, timeout: Duration) -> Connector {
+    pub(super) fn new(label: Arc<str>, tls: Option<TlsConnect>, timeout: Duration) -> Connector {
         Connector {
             label,
             tls,
@@ -35,12 +35,12 @@ impl Connector {
     }
 
     /// The upstream's URL, for logs.
-    pub fn label(&self) -> &str {
+    pub(super) fn label(&self) -> &str {
         &self.label
     }
 
     /// A new HTTP/2 connection to `addr`: its request handle and the task to spawn.
-    pub async fn connect(
+    pub(super) async fn connect(
         &self,
         addr: SocketAddr,
     ) -> Result<(SendRequest<UpstreamBody>, Driver), Unreachable> {

@@ -39,7 +39,7 @@ struct Entry {
 
 impl Target {
     /// Parses `http://host:port[,host:port...]` or the same with `https://`.
-    pub fn parse(url: &str) -> Result<Target, String> {
+    pub(super) fn parse(url: &str) -> Result<Target, String> {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| format!("upstream {url:?} is not a URL like http://host:port"))?;
@@ -64,7 +64,7 @@ impl Target {
     }
 
     /// The first entry, the default `:authority` of requests.
-    pub fn authority(&self) -> Result<Authority, String> {
+    pub(super) fn authority(&self) -> Result<Authority, String> {
         let first = &self.entries[0].text;
         first
             .parse()
@@ -72,7 +72,7 @@ impl Target {
     }
 
     /// The first entry's host, the default TLS server name.
-    pub fn first_host(&self) -> &str {
+    pub(super) fn first_host(&self) -> &str {
         &self.entries[0].host
     }
 
@@ -150,7 +150,11 @@ pub(super) struct EndpointSet {
 }
 
 impl EndpointSet {
-    pub fn new(target: Target, connector: Arc<Connector>, options: &UpstreamOptions) -> Self {
+    pub(super) fn new(
+        target: Target,
+        connector: Arc<Connector>,
+        options: &UpstreamOptions,
+    ) -> Self {
         EndpointSet {
             target,
             connector,
@@ -164,13 +168,13 @@ impl EndpointSet {
 
     /// The endpoints now, resolving them first on the first call. A first resolution that
     /// fails is an error for this request and is tried again by the next one.
-    pub async fn current(self: &Arc<Self>) -> Result<Arc<Vec<Arc<Endpoint>>>, Unreachable> {
+    pub(super) async fn current(self: &Arc<Self>) -> Result<Arc<Vec<Arc<Endpoint>>>, Unreachable> {
         self.started.get_or_try_init(|| self.start()).await?;
         Ok(self.endpoints.load_full())
     }
 
     /// The endpoints now, without resolving (empty before the first request).
-    pub fn snapshot(&self) -> Arc<Vec<Arc<Endpoint>>> {
+    pub(super) fn snapshot(&self) -> Arc<Vec<Arc<Endpoint>>> {
         self.endpoints.load_full()
     }
 

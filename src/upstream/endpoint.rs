@@ -66,7 +66,7 @@ pub(super) struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(addr: SocketAddr, connector: Arc<Connector>, connections: usize) -> Endpoint {
+    pub(super) fn new(addr: SocketAddr, connector: Arc<Connector>, connections: usize) -> Endpoint {
         let slots = (0..connections.max(1))
             .map(|_| Slot {
                 sender: Mutex::new(None),
@@ -86,16 +86,16 @@ impl Endpoint {
         }
     }
 
-    pub fn is_healthy(&self) -> bool {
+    pub(super) fn is_healthy(&self) -> bool {
         !self.unhealthy.load(Ordering::Relaxed)
     }
 
     /// Requests sent here whose response has not ended.
-    pub fn load(&self) -> usize {
+    pub(super) fn load(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub fn status(&self) -> EndpointStatus {
+    pub(super) fn status(&self) -> EndpointStatus {
         EndpointStatus {
             addr: self.addr,
             healthy: self.is_healthy(),
@@ -103,16 +103,16 @@ impl Endpoint {
         }
     }
 
-    pub fn retire(&self) {
+    pub(super) fn retire(&self) {
         self.retired.store(true, Ordering::Relaxed);
     }
 
     #[cfg(test)]
-    pub fn is_retired(&self) -> bool {
+    pub(super) fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Relaxed)
     }
 
-    pub fn count_connections(&self, counts: &mut ConnectionCounts) {
+    pub(super) fn count_connections(&self, counts: &mut ConnectionCounts) {
         for slot in self.slots.iter() {
             match slot.state.load(Ordering::Relaxed) {
                 CONNECTING => counts.connecting += 1,
@@ -124,7 +124,7 @@ impl Endpoint {
     }
 
     /// Sends `request` on one of the connections, opening it if needed.
-    pub async fn send(
+    pub(super) async fn send(
         self: &Arc<Self>,
         request: Request<UpstreamBody>,
     ) -> Result<Response<UpstreamResponseBody>, SendFailure> {

@@ -21,7 +21,7 @@ pub(super) struct TlsConnect {
 }
 
 impl TlsConnect {
-    pub async fn handshake(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+    pub(super) async fn handshake(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         self.connector.connect(self.server_name.clone(), tcp).await
     }
 }

@@ -29,10 +29,10 @@ use protogate::transcode::{
 };
 
 /// A fuzz target: arbitrary bytes in, a panic on a bug.
-pub type Target = fn(&[u8]);
+pub(crate) type Target = fn(&[u8]);
 
 /// Every target, by name (the names of `fuzz/fuzz_targets/*.rs` and of the corpus folders).
-pub const TARGETS: &[(&str, Target)] = &[
+pub(crate) const TARGETS: &[(&str, Target)] = &[
     ("template", template),
     ("matcher", matcher),
     ("json_request", json_request),
@@ -44,7 +44,7 @@ pub const TARGETS: &[(&str, Target)] = &[
 ];
 
 /// Tokens worth splicing into inputs of each target (the stable run's mutator uses them).
-pub fn dictionary(target: &str) -> &'static [&'static str] {
+pub(crate) fn dictionary(target: &str) -> &'static [&'static str] {
     match target {
         "template" => &[
             "/", "{", "}", "=", "*", "**", ":", ".", "%", "%2F", "%2f", "%41", "%zz", "{a}",
@@ -362,7 +362,7 @@ fn instantiate(template: &Template) -> String {
 /// The template parser: a parsed template renders canonically, re-parses to itself, and
 /// matches the paths it describes with the right captures; a refused one names a position
 /// inside the text.
-pub fn template(data: &[u8]) {
+pub(crate) fn template(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -496,7 +496,7 @@ const METHODS: &[&str] = &[
 /// The matcher on arbitrary paths: a match is one the reference matcher agrees with, under
 /// the request's method or `*`, with the reference captures; 405 lists only methods whose
 /// templates match and never the request's own; 404 means no template matches at all.
-pub fn matcher(data: &[u8]) {
+pub(crate) fn matcher(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
@@ -696,7 +696,7 @@ fn output_options(bits: u8) -> JsonOptions {
 /// Upstream bytes as a `Kinds` response: where the direct wire-to-JSON renderer writes JSON,
 /// the reference path (decoding, then `json_out`) accepts the bytes and writes the same JSON.
 /// The first byte picks the output options.
-pub fn json_response(data: &[u8]) {
+pub(crate) fn json_response(data: &[u8]) {
     let Some((&bits, wire)) = data.split_first() else {
         return;
     };
@@ -704,7 +704,7 @@ pub fn json_response(data: &[u8]) {
 }
 
 /// Whether the direct wire-to-JSON renderer takes `data`, a `json_response` input.
-pub fn json_response_renders(data: &[u8]) -> bool {
+pub(crate) fn json_response_renders(data: &[u8]) -> bool {
     data.split_first().is_some_and(|(&bits, wire)| {
         api()
             .kinds_renderer
@@ -811,7 +811,7 @@ fn json_case(data: &[u8]) -> Option<(Method, &'static str, &'static JsonOptions,
 
 /// JSON bodies into request messages, for each way a body is bound, through the reference
 /// path and the direct JSON-to-wire encoder.
-pub fn json_request(data: &[u8]) {
+pub(crate) fn json_request(data: &[u8]) {
     let Some((method, path, options, body)) = json_case(data) else {
         return;
     };
@@ -833,7 +833,7 @@ pub fn json_request(data: &[u8]) {
 
 /// Whether `data`, a `json_request` input, is accepted by the direct JSON-to-wire encoder (so
 /// that the target compares it with the reference path).
-pub fn json_request_takes_fast_path(data: &[u8]) -> bool {
+pub(crate) fn json_request_takes_fast_path(data: &[u8]) -> bool {
     json_case(data).is_some_and(|(method, path, options, body)| {
         matches!(fast_frame(&method, path, body, options).1, Ok(Some(_)))
     })
@@ -841,7 +841,7 @@ pub fn json_request_takes_fast_path(data: &[u8]) -> bool {
 
 /// How a `json_request` input is refused: by the reference path (its message), and by the
 /// direct encoder (its message, `None` when it declined the body or gave a frame).
-pub fn json_request_refusals(data: &[u8]) -> Option<(String, Option<String>)> {
+pub(crate) fn json_request_refusals(data: &[u8]) -> Option<(String, Option<String>)> {
     let (method, path, options, body) = json_case(data)?;
     let reference = assemble(&method, path, None, body, options).err()?;
     let fast = fast_frame(&method, path, body, options).1.err();
@@ -980,7 +980,7 @@ fn form_decode(query: &str) -> String {
 
 /// Query strings into request messages: on a query-only route and beside a body field; the
 /// path variable always wins over the query.
-pub fn query(data: &[u8]) {
+pub(crate) fn query(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else {
         return;
     };
@@ -1020,7 +1020,7 @@ pub fn query(data: &[u8]) {
 
 /// The frame decoder: the same frames (or the same error) whether the stream arrives whole
 /// or cut into chunks; no frame beyond the limit; the frames re-encode to the bytes consumed.
-pub fn frame(data: &[u8]) {
+pub(crate) fn frame(data: &[u8]) {
     let [limit_byte, chunk_byte, stream @ ..] = data else {
         return;
     };
@@ -1082,7 +1082,7 @@ pub fn frame(data: &[u8]) {
 
 /// `grpc-timeout`: a value parses exactly when it is one to eight digits and a unit, to that
 /// duration; formatting any duration gives a value that parses to no less than it.
-pub fn grpc_timeout(data: &[u8]) {
+pub(crate) fn grpc_timeout(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let expected = {
         let unit = text.chars().last();
@@ -1125,7 +1125,7 @@ pub fn grpc_timeout(data: &[u8]) {
 /// Percent-decoding of path captures under each mode and of `grpc-message`: the result is
 /// the reference decoder's, and a capture that cannot be decoded is a 400, never a 404 or a
 /// wrong value.
-pub fn percent_decode(data: &[u8]) {
+pub(crate) fn percent_decode(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let lenient = {
         let mut out = Vec::new();

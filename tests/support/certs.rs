@@ -13,13 +13,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A certificate and its key, as PEM files.
 #[derive(Debug, Clone)]
-pub struct Pair {
+pub(crate) struct Pair {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
 /// A test certificate authority and the files it issued.
-pub struct Pki {
+pub(crate) struct Pki {
     pub dir: tempfile::TempDir,
     /// The CA certificate (PEM), to trust.
     pub ca: PathBuf,
@@ -27,7 +27,7 @@ pub struct Pki {
 }
 
 impl Pki {
-    pub fn new(name: &str) -> Pki {
+    pub(crate) fn new(name: &str) -> Pki {
         let dir = tempfile::tempdir().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -47,7 +47,7 @@ impl Pki {
 
     /// A server certificate for `names` (DNS names or IP addresses), written as `{file}.pem`
     /// and `{file}.key`, with `common_name` as its subject (to tell certificates apart).
-    pub fn server(&self, file: &str, names: &[&str], common_name: &str) -> Pair {
+    pub(crate) fn server(&self, file: &str, names: &[&str], common_name: &str) -> Pair {
         self.issue(
             file,
             names,
@@ -57,7 +57,7 @@ impl Pki {
     }
 
     /// A client certificate, for mutual TLS.
-    pub fn client(&self, file: &str, common_name: &str) -> Pair {
+    pub(crate) fn client(&self, file: &str, common_name: &str) -> Pair {
         self.issue(file, &[], common_name, ExtendedKeyUsagePurpose::ClientAuth)
     }
 
@@ -85,19 +85,19 @@ impl Pki {
         pair
     }
 
-    pub fn path(&self, file: &str) -> PathBuf {
+    pub(crate) fn path(&self, file: &str) -> PathBuf {
         self.dir.path().join(file)
     }
 }
 
-pub fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
+pub(crate) fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
     CertificateDer::pem_file_iter(path)
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
 }
 
-pub fn key(path: &Path) -> PrivateKeyDer<'static> {
+pub(crate) fn key(path: &Path) -> PrivateKeyDer<'static> {
     PrivateKeyDer::from_pem_file(path).unwrap()
 }
 
@@ -107,7 +107,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A backend's TLS configuration: `pair` as its certificate, ALPN h2, and, when
 /// `client_ca` is set, client certificates issued by it required.
-pub fn backend_tls(pair: &Pair, client_ca: Option<&Path>) -> Arc<rustls::ServerConfig> {
+pub(crate) fn backend_tls(pair: &Pair, client_ca: Option<&Path>) -> Arc<rustls::ServerConfig> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap();
@@ -135,7 +135,7 @@ pub fn backend_tls(pair: &Pair, client_ca: Option<&Path>) -> Arc<rustls::ServerC
 }
 
 /// A client configuration trusting `ca` only, offering `alpn`.
-pub fn client_tls(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+pub(crate) fn client_tls(ca: &Path, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(ca) {
         roots.add(c).unwrap();

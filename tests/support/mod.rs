@@ -2,7 +2,7 @@
 //! and a small HTTP/1.1 client. Every await that could hang is bounded by [`TIMEOUT`].
 #![allow(dead_code)]
 
-pub mod certs;
+pub(crate) mod certs;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -23,21 +23,21 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 /// The bound on every await that could hang.
-pub const TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Awaits `f`, failing the test if it takes longer than [`TIMEOUT`].
-pub async fn bounded<F: Future>(f: F) -> F::Output {
+pub(crate) async fn bounded<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(TIMEOUT, f)
         .await
         .expect("operation timed out")
 }
 
-pub fn repo_path(relative: &str) -> PathBuf {
+pub(crate) fn repo_path(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
 /// The test API in `tests/protos`, compiled in-process.
-pub fn library_sources() -> Sources {
+pub(crate) fn library_sources() -> Sources {
     Sources {
         protos: vec![PathBuf::from("testapi/v1/library.proto")],
         includes: vec![repo_path("tests/protos")],
@@ -45,14 +45,14 @@ pub fn library_sources() -> Sources {
     }
 }
 
-pub fn library_pool() -> DescriptorPool {
+pub(crate) fn library_pool() -> DescriptorPool {
     protogate::descriptor::load(&library_sources()).expect("test protos load")
 }
 
 type Responder = Arc<dyn Fn(&Call) -> Result<Reply, tonic::Status> + Send + Sync>;
 
 /// A real gRPC server that records every call and answers through a closure.
-pub struct Backend {
+pub(crate) struct Backend {
     pub url: String,
     pub addr: std::net::SocketAddr,
     calls: Arc<Mutex<Vec<Call>>>,
@@ -61,14 +61,14 @@ pub struct Backend {
 
 impl Backend {
     /// Starts a backend answering with `respond`.
-    pub async fn start(
+    pub(crate) async fn start(
         respond: impl Fn(&Call) -> Result<Reply, tonic::Status> + Send + Sync + 'static,
     ) -> Backend {
         Self::start_async(Arc::new(respond), None).await
     }
 
     /// Starts a backend that waits `delay` before answering.
-    pub async fn start_slow(
+    pub(crate) async fn start_slow(
         delay: Duration,
         respond: impl Fn(&Call) -> Result<Reply, tonic::Status> + Send + Sync + 'static,
     ) -> Backend {
@@ -102,12 +102,12 @@ impl Backend {
         }
     }
 
-    pub fn calls(&self) -> Vec<Call> {
+    pub(crate) fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 
     /// The only call received so far.
-    pub fn only_call(&self) -> Call {
+    pub(crate) fn only_call(&self) -> Call {
         let calls = self.calls();
         assert_eq!(calls.len(), 1, "expected exactly one upstream call");
         calls[0].clone()
@@ -116,7 +116,7 @@ impl Backend {
 
 /// A backend that answers every call with `message` (and has no health service, like most
 /// servers: health checks get UNIMPLEMENTED).
-pub fn reply_with(message: Bytes) -> impl Fn(&Call) -> Result<Reply, tonic::Status> {
+pub(crate) fn reply_with(message: Bytes) -> impl Fn(&Call) -> Result<Reply, tonic::Status> {
     move |call| {
         if call.path == "/grpc.health.v1.Health/Check" {
             return Err(tonic::Status::unimplemented("no health service"));
@@ -129,14 +129,14 @@ pub fn reply_with(message: Bytes) -> impl Fn(&Call) -> Result<Reply, tonic::Stat
 }
 
 /// The gateway serving on a loopback port.
-pub struct Gw {
+pub(crate) struct Gw {
     pub base: String,
     pub gateway: Arc<Gateway>,
     _stop: oneshot::Sender<()>,
 }
 
 /// Starts the gateway for `sources` with one default upstream.
-pub async fn start_gateway(sources: Sources, upstream: &str, settings: Settings) -> Gw {
+pub(crate) async fn start_gateway(sources: Sources, upstream: &str, settings: Settings) -> Gw {
     let options = protogate::upstream::UpstreamOptions {
         connections: 2,
         connect_timeout: Duration::from_secs(2),
@@ -148,7 +148,7 @@ pub async fn start_gateway(sources: Sources, upstream: &str, settings: Settings)
 }
 
 /// Serves an already built gateway on a loopback port.
-pub async fn start_with(gateway: Arc<Gateway>) -> Gw {
+pub(crate) async fn start_with(gateway: Arc<Gateway>) -> Gw {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -170,14 +170,14 @@ pub async fn start_with(gateway: Arc<Gateway>) -> Gw {
 
 /// A response as the test sees it.
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
 impl Resp {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "body is not JSON ({e}): {}",
@@ -186,13 +186,13 @@ impl Resp {
         })
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
 /// Sends one HTTP/1.1 request on a fresh connection.
-pub async fn send(
+pub(crate) async fn send(
     method: &str,
     url: &str,
     headers: &[(&str, &str)],
@@ -229,11 +229,11 @@ async fn send_unbounded(method: &str, url: &str, headers: &[(&str, &str)], body:
     }
 }
 
-pub async fn get(url: &str) -> Resp {
+pub(crate) async fn get(url: &str) -> Resp {
     send("GET", url, &[], Bytes::new()).await
 }
 
-pub async fn post_json(url: &str, json: &serde_json::Value) -> Resp {
+pub(crate) async fn post_json(url: &str, json: &serde_json::Value) -> Resp {
     send(
         "POST",
         url,
@@ -244,14 +244,22 @@ pub async fn post_json(url: &str, json: &serde_json::Value) -> Resp {
 }
 
 /// Encodes a message of `type_name` given in JSON.
-pub fn encode_json(pool: &DescriptorPool, type_name: &str, json: serde_json::Value) -> Bytes {
+pub(crate) fn encode_json(
+    pool: &DescriptorPool,
+    type_name: &str,
+    json: serde_json::Value,
+) -> Bytes {
     let desc = pool.get_message_by_name(type_name).unwrap();
     let message = DynamicMessage::deserialize(desc, json).unwrap();
     Bytes::from(message.encode_to_vec())
 }
 
 /// Decodes a message of `type_name` and renders it as JSON (proto names, defaults omitted).
-pub fn decode_json(pool: &DescriptorPool, type_name: &str, bytes: &[u8]) -> serde_json::Value {
+pub(crate) fn decode_json(
+    pool: &DescriptorPool,
+    type_name: &str,
+    bytes: &[u8],
+) -> serde_json::Value {
     let desc = pool.get_message_by_name(type_name).unwrap();
     let message = DynamicMessage::decode(desc, bytes).unwrap();
     let options = prost_reflect::SerializeOptions::new().use_proto_field_name(true);
@@ -262,7 +270,7 @@ pub fn decode_json(pool: &DescriptorPool, type_name: &str, bytes: &[u8]) -> serd
 
 /// The test API plus `Relay` (every call kind, no HTTP rules), compiled in-process: what the
 /// passthrough, gRPC-Web and reflection tests serve.
-pub fn relay_sources() -> Sources {
+pub(crate) fn relay_sources() -> Sources {
     Sources {
         protos: vec![
             PathBuf::from("testapi/v1/library.proto"),
@@ -274,13 +282,13 @@ pub fn relay_sources() -> Sources {
 }
 
 /// A real gRPC server with unary and streaming handlers, stopped when dropped.
-pub struct Served {
+pub(crate) struct Served {
     pub url: String,
     _stop: oneshot::Sender<()>,
 }
 
 /// Starts a gRPC server for `handlers` on a loopback port.
-pub async fn serve_handlers(handlers: backend::Handlers) -> Served {
+pub(crate) async fn serve_handlers(handlers: backend::Handlers) -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -291,20 +299,20 @@ pub async fn serve_handlers(handlers: backend::Handlers) -> Served {
 }
 
 /// A tonic HTTP/2 channel to `base` (`http://host:port`), connected.
-pub async fn grpc_channel(base: &str) -> tonic::transport::Channel {
+pub(crate) async fn grpc_channel(base: &str) -> tonic::transport::Channel {
     let endpoint = tonic::transport::Endpoint::from_shared(base.to_string()).unwrap();
     bounded(endpoint.connect()).await.unwrap()
 }
 
 /// A raw-bytes gRPC client to the gateway at `base`, ready for a call.
-pub async fn grpc_client(base: &str) -> tonic::client::Grpc<tonic::transport::Channel> {
+pub(crate) async fn grpc_client(base: &str) -> tonic::client::Grpc<tonic::transport::Channel> {
     let mut client = tonic::client::Grpc::new(grpc_channel(base).await);
     bounded(client.ready()).await.unwrap();
     client
 }
 
 /// A loopback URL where nothing listens (the port was just bound and released).
-pub async fn dead_url() -> String {
+pub(crate) async fn dead_url() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
@@ -312,7 +320,7 @@ pub async fn dead_url() -> String {
 }
 
 /// The real binary, serving on a loopback port it reports in its log; killed when dropped.
-pub struct Process {
+pub(crate) struct Process {
     pub child: std::process::Child,
     pub base: String,
     /// Its log lines (JSON) after the one that named the address.
@@ -321,7 +329,10 @@ pub struct Process {
 
 impl Process {
     /// The log lines that arrive within [`TIMEOUT`] until `done` holds for one (included).
-    pub fn log_until(&self, done: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+    pub(crate) fn log_until(
+        &self,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
         let mut lines = Vec::new();
         loop {
             let line = self
@@ -349,7 +360,7 @@ impl Drop for Process {
 
 /// Starts `protogate serve --listen 127.0.0.1:0` with `args`, from the repository root, and
 /// waits (at most [`TIMEOUT`]) until it logs the address it listens on.
-pub fn spawn_gateway(args: &[&str]) -> Process {
+pub(crate) fn spawn_gateway(args: &[&str]) -> Process {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 

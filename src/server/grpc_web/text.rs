@@ -37,7 +37,7 @@ pub(super) struct TextDecoder {
 
 impl TextDecoder {
     /// The bytes `chunk` completes, or where it stops being base64.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Bytes, String> {
+    pub(super) fn push(&mut self, chunk: &[u8]) -> Result<Bytes, String> {
         let mut out = Vec::with_capacity((self.carried + chunk.len()) / 4 * 3);
         let mut rest = chunk;
         if self.carried > 0 {
@@ -72,7 +72,7 @@ impl TextDecoder {
     }
 
     /// The body ended: it must not end inside a group.
-    pub fn finish(&self) -> Result<(), String> {
+    pub(super) fn finish(&self) -> Result<(), String> {
         match self.carried {
             0 => Ok(()),
             _ => Err(format!(
@@ -154,12 +154,12 @@ impl std::error::Error for BodyError {}
 
 impl WebBody {
     /// A binary-mode body, passed on as it is.
-    pub fn binary(inner: Incoming) -> Self {
+    pub(super) fn binary(inner: Incoming) -> Self {
         WebBody { inner, text: None }
     }
 
     /// A text-mode body, decoded; a refusal is recorded in `refusal`.
-    pub fn text(inner: Incoming, refusal: Refusal) -> Self {
+    pub(super) fn text(inner: Incoming, refusal: Refusal) -> Self {
         let text = Text {
             decoder: TextDecoder::default(),
             refusal,
@@ -174,7 +174,7 @@ impl WebBody {
 
     /// Reads the first chunk of a text body ahead, waiting at most `limit` for it, so that a
     /// body refused from its start is refused before any upstream is called.
-    pub async fn peek(&mut self, limit: Duration) {
+    pub(super) async fn peek(&mut self, limit: Duration) {
         let next = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx));
         let read = tokio::time::timeout(limit, next).await;
         let Some(text) = self.text.as_mut() else {

@@ -23,6 +23,7 @@ mod call;
 mod call_clock;
 mod connection;
 mod cors;
+mod deadline;
 mod detect;
 mod dispatch;
 mod docs;

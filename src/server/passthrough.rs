@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 
 use super::body::ResponseBody;
 use super::call_clock::{CallClock, Counted, Timed};
+use super::deadline;
 use super::gateway::Gateway;
 use super::reflection;
 use super::respond;
@@ -104,31 +105,32 @@ impl Gateway {
         upstream: &Upstream,
         mut request: Request<UpstreamBody>,
     ) -> Response<ResponseBody> {
-        let method = request.uri().path().trim_start_matches('/');
-        let service = method.split('/').next().unwrap_or_default();
-        let Some(configured) = self.configured_timeout(method, service) else {
+        let Some(deadline) = self.passthrough_deadline(&request) else {
             return forwarded(forward(upstream, request).await);
         };
-        let client = request
-            .headers()
-            .get(GRPC_TIMEOUT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(timeout::parse);
-        let deadline = client.map_or(configured, |c| c.min(configured));
         if let Ok(value) = HeaderValue::from_str(&timeout::format(deadline)) {
             request.headers_mut().insert(GRPC_TIMEOUT, value);
         }
         match tokio::time::timeout(deadline, forward(upstream, request)).await {
             Ok(result) => forwarded(result),
-            Err(_) => respond::grpc(&GatewayError::new(
-                Code::DeadlineExceeded,
-                format!("deadline of {deadline:?} exceeded"),
-            )),
+            Err(_) => respond::grpc(&deadline::exceeded(deadline)),
         }
     }
 }
 
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static(deadline::GRPC_TIMEOUT);
+
+impl Gateway {
+    /// The call's deadline; a client's `grpc-timeout` the gateway cannot read is left for the
+    /// upstream to refuse, and the configured deadline applies.
+    fn passthrough_deadline(&self, request: &Request<UpstreamBody>) -> Option<std::time::Duration> {
+        let path = request.uri().path();
+        deadline::deadline(&self.settings, path, request.headers())
+            .or_else(|_| deadline::deadline(&self.settings, path, &HeaderMap::new()))
+            .ok()
+            .flatten()
+    }
+}
 
 fn forwarded(result: Result<Response<ResponseBody>, GatewayError>) -> Response<ResponseBody> {
     match result {

@@ -16,11 +16,12 @@ use hyper::body::Incoming;
 pub(super) use super::body::full;
 use super::body::ResponseBody;
 use super::call::{self, UnaryReply};
+use super::deadline;
 use super::gateway::Gateway;
 use super::respond::{self, JSON};
 use super::tags::RouteTag;
-use crate::error::{quoted, GatewayError};
-use crate::grpc::{metadata, timeout, Code};
+use crate::error::GatewayError;
+use crate::grpc::metadata;
 use crate::route::{Lookup, RoutePlan};
 use crate::snapshot::Snapshot;
 use crate::transcode::{self, RenderedBody, RequestInput};
@@ -109,7 +110,7 @@ impl Gateway {
         peer: SocketAddr,
         plan: &RoutePlan,
     ) -> Result<CallSetup, GatewayError> {
-        let deadline = self.deadline(&parts.headers, plan)?;
+        let deadline = deadline::deadline(&self.settings, plan.grpc_path.path(), &parts.headers)?;
         let mut headers = HeaderMap::new();
         let authority = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
             parts
@@ -128,41 +129,6 @@ impl Gateway {
 
     /// The earlier of the client's `Grpc-Timeout` and the configured timeout (the method's,
     /// else the service's, else the default).
-    fn deadline(
-        &self,
-        headers: &HeaderMap,
-        plan: &RoutePlan,
-    ) -> Result<Option<Duration>, GatewayError> {
-        let method = plan.grpc_path.path().trim_start_matches('/');
-        let service = plan.method.parent_service();
-        let configured = self.configured_timeout(method, service.full_name());
-        let client = match headers.get("grpc-timeout") {
-            None => None,
-            Some(v) => Some(v.to_str().ok().and_then(timeout::parse).ok_or_else(|| {
-                let text = String::from_utf8_lossy(v.as_bytes());
-                GatewayError::invalid_argument(format!(
-                    "invalid Grpc-Timeout header {}",
-                    quoted(&text)
-                ))
-            })?),
-        };
-        Ok(match (client, configured) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
-    }
-
-    /// The deadline configured for `method` (`package.Service/Method`) of `service`: its own
-    /// `--method-timeout`, its service's, or `--timeout`.
-    pub(super) fn configured_timeout(&self, method: &str, service: &str) -> Option<Duration> {
-        let timeouts = &self.settings.method_timeouts;
-        timeouts
-            .get(method)
-            .or_else(|| timeouts.get(service))
-            .copied()
-            .or(self.settings.timeout)
-    }
-
     pub(super) fn upstream_of(&self, plan: &RoutePlan) -> Result<&Arc<Upstream>, GatewayError> {
         self.upstream(plan.upstream)
             .ok_or_else(|| GatewayError::internal("no upstream configured for this route"))
@@ -182,7 +148,7 @@ impl Gateway {
             None => call.await,
             Some(d) => tokio::time::timeout(d, call)
                 .await
-                .unwrap_or_else(|_| Err(deadline_exceeded(d))),
+                .unwrap_or_else(|_| Err(deadline::exceeded(d))),
         }
     }
 
@@ -205,13 +171,6 @@ impl Gateway {
         response.headers_mut().insert(CONTENT_TYPE, content_type);
         Ok(response)
     }
-}
-
-pub(super) fn deadline_exceeded(d: Duration) -> GatewayError {
-    GatewayError::new(
-        Code::DeadlineExceeded,
-        format!("deadline of {d:?} exceeded"),
-    )
 }
 
 pub(super) fn content_type(headers: &HeaderMap) -> Option<&str> {

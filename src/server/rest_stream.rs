@@ -24,9 +24,10 @@ use super::body::full;
 use super::body::{BoxError, ResponseBody};
 use super::call;
 use super::call_clock::{CallClock, Counted};
+use super::deadline;
 use super::gateway::Gateway;
 use super::respond;
-use super::rest::{content_type, deadline_exceeded, raw_content_type, CallSetup};
+use super::rest::{content_type, raw_content_type, CallSetup};
 use crate::error::GatewayError;
 use crate::grpc::frame::{self, Decoder};
 use crate::grpc::status::Status;
@@ -128,7 +129,7 @@ impl Gateway {
             None => start.await,
             Some((at, d)) => tokio::time::timeout_at(at, start)
                 .await
-                .unwrap_or_else(|_| Err(deadline_exceeded(d))),
+                .unwrap_or_else(|_| Err(deadline::exceeded(d))),
         }
         .map_err(|e| pumped(&pump_error).unwrap_or(e))?;
         let (head, body) = response.into_parts();
@@ -267,7 +268,7 @@ impl Events {
                 None => next.await,
                 Some((at, d)) => tokio::time::timeout_at(at, next)
                     .await
-                    .unwrap_or_else(|_| Err(deadline_exceeded(d))),
+                    .unwrap_or_else(|_| Err(deadline::exceeded(d))),
             };
             let frame = match frame {
                 Ok(frame) => frame,

@@ -135,10 +135,7 @@ pub fn route_listing(snapshot: &Snapshot) -> String {
         .routes
         .plans()
         .map(|plan| {
-            let method = match &plan.rule.method {
-                crate::route::MethodSel::Any => "*".to_string(),
-                crate::route::MethodSel::Method(m) => m.to_string(),
-            };
+            let method = plan.rule.method.to_string();
             let body = match plan.rule.body.as_str() {
                 "" => "-".to_string(),
                 b => b.to_string(),

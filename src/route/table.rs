@@ -169,12 +169,8 @@ fn compile(
         (BodyPlan::Field(_), true) => single_field_mask(&input),
         _ => None,
     };
-    let verb = match &rule.method {
-        MethodSel::Any => "*".to_string(),
-        MethodSel::Method(m) => m.to_string(),
-    };
     let mut plan = RoutePlan {
-        label: format!("{verb} {}", rule.path).into(),
+        label: format!("{} {}", rule.method, rule.path).into(),
         patch_mask,
         input_holds_any: holds_any(&input),
         method: method.clone(),

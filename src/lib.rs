@@ -13,7 +13,8 @@
 //! - [`error`]: the one table from failures to HTTP status and `google.rpc.Status` bodies.
 //! - [`upstream`]: HTTP/2 connections to the gRPC servers: discovery, balancing, TLS.
 //! - [`tls`]: certificates and keys, and the serving certificate that follows its files.
-//! - [`server`]: the listener and the REST handler.
+//! - [`server`]: serving: listener, edge, dispatch, the protocol handlers, the error edge
+//!   (its module docs walk a request's path file by file).
 //! - [`snapshot`]: descriptors and routes, built once and swapped whole.
 //! - [`reload`]: rebuilding the snapshot on SIGHUP or file changes.
 //! - [`reflection_source`]: descriptors from the upstreams' gRPC server reflection.

@@ -3,6 +3,9 @@
 //! in-process), optional gateway flags, and cases: the HTTP request, the message the upstream
 //! must receive, the upstream's reply, and the HTTP response expected.
 
+// The harness the integration tests share; this binary uses a part of it.
+#[allow(dead_code)]
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;

@@ -7,11 +7,10 @@
 //! and whether the backend was called; the big tests end with a good request on the same
 //! gateway.
 
-mod support;
-
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use futures_util::stream;
 use http::header::HeaderName;
@@ -25,7 +24,6 @@ use prost_reflect::DescriptorPool;
 use protogate::demo::backend::{self, Call, Reply};
 use protogate::server::Settings;
 use serde_json::json;
-use support::*;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

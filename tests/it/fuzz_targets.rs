@@ -8,7 +8,7 @@
 //! the ignored test `open_bugs`. The same targets run under libFuzzer with `cargo fuzz` (see
 //! `fuzz/`).
 
-#[path = "fuzz/targets.rs"]
+#[path = "../fuzz/targets.rs"]
 mod targets;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

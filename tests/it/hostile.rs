@@ -3,15 +3,13 @@
 //! the gateway sees a request at all: what hyper refuses while parsing HTTP/1.1 it answers
 //! with an empty body and closes) and the gateway serves the next request right after.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use protogate::server::Settings;
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

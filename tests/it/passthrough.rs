@@ -3,11 +3,10 @@
 //! (unknown service, upstream down), cancellation reaching the backend, and a stream that
 //! fails midway.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 use http::uri::PathAndQuery;
@@ -15,7 +14,6 @@ use prost_reflect::DescriptorPool;
 use protogate::demo::backend::{self, Call, Handlers, MessageStream, RawCodec, Reply, StreamCall};
 use protogate::server::Settings;
 use serde_json::json;
-use support::*;
 use tokio::sync::{mpsc, Notify};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};

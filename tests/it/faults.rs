@@ -5,20 +5,18 @@
 //! its deadline, the gateway cancels what it gives up on upstream, and it recovers by itself
 //! once the backend is back.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use h2::Reason;
 use http::{HeaderMap, HeaderValue, Response};
 use protogate::demo::backend::{self, Reply};
 use protogate::server::Settings;
 use serde_json::json;
-use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 

@@ -1,6 +1,5 @@
 //! Shared test harness: a real tonic gRPC backend and the real gateway on loopback sockets,
 //! and a small HTTP/1.1 client. Every await that could hang is bounded by [`TIMEOUT`].
-#![allow(dead_code)]
 
 pub mod certs;
 

@@ -4,16 +4,14 @@
 //! HTTP/1.1 framing that a proxy in front could read differently. Each is bounded, answered
 //! in the client's protocol, and leaves other clients served.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use protogate::server::Settings;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -1,16 +1,14 @@
 //! Operating the gateway: admin endpoints, metrics, readiness, limits, overload, reload and
 //! graceful shutdown, against real backends on loopback.
 
-mod support;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use protogate::reload::{self, Outcome, ReloadSource};
 use protogate::server::Settings;
 use protogate::snapshot::UpstreamMap;
-use support::*;
 use tokio::sync::{mpsc, Semaphore};
 
 fn vps_sample() -> Vec<u8> {

@@ -17,7 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 const GET_LOCATION: &str = "/vpresult.LocationService/getLocationPose";
 
-/// The resident memory of this process, in MiB (the gateway runs in it).
+/// The resident memory of this process, in MiB (the gateway runs in it, and so do the other
+/// tests: printed for a run with `--test-threads=1`, never asserted on).
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib: f64 = status
@@ -215,13 +216,11 @@ async fn a_unary_call_fails_at_the_upstreams_second_message() {
     }
     let after = rss_mib();
     eprintln!("endless unary answers: RSS {before:.1} MiB before, {after:.1} MiB after 20 calls");
-    // Once the gateway stopped reading, the upstream can send no more than its window.
+    // Once the gateway stopped reading, the upstream can send no more than its window: what
+    // the gateway could have buffered is bounded by that count. (The RSS is only printed: the
+    // other tests run in this process at the same time.)
     let messages = sent.load(Ordering::Relaxed);
     assert!(messages < 20 * 100, "the upstream sent {messages} messages");
-    assert!(
-        after - before < 64.0,
-        "RSS grew from {before:.1} to {after:.1} MiB"
-    );
 }
 
 // --- 3. responses that render huge, clients that never read ---------------------------------

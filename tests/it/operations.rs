@@ -245,15 +245,12 @@ async fn beyond_the_concurrency_limit_requests_are_refused_at_once() {
     for _ in 0..2 {
         bounded(seen.recv()).await.unwrap();
     }
-    let started = std::time::Instant::now();
+    // Refused at once, not queued: the two admitted requests are held until after this
+    // answer, so one that waited for a slot would never come.
     let refused = send("POST", &target, &[], vps_sample()).await;
     assert_eq!(refused.status, 503);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert_eq!(refused.json()["code"], 14);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "refused at once, not queued"
-    );
     assert_eq!(
         get(&format!("{}/healthz", gw.base)).await.status,
         200,

@@ -141,6 +141,16 @@ pub async fn start_gateway(sources: Sources, upstream: &str, settings: Settings)
         connect_timeout: Duration::from_secs(2),
         ..Default::default()
     };
+    start_gateway_with(sources, upstream, settings, options).await
+}
+
+/// [`start_gateway`] with the upstream's connection `options`.
+pub async fn start_gateway_with(
+    sources: Sources,
+    upstream: &str,
+    settings: Settings,
+    options: protogate::upstream::UpstreamOptions,
+) -> Gw {
     let (upstreams, map) = protogate::upstream::build_all(Some(upstream), &[], &options).unwrap();
     let snapshot = Snapshot::build(&sources, &Default::default(), Some(&map)).unwrap();
     start_with(Gateway::new(snapshot, upstreams, settings)).await

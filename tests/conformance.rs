@@ -2,16 +2,34 @@
 //! gateway and a real gRPC backend on loopback. A suite names its `.proto` (compiled
 //! in-process), optional gateway flags, and cases: the HTTP request, the message the upstream
 //! must receive, the upstream's reply, and the HTTP response expected.
+//!
+//! Each case is a test of its own, named `<file stem>::<case name>` with the name in lower
+//! case and every run of other characters as one `_` (`40_json_body::int64_as_a_json_number`
+//! for "int64 as a JSON number" in `40_json_body.json`), so one case runs by name:
+//!
+//! ```sh
+//! cargo test --test conformance -- --exact 40_json_body::int64_as_a_json_number
+//! cargo test --test conformance -- 90_errors::     # one file
+//! cargo test --test conformance -- --list          # every name
+//! ```
+//!
+//! The harness is `libtest-mimic` (`harness = false` in `Cargo.toml`). Each file gets one
+//! gateway and one backend, started by its first case to run; the cases of a file take turns
+//! on them (the backend answers the case being run), the files run in parallel.
 
+// The harness the integration tests share; this binary uses a part of it.
+#[allow(dead_code)]
+#[path = "it/support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HeaderName;
+use libtest_mimic::{Arguments, Failed, Trial};
 use prost_reflect::DescriptorPool;
 use protogate::demo::backend::{Call, Reply};
 use protogate::descriptor::Sources;
@@ -236,8 +254,8 @@ struct Runner {
 }
 
 impl Runner {
-    async fn start(suite: &Suite) -> Runner {
-        let pool = protogate::descriptor::load(&sources(&suite.proto)).unwrap();
+    async fn start(proto: &str, flags: &Flags) -> Runner {
+        let pool = protogate::descriptor::load(&sources(proto)).unwrap();
         let current: Current = Arc::new(Mutex::new(None));
         let (answer_pool, answer_current) = (pool.clone(), current.clone());
         let backend = Backend::start(move |call: &Call| {
@@ -253,13 +271,8 @@ impl Runner {
         };
         let (upstreams, map) =
             protogate::upstream::build_all(Some(&backend.url), &[], &options).unwrap();
-        let snapshot = Snapshot::build(
-            &sources(&suite.proto),
-            &route_options(&suite.flags),
-            Some(&map),
-        )
-        .unwrap();
-        let gw = start_with(Gateway::new(snapshot, upstreams, settings(&suite.flags))).await;
+        let snapshot = Snapshot::build(&sources(proto), &route_options(flags), Some(&map)).unwrap();
+        let gw = start_with(Gateway::new(snapshot, upstreams, settings(flags))).await;
         Runner {
             pool,
             backend,
@@ -422,41 +435,100 @@ fn suites() -> Vec<(PathBuf, Suite)> {
         .collect()
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name().unwrap().to_string_lossy().into_owned()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_corpus() {
-    let mut failures = Vec::new();
-    let mut total = 0;
-    for (path, suite) in suites() {
-        let runner = Runner::start(&suite).await;
-        for case in &suite.cases {
-            total += 1;
-            if let Err(problems) = runner.run(case).await {
-                failures.push(format!(
-                    "{} / {}:\n    {}",
-                    file_name(&path),
-                    case.name,
-                    problems.join("\n    ")
-                ));
-            }
+/// A case's name as a test name: lower case, every run of other characters one `_`.
+fn test_name(case: &str) -> String {
+    let mut out = String::with_capacity(case.len());
+    for c in case.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
         }
     }
-    println!(
-        "conformance: {} passed, {} failed",
-        total - failures.len(),
-        failures.len()
+    out.trim_end_matches('_').to_string()
+}
+
+/// One file of the corpus: its gateway and backend, started by the first case to run, and
+/// the turn its cases take on them.
+struct SuiteRun {
+    proto: String,
+    flags: Flags,
+    runner: tokio::sync::OnceCell<Runner>,
+    turn: tokio::sync::Mutex<()>,
+}
+
+/// How long a case may wait for its turn: the cases before it in the same file, each bounded
+/// by [`TIMEOUT`], with one per other test thread at most ahead of it.
+const TURN_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl SuiteRun {
+    /// Runs `case` on this file's gateway; `Err` lists what differed.
+    async fn run(&self, case: &Case) -> Result<(), Vec<String>> {
+        let runner = self
+            .runner
+            .get_or_init(|| bounded(Runner::start(&self.proto, &self.flags)))
+            .await;
+        let _turn = tokio::time::timeout(TURN_TIMEOUT, self.turn.lock())
+            .await
+            .expect("the cases before this one in its file finished");
+        bounded(runner.run(case)).await
+    }
+}
+
+const MIN_CASES: usize = 150;
+
+fn main() {
+    let args = Arguments::from_args();
+    let runtime = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime"),
     );
-    assert!(
-        failures.is_empty(),
-        "{} of {total} cases failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    assert!(
-        total >= 150,
-        "the corpus has {total} cases; it should have at least 150"
-    );
+    let mut trials = Vec::new();
+    let mut total = 0;
+    for (path, suite) in suites() {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let file = file_name(&path);
+        let run = Arc::new(SuiteRun {
+            proto: suite.proto,
+            flags: suite.flags,
+            runner: tokio::sync::OnceCell::new(),
+            turn: tokio::sync::Mutex::new(()),
+        });
+        let mut names: HashMap<String, String> = HashMap::new();
+        for case in suite.cases {
+            total += 1;
+            let name = format!("{stem}::{}", test_name(&case.name));
+            if let Some(other) = names.insert(name.clone(), case.name.clone()) {
+                panic!(
+                    "{file}: the cases {other:?} and {:?} have the same test name {name}",
+                    case.name
+                );
+            }
+            let (run, runtime, file) = (run.clone(), runtime.clone(), file.clone());
+            trials.push(Trial::test(name, move || {
+                runtime.block_on(run.run(&case)).map_err(|problems| {
+                    Failed::from(format!(
+                        "{file} / {}:\n    {}",
+                        case.name,
+                        problems.join("\n    ")
+                    ))
+                })
+            }));
+        }
+    }
+    trials.push(Trial::test("corpus::has_enough_cases", move || {
+        if total >= MIN_CASES {
+            Ok(())
+        } else {
+            Err(format!("the corpus has {total} cases; it should have at least {MIN_CASES}").into())
+        }
+    }));
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
 }

@@ -1,5 +1,5 @@
 //! The fuzz targets, shared by the libFuzzer harness (`fuzz/`, `cargo fuzz`, nightly) and the
-//! stable corpus run (`tests/fuzz_targets.rs`, part of `cargo test`).
+//! stable corpus run (`tests/it/fuzz_targets.rs`, part of `cargo test`).
 //!
 //! Each target takes arbitrary bytes and, besides not panicking, checks an oracle: parsed
 //! templates render and re-parse to themselves and match the paths they describe; the matcher

@@ -3,15 +3,13 @@
 //! the gateway sees a request at all: what hyper refuses while parsing HTTP/1.1 it answers
 //! with an empty body and closes) and the gateway serves the next request right after.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use protogate::server::Settings;
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -67,22 +65,19 @@ impl Fixture {
         self.gw.base.trim_start_matches("http://").to_string()
     }
 
-    /// The gateway still answers a good request at once.
+    /// The gateway still answers a good request.
     async fn still_serving(&self) {
         still_serving(&self.gw.base).await;
     }
 }
 
+/// A good request is answered with its book within [`TIMEOUT`], which no timeout of the
+/// gateway's in these tests reaches unless a test sets it lower: an answer that had to wait
+/// for one (an idle connection closed, a slot freed) fails.
 async fn still_serving(base: &str) {
-    let started = Instant::now();
     let resp = get(&format!("{base}/v2/books/b1")).await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     assert_eq!(resp.json()["title"], "Dune");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "slow: {:?}",
-        started.elapsed()
-    );
 }
 
 /// `resp` is a `google.rpc.Status` error with `status` and `code`; returns its message.
@@ -185,7 +180,9 @@ fn parse_responses(mut wire: &[u8]) -> Vec<Raw> {
 }
 
 /// Writes `request` on a fresh connection and reads until the gateway closes it (or
-/// `TIMEOUT`): every response it sent, and whether it closed the connection.
+/// [`TIMEOUT`] passes without a byte, far longer than answering and closing takes and shorter
+/// than the 30 s the gateway leaves an idle connection open): every response it sent, and
+/// whether it closed the connection.
 async fn raw_exchange(addr: &str, request: &[u8]) -> (Vec<Raw>, bool) {
     let mut stream = bounded(TcpStream::connect(addr)).await.unwrap();
     // The gateway may answer and close before reading all of a hostile request.
@@ -193,7 +190,7 @@ async fn raw_exchange(addr: &str, request: &[u8]) -> (Vec<Raw>, bool) {
     let mut wire = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     let closed = loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+        match tokio::time::timeout(TIMEOUT, stream.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break true,
             Ok(Ok(n)) => wire.extend_from_slice(&buf[..n]),
             Err(_) => break false,
@@ -435,10 +432,14 @@ async fn float_out_of_range_in_a_query_is_400() {
 
 const LIMIT: usize = 64 << 10;
 
+/// Answered while the client is still sending: before the whole body was written, so not
+/// after reading it all, and not at the body timeout (a minute here, longer than any read of
+/// the test waits).
 #[tokio::test]
 async fn a_body_beyond_the_limit_sent_quickly_is_413() {
     let f = library(Settings {
         max_request_bytes: LIMIT,
+        body_timeout: Duration::from_secs(60),
         ..Settings::default()
     })
     .await;
@@ -448,12 +449,10 @@ async fn a_body_beyond_the_limit_sent_quickly_is_413() {
     let chunked =
         "POST /v1/shelves/s1/books HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
     for (head, is_chunked) in [(with_length.as_str(), false), (chunked, true)] {
-        let started = Instant::now();
         let (resp, written) = raw_upload(&f.addr(), head.as_bytes(), size, is_chunked).await;
         assert_eq!(resp.status, 413, "{resp:?}");
         assert_eq!(resp.json()["code"], 8);
         assert!(written < size, "answered only after the whole body");
-        assert!(started.elapsed() < Duration::from_secs(5));
     }
     assert!(f.backend.calls().is_empty());
     f.still_serving().await;
@@ -554,11 +553,13 @@ async fn a_body_that_stalls_is_408_after_the_body_timeout() {
 }
 
 /// A request announcing a body beyond the limit is refused from its headers: the gateway
-/// does not wait for bytes that may never come.
+/// does not wait for bytes that may never come. (The body timeout is a minute, longer than the
+/// test waits: an answer that waited for the body would come too late.)
 #[tokio::test]
 async fn an_announced_length_beyond_the_limit_is_413_at_once() {
     let f = library(Settings {
         max_request_bytes: LIMIT,
+        body_timeout: Duration::from_secs(60),
         ..Settings::default()
     })
     .await;
@@ -572,7 +573,7 @@ async fn an_announced_length_beyond_the_limit_is_413_at_once() {
     let mut wire = Vec::new();
     let mut buf = [0u8; 4096];
     while parse_responses(&wire).is_empty() {
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+        match tokio::time::timeout(TIMEOUT, stream.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => wire.extend_from_slice(&buf[..n]),
             _ => break,
         }
@@ -581,7 +582,7 @@ async fn an_announced_length_beyond_the_limit_is_413_at_once() {
     assert_eq!(
         responses.first().map(|r| r.status),
         Some(413),
-        "no answer within 5 s to a request announcing 1 TB"
+        "no answer within {TIMEOUT:?} to a request announcing 1 TB"
     );
     f.still_serving().await;
 }
@@ -606,7 +607,6 @@ async fn a_hundred_thousand_query_parameters() {
     assert_eq!(resp.status, 414);
 
     let base = f.url("/v1/shelves/s1/books");
-    let started = Instant::now();
     let resp = get(&format!("{base}?{}", tags(9_000))).await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
     let call = f.backend.only_call();
@@ -630,11 +630,6 @@ async fn a_hundred_thousand_query_parameters() {
     let repeated = vec!["page_size=1"; 5_000].join("&");
     let resp = get(&format!("{base}?{repeated}")).await;
     assert!(status_body(&resp, 400, 3).contains("too many values"));
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
 
     // With the default header limit the request line alone is refused.
     let small = library(Settings::default()).await;
@@ -986,10 +981,13 @@ fn goaway(wire: &[u8]) -> Option<u32> {
 
 /// How many idle connections the process can afford: 5,000 (each costs two descriptors, the
 /// client's and the gateway's), fewer when the descriptor limit cannot be raised that far.
+/// The other tests run in the same process meanwhile: at least half the descriptors are left
+/// to them. (The soft limit is raised for the whole process and never lowered again, which
+/// only ever helps the others.)
 fn affordable_connections() -> usize {
     const WANTED: usize = 5_000;
-    let soft = rlimit::increase_nofile_limit(2 * WANTED as u64 + 1_000).unwrap_or(1024);
-    let n = WANTED.min((soft as usize).saturating_sub(300) / 2);
+    let soft = rlimit::increase_nofile_limit(4 * WANTED as u64).unwrap_or(1024);
+    let n = WANTED.min(soft as usize / 4);
     if n < WANTED {
         eprintln!("descriptor limit {soft}: slowloris scaled to {n} connections");
     }
@@ -1014,10 +1012,20 @@ async fn idle_connections(addr: &str, n: usize, greeting: &'static [u8]) -> Vec<
     open
 }
 
+/// Thousands of idle connections, and good requests are served meanwhile. The idle ones stay
+/// open throughout: the header read and detection timeouts are a minute here, so a good
+/// request cannot be served by waiting for them to close (each is bounded by [`TIMEOUT`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_do_not_starve_other_clients() {
     let n = affordable_connections();
-    let f = Arc::new(library(Settings::default()).await);
+    let f = Arc::new(
+        library(Settings {
+            header_read_timeout: Duration::from_secs(60),
+            detection_timeout: Duration::from_secs(60),
+            ..Settings::default()
+        })
+        .await,
+    );
     let addr = f.addr();
     let started = Instant::now();
     let silent = idle_connections(&addr, n * 4 / 5, b"").await;
@@ -1037,7 +1045,6 @@ async fn slowloris_connections_do_not_starve_other_clients() {
     assert_eq!(metrics.status, 200);
     drop((silent, partial, preface));
     f.still_serving().await;
-    assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 /// Settings whose header read and protocol detection timeouts are a second (30 s by default),
@@ -1114,64 +1121,77 @@ async fn a_connection_stopping_inside_the_http2_preface_is_closed() {
 // --- overload --------------------------------------------------------------------------
 
 /// Far beyond the concurrency limit: the surplus is refused at once with 503 and
-/// `Retry-After`, and the admitted requests keep the backend's latency.
+/// `Retry-After`, and the admitted requests are served. "At once" without a clock: the backend
+/// holds every call it gets until the test lets them go, so a refusal that waited for a slot
+/// would never come; all of them come while the admitted requests are held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overload_is_refused_quickly_and_admitted_latency_stays_bounded() {
+async fn overload_is_refused_at_once_and_the_admitted_requests_are_served() {
+    const LIMIT: usize = 8;
+    const CLIENTS: usize = 200;
     let pool = library_pool();
     let dune = encode_json(&pool, "testapi.v1.Book", json!({"title": "Dune"}));
-    let backend = Backend::start_slow(Duration::from_millis(100), reply_with(dune)).await;
-    let gw = Arc::new(
-        start_gateway(
-            library_sources(),
-            &backend.url,
-            Settings {
-                max_concurrent_requests: 8,
-                ..Settings::default()
-            },
-        )
-        .await,
-    );
-    let url = format!("{}/v2/books/b1", gw.base);
-    let clients: Vec<_> = (0..200)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                let started = Instant::now();
-                let resp = send("GET", &url, &[], "").await;
-                (resp, started.elapsed())
-            })
-        })
-        .collect();
-    let (mut admitted, mut refused) = (Vec::new(), Vec::new());
-    for c in clients {
-        let (resp, took) = bounded(c).await.unwrap();
-        match resp.status.as_u16() {
-            200 => admitted.push(took),
-            503 => {
-                assert_eq!(resp.header("retry-after"), Some("1"));
-                status_body(&resp, 503, 14);
-                refused.push(took);
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let handler = protogate::demo::backend::handler(move |call| {
+        let (arrived_tx, held, dune) = (arrived_tx.clone(), held.clone(), dune.clone());
+        async move {
+            if call.path == "/grpc.health.v1.Health/Check" {
+                return Err(tonic::Status::unimplemented("no health service"));
             }
-            other => panic!("unexpected status {other}: {:?}", resp.body),
+            let _ = arrived_tx.send(());
+            let _permit = held.acquire().await;
+            Ok(protogate::demo::backend::Reply {
+                message: dune,
+                metadata: Default::default(),
+            })
         }
+    });
+    let backend = serve_handlers(protogate::demo::backend::Handlers {
+        unary: handler,
+        streaming: None,
+    })
+    .await;
+    let gw = start_gateway(
+        library_sources(),
+        &backend.url,
+        Settings {
+            max_concurrent_requests: LIMIT,
+            ..Settings::default()
+        },
+    )
+    .await;
+    let url = format!("{}/v2/books/b1", gw.base);
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let url = url.clone();
+        clients.spawn(async move { send("GET", &url, &[], "").await });
     }
-    assert!(admitted.len() >= 8, "{} admitted", admitted.len());
-    assert!(!refused.is_empty());
-    let slowest_refusal = refused.iter().max().unwrap();
-    let slowest_admitted = admitted.iter().max().unwrap();
-    eprintln!(
-        "{} admitted (slowest {slowest_admitted:?}), {} refused (slowest {slowest_refusal:?})",
-        admitted.len(),
-        refused.len()
-    );
+    // Every client but the admitted ones is answered while those are held upstream.
+    for _ in 0..CLIENTS - LIMIT {
+        let resp = bounded(clients.join_next()).await.unwrap().unwrap();
+        assert_eq!(resp.status, 503, "{:?}", resp.body);
+        assert_eq!(resp.header("retry-after"), Some("1"));
+        status_body(&resp, 503, 14);
+    }
+    for _ in 0..LIMIT {
+        bounded(arrived.recv()).await.unwrap();
+    }
     assert!(
-        *slowest_refusal < Duration::from_secs(2),
-        "{slowest_refusal:?}"
+        arrived.try_recv().is_err(),
+        "more than {LIMIT} calls upstream"
     );
-    assert!(
-        *slowest_admitted < Duration::from_secs(3),
-        "{slowest_admitted:?}"
+    assert_eq!(
+        clients.len(),
+        LIMIT,
+        "the admitted requests are still running"
     );
+    gate.add_permits(LIMIT);
+    while let Some(done) = bounded(clients.join_next()).await {
+        let resp = done.unwrap();
+        assert_eq!(resp.status, 200, "{:?}", resp.body);
+        assert_eq!(resp.json()["title"], "Dune");
+    }
     let resp = get(&url).await;
     assert_eq!(resp.status, 200);
 }

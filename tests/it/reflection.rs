@@ -1,13 +1,11 @@
 //! gRPC server reflection, served by the gateway on its own port for the descriptors it
 //! loaded, through `tonic-reflection`'s own clients (v1 and v1alpha), as grpcurl uses it.
 
-mod support;
-
+use crate::support::*;
 use futures_util::stream;
 use prost::Message;
 use protogate::server::Settings;
 use protogate::snapshot::Snapshot;
-use support::*;
 use tonic_reflection::pb::{v1, v1alpha};
 
 const SERVED: [&str; 4] = [

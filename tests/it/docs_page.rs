@@ -5,8 +5,6 @@
 //! `.ci/run` installs chromium. Where it is missing the test says so and skips, except under
 //! `CI=true`, where it fails.
 
-mod support;
-
 use std::io::Write;
 
 use std::io::{BufRead, BufReader};
@@ -14,10 +12,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
+use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
 use protogate::server::Settings;
 use serde_json::{json, Value};
-use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The chromium binary, or `None` (after saying why) when the test cannot run here.

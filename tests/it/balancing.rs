@@ -2,18 +2,16 @@
 //! stops taken out without client errors, connect failures retried elsewhere, and the
 //! endpoint set from a static list or a DNS name.
 
-mod support;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use protogate::demo::backend::{self, Handlers, Reply};
 use protogate::server::{Gateway, Settings};
 use protogate::snapshot::Snapshot;
 use protogate::upstream::{Upstream, UpstreamOptions};
-use support::*;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -1,11 +1,9 @@
 //! The VPS API end to end: the real sample request through the gateway to a gRPC backend.
 
-mod support;
-
+use crate::support::*;
 use base64::Engine;
 use prost_reflect::DynamicMessage;
 use protogate::server::Settings;
-use support::*;
 
 fn sample() -> Vec<u8> {
     std::fs::read(repo_path("examples/sample.json")).unwrap()

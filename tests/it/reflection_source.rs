@@ -2,13 +2,12 @@
 //! against a tonic backend that serves reflection (tonic-reflection, v1 and/or v1alpha) next
 //! to the API, whose descriptors can be swapped while it runs.
 
-mod support;
-
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -20,7 +19,6 @@ use protogate::reload::{self, Outcome, ReloadSource};
 use protogate::server::{Gateway, Settings};
 use protogate::snapshot::{Snapshot, UpstreamMap};
 use protogate::upstream::{Upstream, UpstreamOptions};
-use support::*;
 use tokio::net::TcpListener;
 use tower_service::Service;
 

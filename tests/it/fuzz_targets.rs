@@ -2,15 +2,17 @@
 //! corpus (`tests/fuzz/corpus/<target>/`) and every crash input found so far
 //! (`tests/fuzz/regressions/<target>/`), then runs inputs mutated from the corpus by proptest
 //! for a bounded time: `PROTOGATE_FUZZ_SECONDS` per target (default 3), from the seed
-//! `PROTOGATE_FUZZ_SEED` (default: from the clock, printed). A failing input is shrunk, saved
+//! `PROTOGATE_FUZZ_SEED` (default: [`CI_SEED`] under `CI=true`, so that CI runs the same inputs
+//! every time, else from the clock; printed either way). A failing input is shrunk, saved
 //! under `target/tmp/fuzz-failures/`, and named in the panic message, ready to become a
 //! regression file. Inputs of bugs still open live in `tests/fuzz/open/<target>/`, replayed by
 //! the ignored test `open_bugs`. The same targets run under libFuzzer with `cargo fuzz` (see
 //! `fuzz/`).
 
-#[path = "fuzz/targets.rs"]
+#[path = "../fuzz/targets.rs"]
 mod targets;
 
+use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -139,6 +141,25 @@ fn env_number(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
+/// The seed under `CI=true` when `PROTOGATE_FUZZ_SEED` is not set.
+const CI_SEED: u64 = 20_250_601;
+
+fn under_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// `PROTOGATE_FUZZ_SEED`, else [`CI_SEED`] under `CI=true`, else one from the clock.
+fn seed() -> u64 {
+    env_number("PROTOGATE_FUZZ_SEED").unwrap_or_else(|| {
+        if under_ci() {
+            return CI_SEED;
+        }
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    })
+}
+
 /// Saves a failing input where `cargo test` output points, and fails the test.
 fn report(name: &str, input: &[u8], message: &str, seed: u64) -> ! {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fuzz-failures");
@@ -174,11 +195,7 @@ fn run(name: &str) {
 
     let corpus: Vec<Vec<u8>> = seeds.into_iter().map(|(_, b)| b).collect();
     let seconds = env_number("PROTOGATE_FUZZ_SECONDS").unwrap_or(3);
-    let seed = env_number("PROTOGATE_FUZZ_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-    });
+    let seed = seed();
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     key[8..8 + name.len().min(24)].copy_from_slice(&name.as_bytes()[..name.len().min(24)]);
@@ -232,11 +249,17 @@ fn run(name: &str) {
         }
         report(name, &smallest, &message, seed);
     }
-    eprintln!(
+    let summary = format!(
         "fuzz target {name}: {} corpus inputs, {runs} mutated inputs in {:?} (seed {seed})",
         corpus.len(),
         started.elapsed()
     );
+    if under_ci() {
+        // Straight to the log: libtest keeps a passing test's eprintln! to itself.
+        let _ = writeln!(std::io::stderr(), "{summary}");
+    } else {
+        eprintln!("{summary}");
+    }
 }
 
 #[test]

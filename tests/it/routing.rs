@@ -1,12 +1,10 @@
 //! Every template form and binding kind, through the real gateway to a real backend: which
 //! gRPC method is called and with which request message.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use protogate::server::Settings;
 use serde_json::json;
-use support::*;
 
 struct Fixture {
     backend: Backend,

@@ -2,10 +2,9 @@
 //! streams, HttpBody streams, client streams, bidi streams that answer while the request is
 //! still being sent, mid-stream failures, and cancellation reaching the backend.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::*;
 use bytes::Bytes;
 use futures_util::stream;
 use http_body::Frame;
@@ -16,7 +15,6 @@ use protogate::demo::backend::{self, Handlers, MessageStream, Reply, StreamCall}
 use protogate::descriptor::Sources;
 use protogate::server::Settings;
 use serde_json::json;
-use support::*;
 use tokio::sync::{mpsc, Notify};
 
 fn sources() -> Sources {

@@ -7,14 +7,13 @@
 //! The Python tools are installed by `.ci/run`. Where they are missing a test says so and
 //! skips, except under `CI=true`, where a missing tool fails the test.
 
-mod support;
-
 use std::io::Write;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use protogate::demo::backend::{self, Handlers, Reply};
@@ -23,7 +22,6 @@ use protogate::server::{DocsSettings, Settings};
 use protogate::snapshot::Snapshot;
 use protogate::transcode::JsonOptions;
 use serde_json::{json, Value};
-use support::*;
 
 fn kinds_sources() -> Sources {
     Sources {

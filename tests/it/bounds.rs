@@ -4,22 +4,21 @@
 //! HTTP/1.1 framing that a proxy in front could read differently. Each is bounded, answered
 //! in the client's protocol, and leaves other clients served.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use protogate::server::Settings;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const GET_LOCATION: &str = "/vpresult.LocationService/getLocationPose";
 
-/// The resident memory of this process, in MiB (the gateway runs in it).
+/// The resident memory of this process, in MiB (the gateway runs in it, and so do the other
+/// tests: printed for a run with `--test-threads=1`, never asserted on).
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib: f64 = status
@@ -217,13 +216,11 @@ async fn a_unary_call_fails_at_the_upstreams_second_message() {
     }
     let after = rss_mib();
     eprintln!("endless unary answers: RSS {before:.1} MiB before, {after:.1} MiB after 20 calls");
-    // Once the gateway stopped reading, the upstream can send no more than its window.
+    // Once the gateway stopped reading, the upstream can send no more than its window: what
+    // the gateway could have buffered is bounded by that count. (The RSS is only printed: the
+    // other tests run in this process at the same time.)
     let messages = sent.load(Ordering::Relaxed);
     assert!(messages < 20 * 100, "the upstream sent {messages} messages");
-    assert!(
-        after - before < 64.0,
-        "RSS grew from {before:.1} to {after:.1} MiB"
-    );
 }
 
 // --- 3. responses that render huge, clients that never read ---------------------------------
@@ -322,8 +319,9 @@ async fn an_http1_client_that_stops_reading_is_disconnected() {
             .status,
         200
     );
-    // Whatever the kernel buffered arrives, then the end: the gateway has given up.
-    assert!(closed_within(&mut socket, Duration::from_secs(5)).await);
+    // Whatever the kernel buffered arrives, then the end: the gateway has given up (nothing
+    // else would close the connection).
+    assert!(closed_within(&mut socket, TIMEOUT).await);
 }
 
 /// An HTTP/2 client that grants no flow-control window: every response stalls, responses
@@ -372,7 +370,7 @@ async fn an_http2_client_that_grants_no_window_is_disconnected() {
     let refused = statuses.iter().filter(|s| **s == 503).count();
     assert!(accepted >= 1 && refused >= 10, "{statuses:?}");
     // The connection ends (GOAWAY or close) without the client doing anything.
-    let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    let ended = tokio::time::timeout(TIMEOUT, connection).await;
     assert!(ended.is_ok(), "the stalled connection was left open");
     let after = rss_mib();
     eprintln!("HTTP/2 client granting no window: RSS {before:.1} MiB before, {after:.1} MiB after");

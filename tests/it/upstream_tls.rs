@@ -1,18 +1,16 @@
 //! TLS to the upstream: a CA file, the server name override, mutual TLS, and the failures
 //! each misconfiguration gives. Certificates are made by the test.
 
-mod support;
-
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::certs::{backend_tls, Pair, Pki};
+use crate::support::*;
 use protogate::demo::backend::{self, Handlers, Reply};
 use protogate::server::{Gateway, Settings};
 use protogate::snapshot::Snapshot;
 use protogate::upstream::{UpstreamOptions, UpstreamTls};
-use support::certs::{backend_tls, Pair, Pki};
-use support::*;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

@@ -3,7 +3,7 @@
 //! give what the reference paths give. (The `json_request` and `json_response` fuzz targets
 //! compare the paths on every input they try.)
 
-#[path = "../benches/common/mod.rs"]
+#[path = "../../benches/common/mod.rs"]
 mod common;
 
 use prost::Message;

@@ -5,20 +5,18 @@
 //! its deadline, the gateway cancels what it gives up on upstream, and it recovers by itself
 //! once the backend is back.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use h2::Reason;
 use http::{HeaderMap, HeaderValue, Response};
 use protogate::demo::backend::{self, Reply};
 use protogate::server::Settings;
 use serde_json::json;
-use support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
@@ -123,13 +121,14 @@ fn answer(mut respond: h2::server::SendResponse<Bytes>, data: &[u8]) {
     let _ = send.send_trailers(ok_trailers());
 }
 
-/// Waits until the gateway resets the stream (or 30 s), and logs the reset.
+/// Waits until the gateway resets the stream (or a minute, longer than any request of the
+/// tests may take), and logs the reset.
 async fn hold<F>(scenario: String, log: Log, mut poll: F)
 where
     F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Result<Reason, h2::Error>>,
 {
     let reset =
-        tokio::time::timeout(Duration::from_secs(30), std::future::poll_fn(&mut poll)).await;
+        tokio::time::timeout(Duration::from_secs(60), std::future::poll_fn(&mut poll)).await;
     if let Ok(Ok(reason)) = reset {
         log.0.lock().unwrap().push((scenario, reason));
     }
@@ -324,24 +323,28 @@ async fn serve_h2(socket: TcpStream, goaway: GoAway, log: Log, streams: Arc<Atom
 // --- refused, silent -------------------------------------------------------------------
 
 /// Nothing listens: 503 at once, every time; once a backend listens there, the same gateway
-/// serves without a restart.
+/// serves without a restart. "At once": the connect timeout and the deadline are a minute
+/// here, longer than a request of the test may take, so an answer that waited for either
+/// fails.
 #[tokio::test]
 async fn a_refused_connection_is_503_and_the_gateway_recovers_when_the_backend_starts() {
     let url = dead_url().await;
     let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
-    let gw = start_gateway(library_sources(), &url, Settings::default()).await;
+    let options = protogate::upstream::UpstreamOptions {
+        connect_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let settings = Settings {
+        timeout: Some(Duration::from_secs(60)),
+        ..Settings::default()
+    };
+    let gw = start_gateway_with(library_sources(), &url, settings, options).await;
     for _ in 0..3 {
-        let started = Instant::now();
         let resp = get(&format!("{}/v2/books/b1", gw.base)).await;
         let message = status_body(&resp, 503, 14);
         assert_eq!(
             message,
             "service testapi.v1.Library is unavailable: cannot connect"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            started.elapsed()
         );
     }
     let (_backend, _stop) = serve_at(addr).await;
@@ -381,7 +384,10 @@ async fn serve_at(addr: SocketAddr) -> (SocketAddr, oneshot::Sender<()>) {
     (addr, stop)
 }
 
-/// A backend that accepts TCP connections and never says a word: the deadline answers 504.
+/// A backend that accepts TCP connections and never says a word: the deadline answers 504,
+/// `--timeout` or the client's shorter `Grpc-Timeout`. Not before it; and not after it: with
+/// `--timeout` a minute, the client's deadline is the only one that can end the request
+/// within the test's bound.
 #[tokio::test]
 async fn a_backend_that_never_answers_is_504_at_the_deadline() {
     let listener = bounded(TcpListener::bind("127.0.0.1:0")).await.unwrap();
@@ -393,26 +399,28 @@ async fn a_backend_that_never_answers_is_504_at_the_deadline() {
             keep.lock().unwrap().push(socket);
         }
     }));
-    let gw = start_gateway(
-        library_sources(),
-        &url,
-        Settings {
-            timeout: Some(Duration::from_millis(500)),
+    for (configured, header, deadline) in [
+        (Duration::from_millis(500), None, Duration::from_millis(500)),
+        (
+            Duration::from_secs(60),
+            Some("200m"),
+            Duration::from_millis(200),
+        ),
+    ] {
+        let settings = Settings {
+            timeout: Some(configured),
             ..Settings::default()
-        },
-    )
-    .await;
-    for timeout in [None, Some("200m")] {
+        };
+        let gw = start_gateway(library_sources(), &url, settings).await;
         let started = Instant::now();
-        let headers: Vec<(&str, &str)> = timeout.map(|t| ("grpc-timeout", t)).into_iter().collect();
+        let headers: Vec<(&str, &str)> = header.map(|t| ("grpc-timeout", t)).into_iter().collect();
         let resp = send("GET", &format!("{}/v2/books/b1", gw.base), &headers, "").await;
         let message = status_body(&resp, 504, 4);
         assert!(message.contains("deadline"), "{message}");
         let took = started.elapsed();
-        let expected = if timeout.is_some() { 200 } else { 500 };
         assert!(
-            took >= Duration::from_millis(expected) && took < Duration::from_secs(3),
-            "{took:?}"
+            took >= deadline,
+            "{took:?}, before the deadline of {deadline:?}"
         );
     }
     assert!(!held.lock().unwrap().is_empty(), "the gateway connected");
@@ -424,10 +432,10 @@ async fn a_backend_that_never_answers_is_504_at_the_deadline() {
 async fn a_stream_never_answered_is_504_and_cancelled_upstream() {
     let upstream = h2_upstream(GoAway::Never).await;
     let gw = start_gateway(library_sources(), &upstream.url, Settings::default()).await;
-    let started = Instant::now();
+    // With no `--timeout`, only the client's deadline ends the request within the test's
+    // bound: the upstream holds the stream for a minute.
     let resp = scenario(&gw, "hang", &[("grpc-timeout", "300m")]).await;
     status_body(&resp, 504, 4);
-    assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(upstream.log.wait_reset("hang").await, Reason::CANCEL);
     assert_dune(&scenario(&gw, "ok", &[]).await);
 }
@@ -454,11 +462,9 @@ async fn broken_responses_map_to_their_statuses() {
         ("proxy-504", 503, 14, "504"),
     ];
     for (name, status, code, needle) in cases {
-        let started = Instant::now();
         let resp = scenario(&gw, name, &[]).await;
         let message = status_body(&resp, *status, *code);
         assert!(message.contains(needle), "{name}: {message}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{name}");
         assert_dune(&scenario(&gw, "ok", &[]).await);
     }
     // A slow but valid response is waited for.
@@ -497,11 +503,11 @@ async fn a_response_beyond_the_limit_is_429_without_reading_it() {
         },
     )
     .await;
-    let started = Instant::now();
+    // The upstream holds the rest of the message back for a minute: the answer came from the
+    // prefix, or the request would have timed out.
     let resp = scenario(&gw, "huge", &[]).await;
     let message = status_body(&resp, 429, 8);
     assert!(message.contains("100000000"), "{message}");
-    assert!(started.elapsed() < Duration::from_secs(2));
     upstream.log.wait_reset("huge").await;
     assert_dune(&scenario(&gw, "ok", &[]).await);
 }

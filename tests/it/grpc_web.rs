@@ -3,11 +3,10 @@
 //! `0x80` frame; and CORS: preflights and response headers with `--cors-allow-origin`, none
 //! without it.
 
-mod support;
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use crate::support::*;
 use base64::Engine;
 use bytes::{Buf, Bytes};
 use futures_util::stream;
@@ -19,7 +18,6 @@ use prost_reflect::DescriptorPool;
 use protogate::demo::backend::{self, Call, Handlers, MessageStream, Reply, StreamCall};
 use protogate::server::{CorsPolicy, Settings};
 use serde_json::json;
-use support::*;
 use tokio::net::TcpStream;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::Status;

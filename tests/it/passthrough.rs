@@ -3,11 +3,10 @@
 //! (unknown service, upstream down), cancellation reaching the backend, and a stream that
 //! fails midway.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 use http::uri::PathAndQuery;
@@ -15,7 +14,6 @@ use prost_reflect::DescriptorPool;
 use protogate::demo::backend::{self, Call, Handlers, MessageStream, RawCodec, Reply, StreamCall};
 use protogate::server::Settings;
 use serde_json::json;
-use support::*;
 use tokio::sync::{mpsc, Notify};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
@@ -429,16 +427,12 @@ async fn the_configured_timeout_bounds_native_calls() {
     let mut client = grpc_client(&f.gw.base).await;
     let mut request = tonic::Request::new(f.note("slow", 1));
     request.set_timeout(Duration::from_secs(60));
-    let started = std::time::Instant::now();
+    // The backend answers "slow" after five seconds, within the client's deadline: only the
+    // configured one can make this DEADLINE_EXCEEDED.
     let status = bounded(client.unary(request, path(SAY), RawCodec))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "{:?}",
-        started.elapsed()
-    );
     let (_, metadata) = f.only_call();
     let sent = metadata.get("grpc-timeout").unwrap().to_str().unwrap();
     let sent = protogate::grpc::timeout::parse(sent).unwrap();

@@ -1,6 +1,5 @@
 //! Shared test harness: a real tonic gRPC backend and the real gateway on loopback sockets,
 //! and a small HTTP/1.1 client. Every await that could hang is bounded by [`TIMEOUT`].
-#![allow(dead_code)]
 
 pub(crate) mod certs;
 
@@ -45,8 +44,12 @@ pub(crate) fn library_sources() -> Sources {
     }
 }
 
+/// The test API's descriptors, compiled once for every test of the binary (a compilation
+/// takes about 100 ms in a debug build; the pool is immutable and cheap to clone).
 pub(crate) fn library_pool() -> DescriptorPool {
-    protogate::descriptor::load(&library_sources()).expect("test protos load")
+    static POOL: std::sync::OnceLock<DescriptorPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| protogate::descriptor::load(&library_sources()).expect("test protos load"))
+        .clone()
 }
 
 type Responder = Arc<dyn Fn(&Call) -> Result<Reply, tonic::Status> + Send + Sync>;
@@ -142,6 +145,16 @@ pub(crate) async fn start_gateway(sources: Sources, upstream: &str, settings: Se
         connect_timeout: Duration::from_secs(2),
         ..Default::default()
     };
+    start_gateway_with(sources, upstream, settings, options).await
+}
+
+/// [`start_gateway`] with the upstream's connection `options`.
+pub(crate) async fn start_gateway_with(
+    sources: Sources,
+    upstream: &str,
+    settings: Settings,
+    options: protogate::upstream::UpstreamOptions,
+) -> Gw {
     let (upstreams, map) = protogate::upstream::build_all(Some(upstream), &[], &options).unwrap();
     let snapshot = Snapshot::build(&sources, &Default::default(), Some(&map)).unwrap();
     start_with(Gateway::new(snapshot, upstreams, settings)).await

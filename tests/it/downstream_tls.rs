@@ -1,12 +1,12 @@
 //! TLS on the serving port: HTTP/1.1 and HTTP/2 by ALPN, and a rotated certificate served
 //! to new connections without a restart. Certificates are made by the test.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::certs::{certs, client_tls, Pair, Pki};
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -14,8 +14,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use protogate::server::{Gateway, Settings};
 use protogate::snapshot::Snapshot;
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::certs::{certs, client_tls, Pair, Pki};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;

@@ -1,16 +1,14 @@
 //! Operating the gateway: admin endpoints, metrics, readiness, limits, overload, reload and
 //! graceful shutdown, against real backends on loopback.
 
-mod support;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use protogate::reload::{self, Outcome, ReloadSource};
 use protogate::server::Settings;
 use protogate::snapshot::UpstreamMap;
-use support::*;
 use tokio::sync::{mpsc, Semaphore};
 
 fn vps_sample() -> Vec<u8> {
@@ -247,15 +245,12 @@ async fn beyond_the_concurrency_limit_requests_are_refused_at_once() {
     for _ in 0..2 {
         bounded(seen.recv()).await.unwrap();
     }
-    let started = std::time::Instant::now();
+    // Refused at once, not queued: the two admitted requests are held until after this
+    // answer, so one that waited for a slot would never come.
     let refused = send("POST", &target, &[], vps_sample()).await;
     assert_eq!(refused.status, 503);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert_eq!(refused.json()["code"], 14);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "refused at once, not queued"
-    );
     assert_eq!(
         get(&format!("{}/healthz", gw.base)).await.status,
         200,

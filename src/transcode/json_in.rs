@@ -18,7 +18,8 @@
 //!   a few inline map keys per object keep that free of allocation for small objects.
 //!
 //! The `json_request` fuzz target compares the two paths on every input it tries, and
-//! `tests/json_in.rs` on the benchmark's bodies; the conformance corpus runs through both.
+//! `tests/it/json_in.rs` on the benchmark's bodies; the conformance corpus runs through this
+//! path wherever it applies, so the reference path sees only what this one declines.
 
 use std::borrow::Cow;
 use std::cell::Cell;

@@ -13,7 +13,7 @@
 //!   through the reference path, which gives the answer it always gave.
 //!
 //! The `json_response` fuzz target compares the two renderers on arbitrary upstream bytes, the
-//! `json_request` target on every message it accepts, and `tests/json_in.rs` on the
+//! `json_request` target on every message it accepts, and `tests/it/json_in.rs` on the
 //! benchmark's replies.
 
 use std::cmp::Ordering;

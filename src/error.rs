@@ -315,6 +315,15 @@ pub fn code_from_upstream_http(status: StatusCode) -> Code {
     }
 }
 
+/// A gRPC frame the upstream got wrong to gRPC code: a message beyond the limit is
+/// `RESOURCE_EXHAUSTED` (as gRPC clients report it), anything else broken `INTERNAL`.
+pub fn code_from_frame_error(error: &crate::grpc::frame::FrameError) -> Code {
+    match error {
+        crate::grpc::frame::FrameError::TooLarge { .. } => Code::ResourceExhausted,
+        _ => Code::Internal,
+    }
+}
+
 /// An HTTP/2 stream reset by the upstream (or a broken connection: `None`) to gRPC code, as the
 /// gRPC spec maps RST_STREAM codes; a stream cut by GOAWAY before the server took it is
 /// `UNAVAILABLE` like a refused one.

@@ -9,8 +9,8 @@
 //! 4. The protocol's handler: `admin.rs`, `docs.rs`, `rest.rs` (unary) and `rest_stream.rs`
 //!    (streams), `passthrough.rs` (native gRPC), `grpc_web.rs`, `reflection.rs`.
 //! 5. REST transcodes with `crate::transcode` along the route's plan (`crate::route`).
-//! 6. The upstream call: `call.rs` (the deadline from `deadline.rs`, the time bounds from
-//!    `call_clock.rs`) over `crate::upstream`.
+//! 6. The upstream call: `crate::upstream::call` (`src/upstream/call.rs`), with the deadline
+//!    from `deadline.rs` and the time bounds from `call_clock.rs`.
 //! 7. The response goes back through the edge; every error is written by `respond.rs`, the
 //!    one error edge, in the client's protocol.
 //!
@@ -19,7 +19,6 @@
 
 mod admin;
 mod body;
-mod call;
 mod call_clock;
 mod connection;
 mod cors;

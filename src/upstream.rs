@@ -26,6 +26,7 @@
 
 mod balance;
 mod body;
+pub(crate) mod call;
 mod connect;
 mod discovery;
 mod endpoint;

@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 
 pub(super) use super::body::full;
 use super::body::ResponseBody;
-use super::call::{self, UnaryReply};
 use super::deadline;
 use super::gateway::Gateway;
 use super::respond::{self, JSON};
@@ -25,6 +24,7 @@ use crate::grpc::metadata;
 use crate::route::{Lookup, RoutePlan};
 use crate::snapshot::Snapshot;
 use crate::transcode::{self, RenderedBody, RequestInput};
+use crate::upstream::call::{self, UnaryReply};
 use crate::upstream::Upstream;
 
 /// What every upstream call of a REST request needs besides its body.

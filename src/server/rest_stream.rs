@@ -22,7 +22,6 @@ use tokio::time::Instant;
 
 use super::body::full;
 use super::body::{BoxError, ResponseBody};
-use super::call;
 use super::call_clock::{CallClock, Counted};
 use super::deadline;
 use super::gateway::Gateway;
@@ -36,6 +35,7 @@ use crate::route::RoutePlan;
 use crate::snapshot::Snapshot;
 use crate::transcode::stream::{JsonSplitter, StreamFormat};
 use crate::transcode::{self, RenderedBody, RequestInput};
+use crate::upstream::call;
 use crate::upstream::{UpstreamBody, UpstreamResponseBody};
 
 /// The first error of a request pump, reported in place of the upstream's reaction to it.

@@ -8,12 +8,12 @@ use http::header::{HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 
+use super::{ReplayBody, Upstream, UpstreamBody, UpstreamResponseBody};
 use crate::error::{code_from_upstream_http, GatewayError};
 use crate::grpc::frame::{Decoder, Frame, FrameError};
 use crate::grpc::status::Status;
 use crate::grpc::{timeout, Code};
 use crate::route::RoutePlan;
-use crate::upstream::{ReplayBody, Upstream, UpstreamBody, UpstreamResponseBody};
 
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -22,7 +22,7 @@ const AGENT: HeaderValue =
 
 /// A successful unary reply.
 #[derive(Debug)]
-pub(super) struct UnaryReply {
+pub(crate) struct UnaryReply {
     pub message: Bytes,
     pub headers: HeaderMap,
     pub trailers: HeaderMap,
@@ -30,18 +30,18 @@ pub(super) struct UnaryReply {
 
 /// What a call sends: one whole frame (which can be sent again if the upstream refuses the
 /// stream), or a stream of frames.
-pub(super) enum CallBody {
+pub(crate) enum CallBody {
     Whole(Bytes),
     Streamed(UpstreamBody),
 }
 
 /// One request frame.
-pub(super) fn single_frame(frame: Bytes) -> CallBody {
+pub(crate) fn single_frame(frame: Bytes) -> CallBody {
     CallBody::Whole(frame)
 }
 
 /// Calls `plan`'s method on `upstream` and reads the single response message.
-pub(super) async fn unary(
+pub(crate) async fn unary(
     upstream: &Upstream,
     plan: &RoutePlan,
     body: CallBody,
@@ -54,7 +54,7 @@ pub(super) async fn unary(
 }
 
 /// Sends the request and returns the upstream's response as soon as its headers arrive.
-pub(super) async fn start(
+pub(crate) async fn start(
     upstream: &Upstream,
     plan: &RoutePlan,
     body: CallBody,
@@ -132,7 +132,7 @@ async fn read_reply(
 
 /// Whether the response is trailers-only (its status in the headers): `Err` for an error
 /// status, `Ok(true)` for OK (which carries no message).
-pub(super) fn trailers_only(headers: &HeaderMap, _plan: &RoutePlan) -> Result<bool, GatewayError> {
+pub(crate) fn trailers_only(headers: &HeaderMap, _plan: &RoutePlan) -> Result<bool, GatewayError> {
     match Status::from_headers(headers) {
         None => Ok(false),
         Some(status) if status.code == Code::Ok => Ok(true),
@@ -142,7 +142,7 @@ pub(super) fn trailers_only(headers: &HeaderMap, _plan: &RoutePlan) -> Result<bo
 
 /// A reply that is not gRPC at all (an L7 proxy's error page, say) gets a status from its
 /// HTTP code, per the gRPC spec.
-pub(super) fn check_grpc_response(
+pub(crate) fn check_grpc_response(
     status: StatusCode,
     headers: &HeaderMap,
 ) -> Result<(), GatewayError> {
@@ -165,7 +165,7 @@ pub(super) fn check_grpc_response(
     Ok(())
 }
 
-pub(super) fn status_failure(
+pub(crate) fn status_failure(
     status: Status,
     headers: HeaderMap,
     trailers: HeaderMap,
@@ -179,7 +179,7 @@ pub(super) fn status_failure(
     )
 }
 
-pub(super) fn no_message(plan: &RoutePlan) -> GatewayError {
+pub(crate) fn no_message(plan: &RoutePlan) -> GatewayError {
     GatewayError::upstream(
         Code::Internal,
         format!(
@@ -227,7 +227,7 @@ fn several_messages(plan: &RoutePlan) -> GatewayError {
     )
 }
 
-pub(super) fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, GatewayError> {
+pub(crate) fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, GatewayError> {
     if !frame.compressed {
         return Ok(frame);
     }
@@ -238,17 +238,14 @@ pub(super) fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Fra
     Err(frame_error(error))
 }
 
-pub(super) fn frame_error(error: FrameError) -> GatewayError {
-    let code = match error {
-        FrameError::TooLarge { .. } => Code::ResourceExhausted,
-        _ => Code::Internal,
-    };
+pub(crate) fn frame_error(error: FrameError) -> GatewayError {
+    let code = crate::error::code_from_frame_error(&error);
     GatewayError::upstream(code, format!("upstream response: {error}"))
 }
 
 /// A stream reset or broken connection mid-response, mapped as the gRPC spec maps
 /// RST_STREAM codes.
-pub(super) fn stream_error(error: &hyper::Error) -> GatewayError {
+pub(crate) fn stream_error(error: &hyper::Error) -> GatewayError {
     let text = crate::upstream::error_chain(error);
     let code = crate::error::code_from_reset(crate::error::h2_reset(error));
     GatewayError::upstream(code, format!("upstream response failed: {text}"))

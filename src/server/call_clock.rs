@@ -182,20 +182,42 @@ impl MessageEnds {
     }
 }
 
+/// One direction of a call as the clock sees it: the messages that end in its frames.
+struct Direction {
+    clock: CallClock,
+    ends: MessageEnds,
+}
+
+impl Direction {
+    fn new(clock: CallClock) -> Self {
+        Direction {
+            clock,
+            ends: MessageEnds::default(),
+        }
+    }
+
+    /// Tells the clock when `frame` ends a message.
+    fn saw(&mut self, frame: &Frame<Bytes>) {
+        if let Some(data) = frame.data_ref() {
+            if self.ends.feed(data.chunk()) > 0 {
+                self.clock.message();
+            }
+        }
+    }
+}
+
 /// A request body of gRPC frames on its way upstream, telling the clock about each message
 /// and about its end.
 pub(crate) struct Counted<B> {
     inner: B,
-    clock: CallClock,
-    ends: MessageEnds,
+    direction: Direction,
 }
 
 impl<B> Counted<B> {
     pub(crate) fn new(inner: B, clock: CallClock) -> Self {
         Counted {
             inner,
-            clock,
-            ends: MessageEnds::default(),
+            direction: Direction::new(clock),
         }
     }
 }
@@ -215,16 +237,12 @@ where
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    if this.ends.feed(data.chunk()) > 0 {
-                        this.clock.message();
-                    }
-                }
+                this.direction.saw(frame);
                 if this.inner.is_end_stream() {
-                    this.clock.request_done();
+                    this.direction.clock.request_done();
                 }
             }
-            Poll::Ready(None) => this.clock.request_done(),
+            Poll::Ready(None) => this.direction.clock.request_done(),
             _ => {}
         }
         polled
@@ -243,8 +261,7 @@ where
 /// ending with the clock's error (as gRPC trailers) once the call expires.
 pub(crate) struct Timed<B> {
     inner: B,
-    clock: CallClock,
-    ends: MessageEnds,
+    direction: Direction,
     sleep: Pin<Box<Sleep>>,
     done: bool,
     /// Turns the clock's error into the trailers that end the response.
@@ -259,8 +276,7 @@ impl<B> Timed<B> {
     ) -> Self {
         Timed {
             inner,
-            clock,
-            ends: MessageEnds::default(),
+            direction: Direction::new(clock),
             sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
             done: false,
             trailers,
@@ -285,18 +301,14 @@ where
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    if this.ends.feed(data.chunk()) > 0 {
-                        this.clock.message();
-                    }
-                }
+                this.direction.saw(&frame);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(other) => {
                 this.done = true;
                 Poll::Ready(other)
             }
-            Poll::Pending => match this.clock.poll_expired(&mut this.sleep, cx) {
+            Poll::Pending => match this.direction.clock.poll_expired(&mut this.sleep, cx) {
                 Poll::Ready(expiry) => {
                     this.done = true;
                     let trailers = (this.trailers)(&expiry.error());

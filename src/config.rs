@@ -205,11 +205,11 @@ pub struct ServingArgs {
     #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_RENDERED_BYTES", default_value_t = 32 << 20)]
     pub max_rendered_bytes: usize,
     /// A call (gRPC, gRPC-Web or a REST stream) with no message either way for this long is
-    /// cancelled with the protocol's error.
+    /// cancelled with the protocol's error; 0 turns it off.
     #[arg(long, value_name = "DURATION", env = "PROTOGATE_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub stream_idle_timeout: Duration,
     /// A connection whose client takes no response data for this long, while the gateway
-    /// has some to send, is closed.
+    /// has some to send, is closed; 0 turns it off.
     #[arg(long, value_name = "DURATION", env = "PROTOGATE_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub write_timeout: Duration,
     /// Requests one connection may have in progress at once (HTTP/2 MAX_CONCURRENT_STREAMS

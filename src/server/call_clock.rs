@@ -26,6 +26,15 @@ use super::body::BoxError;
 use crate::error::GatewayError;
 use crate::grpc::Code;
 
+/// Longer than any call: limits beyond it (a flag set to `1000000000h`, say) are taken as it,
+/// so adding them to an instant cannot overflow.
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `start` plus `limit`, at most [`NEVER`] later.
+fn after(start: Instant, limit: Duration) -> Instant {
+    start + limit.min(NEVER)
+}
+
 /// Why a call's time ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Expiry {
@@ -67,7 +76,8 @@ struct State {
 }
 
 impl CallClock {
-    /// A clock started now; `body_limit` for a unary request, `idle_limit` for every call.
+    /// A clock started now; `body_limit` for a unary request, `idle_limit` for every call
+    /// (zero: no idle limit).
     pub(crate) fn new(body_limit: Option<Duration>, idle_limit: Duration) -> Self {
         CallClock(Arc::new(State {
             started: Instant::now(),
@@ -94,13 +104,17 @@ impl CallClock {
     fn deadline(&self) -> (Instant, Expiry) {
         let state = &self.0;
         let last = Duration::from_millis(state.last_message_ms.load(Ordering::Relaxed));
+        let idle_limit = match state.idle_limit {
+            Duration::ZERO => NEVER,
+            limit => limit,
+        };
         let idle = (
-            state.started + last + state.idle_limit,
+            after(state.started, last.saturating_add(idle_limit)),
             Expiry::Idle(state.idle_limit),
         );
         match state.body_limit {
             Some(limit) if !state.request_done.load(Ordering::Relaxed) => {
-                let body = (state.started + limit, Expiry::Body(limit));
+                let body = (after(state.started, limit), Expiry::Body(limit));
                 if body.0 <= idle.0 {
                     body
                 } else {
@@ -369,6 +383,22 @@ mod tests {
             Expiry::Idle(Duration::from_secs(300))
         );
         assert_eq!(started.elapsed(), Duration::from_secs(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_idle_limit_is_none_and_huge_limits_do_not_overflow() {
+        let off = CallClock::new(None, Duration::ZERO);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(86_400), off.expired())
+                .await
+                .is_err()
+        );
+        let huge = CallClock::new(Some(Duration::MAX), Duration::MAX);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(86_400), huge.expired())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test(start_paused = true)]

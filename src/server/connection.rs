@@ -93,8 +93,12 @@ impl Connection {
     }
 
     /// Completes once the client has been owed data, with none of it moving, for a whole
-    /// `limit` (so between one and two `limit`s after it stopped reading).
+    /// `limit` (so between one and two `limit`s after it stopped reading); never for a zero
+    /// `limit`, which turns the watch off.
     pub(crate) async fn stalled(&self, limit: Duration) {
+        if limit.is_zero() {
+            return std::future::pending().await;
+        }
         let mut seen = self.progress.load(Ordering::Relaxed);
         let mut owing = false;
         loop {
@@ -315,8 +319,11 @@ mod tests {
         // Nothing owed: never stalled.
         let idle = tokio::time::timeout(limit * 10, c.stalled(limit)).await;
         assert!(idle.is_err());
-        // Owed and not moving: stalled within two limits.
+        // Owed and not moving: a zero limit watches nothing (and does not spin)...
         let _body = outgoing(&c, vec![1; 10]);
+        let off = tokio::time::timeout(limit * 10, c.stalled(Duration::ZERO)).await;
+        assert!(off.is_err());
+        // ...and any other is reached within two limits.
         let started = tokio::time::Instant::now();
         c.stalled(limit).await;
         assert!(started.elapsed() <= limit * 2);

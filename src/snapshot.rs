@@ -17,6 +17,8 @@ pub struct Snapshot {
     /// `/package.Service/Method` of every method of those services: the route labels of
     /// native gRPC calls in metrics.
     pub grpc_methods: HashMap<String, GrpcMethod>,
+    /// The compiled schemas of the message types, for every transcoding protocol.
+    pub schemas: crate::transcode::Schemas,
 }
 
 pub use crate::upstream::UpstreamMap;
@@ -65,11 +67,13 @@ impl Snapshot {
             .filter_map(|s| Some((s.full_name().to_string(), upstreams?.index_of(&s)?)))
             .collect();
         let grpc_methods = grpc_methods(&pool, &services);
+        let schemas = crate::transcode::Schemas::build(&pool);
         Ok(Snapshot {
             pool,
             routes,
             services,
             grpc_methods,
+            schemas,
         })
     }
 }

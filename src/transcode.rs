@@ -4,11 +4,13 @@
 mod codec;
 mod json_in;
 mod json_keys;
+mod message;
 pub mod json_out;
 mod options;
 mod query;
 mod request;
 mod response;
+mod schemas;
 pub mod scalar;
 pub mod stream;
 mod strict_json;
@@ -16,8 +18,10 @@ pub mod well_known;
 mod wire_json;
 
 pub use json_in::JsonIn;
+pub use message::{json_to_wire, wire_to_json};
 pub use options::JsonOptions;
 pub use request::{build_request, fast_request, request_message, RequestInput};
 pub use response::render_reference;
 pub use response::{render_response, render_status_details, RenderedBody};
+pub use schemas::Schemas;
 pub use wire_json::WireJson;

@@ -1,0 +1,63 @@
+//! One whole message as JSON, both ways: the JSON codec of protocols that carry a message and
+//! nothing else (Connect's `application/json`, its streams' `connect+json` envelopes), by the
+//! same rules, options and limits as REST bodies and responses.
+
+use bytes::Bytes;
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, MessageDescriptor};
+
+use super::options::JsonOptions;
+use super::request::{check_depth, invalid_body};
+use super::response::to_json;
+use super::schemas::Schemas;
+use super::strict_json::Strict;
+use super::well_known::check_any_type_names;
+use crate::error::GatewayError;
+
+/// The wire bytes (unframed) of the message of type `desc` whose JSON is `json`. A blank body
+/// is the empty message. Errors are `INVALID_ARGUMENT`, naming what was wrong.
+pub fn json_to_wire(
+    schemas: &Schemas,
+    desc: &MessageDescriptor,
+    json: &[u8],
+    options: &JsonOptions,
+) -> Result<Bytes, GatewayError> {
+    let _ = schemas;
+    if json.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::new());
+    }
+    check_depth(json, options.max_depth)?;
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let message = DynamicMessage::deserialize_with_options(
+        desc.clone(),
+        Strict::new(&mut de, desc),
+        &options.deserialize(),
+    )
+    .and_then(|m| de.end().map(|()| m))
+    .map_err(|e| invalid_body(desc.full_name(), &e))?;
+    check_any_type_names(&message)?;
+    Ok(Bytes::from(message.encode_to_vec()))
+}
+
+/// The JSON of the message of type `desc` encoded in `wire`. An undecodable message is
+/// `INTERNAL` (it came from the upstream); a rendering over `options.max_output_bytes` is
+/// `RESOURCE_EXHAUSTED`.
+pub fn wire_to_json(
+    schemas: &Schemas,
+    desc: &MessageDescriptor,
+    wire: Bytes,
+    options: &JsonOptions,
+) -> Result<Vec<u8>, GatewayError> {
+    let _ = schemas;
+    let message = DynamicMessage::decode(desc.clone(), wire).map_err(|e| {
+        GatewayError::internal(format!(
+            "upstream response is not a valid {}: {e}",
+            desc.full_name()
+        ))
+    })?;
+    let json = to_json(&message, options)?;
+    if json.len() > options.max_output_bytes {
+        return Err(GatewayError::response_too_large(options.max_output_bytes));
+    }
+    Ok(json)
+}

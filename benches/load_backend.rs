@@ -76,7 +76,7 @@ fn frames(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     for case in common::LOAD_CASES {
         let resolved = common::Resolved::new(&snapshot, case.clone())?;
-        let frame = resolved.frame()?;
+        let frame = resolved.frame(&snapshot)?;
         let grpc_path = resolved.plan.grpc_path.path();
         let body = case
             .body_file

@@ -11,7 +11,7 @@
 //! - `frame_to_json/*`: an upstream message back to JSON (`transcode::render_response`):
 //!   the load cases' replies, the well-known-type message, and the 190 KB VPS sample.
 //! - `frame_to_json_reference/*`: the same through the reference path (`DynamicMessage`
-//!   decoding, then `json_out`), the baseline of the direct wire-to-JSON renderer.
+//!   decoding, then `message_to_json`), the baseline of the direct wire-to-JSON renderer.
 //!
 //! Throughput is counted in bytes of JSON on either side, so the MB/s of both directions
 //! compare. `cargo bench --bench transcode`; `cargo test --bench transcode` runs each once.
@@ -32,7 +32,7 @@ use protogate::grpc::frame;
 use protogate::route::Lookup;
 use protogate::snapshot::Snapshot;
 use protogate::transcode::{
-    build_request, render_reference, render_response, request_message, JsonOptions, RenderedBody,
+    build_request, render_response, request_message, JsonOptions, RenderedBody,
 };
 
 /// Resources in the generated API; six bindings each.
@@ -185,12 +185,19 @@ fn bench_json_to_frame(c: &mut Criterion) {
         common::VPS,
     ] {
         let resolved = Resolved::new(&snapshot, case).expect("case resolves");
-        resolved.frame().expect("case transcodes");
+        resolved.frame(&snapshot).expect("case transcodes");
         let case = &resolved.case;
         let json_len = resolved.body.len() + case.query().map_or(0, str::len);
         group.throughput(Throughput::Bytes(json_len as u64));
         group.bench_function(case.name, |b| {
-            b.iter(|| build_request(&resolved.plan, &options, black_box(resolved.input())))
+            b.iter(|| {
+                build_request(
+                    &resolved.plan,
+                    &snapshot.schemas,
+                    &options,
+                    black_box(resolved.input()),
+                )
+            })
         });
     }
     group.finish();
@@ -222,7 +229,7 @@ fn replies(snapshot: &Snapshot) -> Vec<(&'static str, Reply)> {
     };
     let echo = |case: Case| {
         let resolved = Resolved::new(snapshot, case).expect("case resolves");
-        let payload = common::payload(&resolved.frame().expect("case transcodes"));
+        let payload = common::payload(&resolved.frame(snapshot).expect("case transcodes"));
         Reply { resolved, payload }
     };
     let encode =
@@ -258,27 +265,35 @@ fn bench_frame_to_json(c: &mut Criterion) {
     let mut group: BenchmarkGroup<'_, WallTime> = c.benchmark_group("frame_to_json");
     for (name, reply) in replies(&snapshot) {
         let plan = &reply.resolved.plan;
-        let rendered = render_response(plan, &options, reply.payload.clone()).expect("renders");
+        let schemas = &snapshot.schemas;
+        let rendered =
+            render_response(plan, schemas, &options, reply.payload.clone()).expect("renders");
         let RenderedBody::Json(json) = rendered else {
             panic!("{name}: not JSON")
         };
         group.throughput(Throughput::Bytes(json.len() as u64));
         group.bench_function(name, |b| {
-            b.iter(|| render_response(plan, &options, black_box(reply.payload.clone())))
+            b.iter(|| render_response(plan, schemas, &options, black_box(reply.payload.clone())))
         });
     }
     group.finish();
 
+    let reference = JsonOptions {
+        fast_paths: false,
+        ..JsonOptions::default()
+    };
     let mut group = c.benchmark_group("frame_to_json_reference");
     for (name, reply) in replies(&snapshot) {
         let plan = &reply.resolved.plan;
-        let rendered = render_reference(plan, &options, reply.payload.clone()).expect("renders");
+        let schemas = &snapshot.schemas;
+        let rendered =
+            render_response(plan, schemas, &reference, reply.payload.clone()).expect("renders");
         let RenderedBody::Json(json) = rendered else {
             panic!("{name}: not JSON")
         };
         group.throughput(Throughput::Bytes(json.len() as u64));
         group.bench_function(name, |b| {
-            b.iter(|| render_reference(plan, &options, black_box(reply.payload.clone())))
+            b.iter(|| render_response(plan, schemas, &reference, black_box(reply.payload.clone())))
         });
     }
     group.finish();

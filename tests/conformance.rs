@@ -13,6 +13,10 @@
 //! cargo test --test conformance -- --list          # every name
 //! ```
 //!
+//! Every case runs twice: through the fast paths wherever they apply (the names above), and
+//! with them off, through the reference path alone (`reference::40_json_body::...`), so
+//! both paths are held to every expected answer.
+//!
 //! The harness is `libtest-mimic` (`harness = false` in `Cargo.toml`). Each file gets one
 //! gateway and one backend, started by its first case to run; the cases of a file take turns
 //! on them (the backend answers the case being run), the files run in parallel.
@@ -163,9 +167,10 @@ fn corpus_dir() -> PathBuf {
     repo_path("tests/conformance")
 }
 
-fn settings(flags: &Flags) -> Settings {
+fn settings(flags: &Flags, fast_paths: bool) -> Settings {
     let mut settings = Settings::default();
     let json = &mut settings.json;
+    json.fast_paths = fast_paths;
     json.use_proto_names = flags.use_proto_names;
     json.emit_unpopulated = !flags.omit_unpopulated;
     json.enums_as_ints = flags.enums_as_ints;
@@ -254,7 +259,7 @@ struct Runner {
 }
 
 impl Runner {
-    async fn start(proto: &str, flags: &Flags) -> Runner {
+    async fn start(proto: &str, flags: &Flags, fast_paths: bool) -> Runner {
         let pool = protogate::descriptor::load(&sources(proto)).unwrap();
         let current: Current = Arc::new(Mutex::new(None));
         let (answer_pool, answer_current) = (pool.clone(), current.clone());
@@ -272,7 +277,12 @@ impl Runner {
         let (upstreams, map) =
             protogate::upstream::build_all(Some(&backend.url), &[], &options).unwrap();
         let snapshot = Snapshot::build(&sources(proto), &route_options(flags), Some(&map)).unwrap();
-        let gw = start_with(Gateway::new(snapshot, upstreams, settings(flags))).await;
+        let gw = start_with(Gateway::new(
+            snapshot,
+            upstreams,
+            settings(flags, fast_paths),
+        ))
+        .await;
         Runner {
             pool,
             backend,
@@ -452,7 +462,8 @@ fn test_name(case: &str) -> String {
 /// the turn its cases take on them.
 struct SuiteRun {
     proto: String,
-    flags: Flags,
+    flags: Arc<Flags>,
+    fast_paths: bool,
     runner: tokio::sync::OnceCell<Runner>,
     turn: tokio::sync::Mutex<()>,
 }
@@ -466,7 +477,7 @@ impl SuiteRun {
     async fn run(&self, case: &Case) -> Result<(), Vec<String>> {
         let runner = self
             .runner
-            .get_or_init(|| bounded(Runner::start(&self.proto, &self.flags)))
+            .get_or_init(|| bounded(Runner::start(&self.proto, &self.flags, self.fast_paths)))
             .await;
         let _turn = tokio::time::timeout(TURN_TIMEOUT, self.turn.lock())
             .await
@@ -491,32 +502,38 @@ fn main() {
     for (path, suite) in suites() {
         let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
         let file = file_name(&path);
-        let run = Arc::new(SuiteRun {
-            proto: suite.proto,
-            flags: suite.flags,
-            runner: tokio::sync::OnceCell::new(),
-            turn: tokio::sync::Mutex::new(()),
-        });
-        let mut names: HashMap<String, String> = HashMap::new();
-        for case in suite.cases {
-            total += 1;
-            let name = format!("{stem}::{}", test_name(&case.name));
-            if let Some(other) = names.insert(name.clone(), case.name.clone()) {
-                panic!(
-                    "{file}: the cases {other:?} and {:?} have the same test name {name}",
-                    case.name
-                );
+        let flags = Arc::new(suite.flags);
+        let cases: Vec<Arc<Case>> = suite.cases.into_iter().map(Arc::new).collect();
+        total += cases.len();
+        for (prefix, fast_paths) in [("", true), ("reference::", false)] {
+            let run = Arc::new(SuiteRun {
+                proto: suite.proto.clone(),
+                flags: flags.clone(),
+                fast_paths,
+                runner: tokio::sync::OnceCell::new(),
+                turn: tokio::sync::Mutex::new(()),
+            });
+            let mut names: HashMap<String, String> = HashMap::new();
+            for case in &cases {
+                let name = format!("{prefix}{stem}::{}", test_name(&case.name));
+                if let Some(other) = names.insert(name.clone(), case.name.clone()) {
+                    panic!(
+                        "{file}: the cases {other:?} and {:?} have the same test name {name}",
+                        case.name
+                    );
+                }
+                let (run, runtime, file, case) =
+                    (run.clone(), runtime.clone(), file.clone(), case.clone());
+                trials.push(Trial::test(name, move || {
+                    runtime.block_on(run.run(&case)).map_err(|problems| {
+                        Failed::from(format!(
+                            "{file} / {}:\n    {}",
+                            case.name,
+                            problems.join("\n    ")
+                        ))
+                    })
+                }));
             }
-            let (run, runtime, file) = (run.clone(), runtime.clone(), file.clone());
-            trials.push(Trial::test(name, move || {
-                runtime.block_on(run.run(&case)).map_err(|problems| {
-                    Failed::from(format!(
-                        "{file} / {}:\n    {}",
-                        case.name,
-                        problems.join("\n    ")
-                    ))
-                })
-            }));
         }
     }
     trials.push(Trial::test("corpus::has_enough_cases", move || {

@@ -149,8 +149,9 @@ impl Resolved {
     }
 
     /// The gRPC frame the gateway sends for this request.
-    pub(crate) fn frame(&self) -> anyhow::Result<Bytes> {
-        build_request(&self.plan, &JsonOptions::default(), self.input())
+    pub(crate) fn frame(&self, snapshot: &Snapshot) -> anyhow::Result<Bytes> {
+        let options = JsonOptions::default();
+        build_request(&self.plan, &snapshot.schemas, &options, self.input())
             .map_err(|e| anyhow!("{}: {}", self.case.name, e.message))
     }
 }
@@ -176,7 +177,7 @@ pub(crate) fn payload(frame: &Bytes) -> Bytes {
 pub(crate) fn vps_reply(snapshot: &Snapshot) -> anyhow::Result<Bytes> {
     use futures_util::FutureExt;
     let handler = protogate::demo::vps_handler(&snapshot.pool)?;
-    let frame = Resolved::new(snapshot, VPS)?.frame()?;
+    let frame = Resolved::new(snapshot, VPS)?.frame(snapshot)?;
     let call = protogate::demo::backend::Call {
         path: "/vpresult.LocationService/getLocationPose".into(),
         metadata: Default::default(),

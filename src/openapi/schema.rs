@@ -1,5 +1,5 @@
 //! JSON Schemas of messages, enums and fields, following the proto3 JSON mapping exactly as
-//! the gateway writes it (`transcode::json_out`) under the current flags; and the schemas of
+//! the gateway writes it (`transcode::message_to_json`) under the current flags; and the schemas of
 //! path and query parameters, which hold the text forms the request parser reads.
 
 use std::collections::BTreeMap;

@@ -47,10 +47,6 @@ pub struct RoutePlan {
     pub patch_mask: Option<FieldDescriptor>,
     /// The request message can hold a `google.protobuf.Any` at some depth.
     pub input_holds_any: bool,
-    /// The direct JSON-to-wire encoder for the body, where the route allows it.
-    pub json_in: Option<std::sync::Arc<crate::transcode::JsonIn>>,
-    /// The direct wire-to-JSON renderer for the response, where the route allows it.
-    pub wire_json: Option<std::sync::Arc<crate::transcode::WireJson>>,
 }
 
 impl RoutePlan {

@@ -169,7 +169,7 @@ fn compile(
         (BodyPlan::Field(_), true) => single_field_mask(&input),
         _ => None,
     };
-    let mut plan = RoutePlan {
+    let plan = RoutePlan {
         label: format!("{} {}", rule.method, rule.path).into(),
         patch_mask,
         input_holds_any: holds_any(&input),
@@ -192,11 +192,7 @@ fn compile(
         path_vars,
         bound,
         upstream,
-        json_in: None,
-        wire_json: None,
     };
-    plan.json_in = crate::transcode::JsonIn::for_plan(&plan);
-    plan.wire_json = crate::transcode::WireJson::for_plan(&plan);
     Ok(plan)
 }
 

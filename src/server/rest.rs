@@ -86,11 +86,11 @@ impl Gateway {
             vars: &vars,
             query: parts.uri.query(),
         };
-        let frame = transcode::build_request(&plan, &self.settings.json, input)?;
+        let frame = transcode::build_request(&plan, &snapshot.schemas, &self.settings.json, input)?;
         let reply = self
             .call_unary(&plan, call::single_frame(frame), setup)
             .await?;
-        self.success_response(&plan, reply)
+        self.success_response(snapshot, &plan, reply)
     }
 
     /// Reads the whole request body within the size and time limits, counting its bytes.
@@ -154,10 +154,16 @@ impl Gateway {
 
     pub(super) fn success_response(
         &self,
+        snapshot: &Snapshot,
         plan: &RoutePlan,
         reply: UnaryReply,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        let rendered = transcode::render_response(plan, &self.settings.json, reply.message)?;
+        let rendered = transcode::render_response(
+            plan,
+            &snapshot.schemas,
+            &self.settings.json,
+            reply.message,
+        )?;
         let (content_type, body) = match rendered {
             RenderedBody::Json(json) => (JSON, Bytes::from(json)),
             RenderedBody::Raw { content_type, data } => (raw_content_type(&content_type), data),

@@ -62,7 +62,10 @@ impl Gateway {
                 let pumped = self.pump(&plan, vars, &parts, body, pump_error.clone());
                 call::CallBody::Streamed(Counted::new(pumped, clock.clone()).boxed_unsync())
             }
-            false => self.single_request(&plan, &vars, &parts, body).await?,
+            false => {
+                self.single_request(snapshot, &plan, &vars, &parts, body)
+                    .await?
+            }
         };
         if !plan.method.is_server_streaming() {
             let reply = tokio::select! {
@@ -70,7 +73,7 @@ impl Gateway {
                 expiry = clock.expired() => Err(expiry.error()),
             };
             let reply = reply.map_err(|f| pumped(&pump_error).map_or(f, GatewayError::from))?;
-            return self.success_response(&plan, reply);
+            return self.success_response(snapshot, &plan, reply);
         }
         let format = stream_format(&parts.headers, &plan);
         let call = StreamCall {
@@ -86,6 +89,7 @@ impl Gateway {
 
     async fn single_request(
         &self,
+        snapshot: &Snapshot,
         plan: &RoutePlan,
         vars: &[String],
         parts: &Parts,
@@ -98,7 +102,7 @@ impl Gateway {
             vars,
             query: parts.uri.query(),
         };
-        let frame = transcode::build_request(plan, &self.settings.json, input)?;
+        let frame = transcode::build_request(plan, &snapshot.schemas, &self.settings.json, input)?;
         Ok(call::single_frame(frame))
     }
 
@@ -369,7 +373,7 @@ impl Writer {
 
     fn render(&self, payload: Bytes) -> Result<(Bytes, HeaderValue), GatewayError> {
         let format = self.format;
-        match transcode::render_response(&self.plan, &self.json, payload)? {
+        match transcode::render_response(&self.plan, &self.snapshot.schemas, &self.json, payload)? {
             RenderedBody::Json(json) => Ok((
                 format.message(&json),
                 HeaderValue::from_static(format.content_type()),

@@ -5,7 +5,7 @@
 //! `Struct` is a map. The key is named as the client wrote it.
 //!
 //! [`Expect`] says what each object of a body is and [`Keys`] records the keys of one: the
-//! reference path's deserialiser ([`Strict`](super::strict_json::Strict)) asks them about
+//! reference path's deserialiser ([`Strict`](super::json_to_message::Strict)) asks them about
 //! every key. The direct encoder keeps its own cheaper record (a bitset of field indexes,
 //! [`EncodedKeys`] for maps) and words its refusals with the same [`duplicate_field`] and
 //! [`duplicate_map_key`], at the same point of the body, so both paths refuse a body with

@@ -6,11 +6,12 @@ use bytes::Bytes;
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 
+use super::json_to_message::Strict;
+use super::json_to_wire::Unencoded;
 use super::options::JsonOptions;
 use super::request::{check_depth, invalid_body};
-use super::response::to_json;
+use super::response::render_message;
 use super::schemas::Schemas;
-use super::strict_json::Strict;
 use super::well_known::check_any_type_names;
 use crate::error::GatewayError;
 
@@ -22,11 +23,18 @@ pub fn json_to_wire(
     json: &[u8],
     options: &JsonOptions,
 ) -> Result<Bytes, GatewayError> {
-    let _ = schemas;
     if json.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::new());
     }
     check_depth(json, options.max_depth)?;
+    if let Some(encoder) = schemas.encoder(desc).filter(|_| options.fast_paths) {
+        let mut out = Vec::with_capacity(json.len());
+        match encoder.encode(json, options.reject_unknown_fields, &mut out) {
+            Ok(()) => return Ok(Bytes::from(out)),
+            Err(Unencoded::Refused(e)) => return Err(invalid_body(desc.full_name(), &e)),
+            Err(Unencoded::Declined(_)) => {}
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(json);
     let message = DynamicMessage::deserialize_with_options(
         desc.clone(),
@@ -48,16 +56,5 @@ pub fn wire_to_json(
     wire: Bytes,
     options: &JsonOptions,
 ) -> Result<Vec<u8>, GatewayError> {
-    let _ = schemas;
-    let message = DynamicMessage::decode(desc.clone(), wire).map_err(|e| {
-        GatewayError::internal(format!(
-            "upstream response is not a valid {}: {e}",
-            desc.full_name()
-        ))
-    })?;
-    let json = to_json(&message, options)?;
-    if json.len() > options.max_output_bytes {
-        return Err(GatewayError::response_too_large(options.max_output_bytes));
-    }
-    Ok(json)
+    render_message(schemas, desc, wire, options)
 }

@@ -13,7 +13,7 @@ pub struct JsonOptions {
     pub enums_as_ints: bool,
     /// Output 64-bit integers as JSON numbers instead of strings.
     pub int64_as_numbers: bool,
-    /// Indent output with two spaces.
+    /// Indent output with two spaces (a pass over the compact rendering, `indent.rs`).
     pub indent: bool,
     /// Reject request JSON with unknown fields (grpc-gateway ignores them).
     pub reject_unknown_fields: bool,
@@ -23,6 +23,10 @@ pub struct JsonOptions {
     pub max_depth: usize,
     /// Largest JSON rendering of one response message, in bytes.
     pub max_output_bytes: usize,
+    /// Take the fast paths (`json_to_wire.rs`, `wire_to_json.rs`) where they apply. Off, every
+    /// message goes through the reference path: the conformance corpus runs both ways, and a
+    /// suspected fast-path fault can be ruled in or out.
+    pub fast_paths: bool,
 }
 
 impl Default for JsonOptions {
@@ -37,6 +41,7 @@ impl Default for JsonOptions {
             reject_unknown_query: false,
             max_depth: 100,
             max_output_bytes: 32 << 20,
+            fast_paths: true,
         }
     }
 }

@@ -4,9 +4,10 @@
 use bytes::Bytes;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
 
-use super::json_in::Unencoded;
+use super::json_to_message::Strict;
+use super::json_to_wire::Unencoded;
 use super::options::JsonOptions;
-use super::strict_json::Strict;
+use super::schemas::Schemas;
 use super::well_known::check_any_type_names;
 use super::{query, scalar};
 use crate::error::{clipped, quoted, GatewayError};
@@ -27,47 +28,51 @@ pub struct RequestInput<'a> {
 /// Builds the request message for `plan` and frames it.
 pub fn build_request(
     plan: &RoutePlan,
+    schemas: &Schemas,
     options: &JsonOptions,
     input: RequestInput<'_>,
 ) -> Result<Bytes, GatewayError> {
-    if let Some(frame) = fast_request(plan, options, &input)? {
+    if let Some(frame) = fast_request(plan, schemas, options, &input)? {
         return Ok(frame);
     }
     let message = request_message(plan, options, input)?;
     Ok(frame::encode(&message))
 }
 
-/// The request frame through the route's direct JSON-to-wire encoder ([`JsonIn`]), with the
-/// path variables and query parameters encoded after the body. `None` when the route has no
-/// such encoder or it declines the body: the reference path then decides. A body it refuses
-/// (a key given twice) is refused as the reference path refuses it.
-///
-/// [`JsonIn`]: super::JsonIn
+/// The request frame through the direct JSON-to-wire encoder (`json_to_wire.rs`), with the
+/// path variables and query parameters encoded after the body. `None` when the route is
+/// outside the fast path, the fast paths are off, or the encoder declines the body: the
+/// reference path then decides. A body it refuses (a key given twice) is refused as the
+/// reference path refuses it.
 pub fn fast_request(
     plan: &RoutePlan,
+    schemas: &Schemas,
     options: &JsonOptions,
     input: &RequestInput<'_>,
 ) -> Result<Option<Bytes>, GatewayError> {
-    let Some(json_in) = &plan.json_in else {
-        return Ok(None);
-    };
-    if is_blank(input.body) {
+    if !options.fast_paths || is_blank(input.body) {
         return Ok(None);
     }
+    let Some(body_type) = fast_body_type(plan) else {
+        return Ok(None);
+    };
+    let Some(encoder) = schemas.encoder(&body_type) else {
+        return Ok(None);
+    };
     check_depth(input.body, options.max_depth)?;
     let mut out = Vec::with_capacity(frame::HEADER_LEN + input.body.len() + 64);
     out.extend_from_slice(&[0; frame::HEADER_LEN]);
     let deny = options.reject_unknown_fields;
     let encoded = match &plan.body {
         BodyPlan::Field(field) => {
-            json_in.encode_field(field.leaf().number(), input.body, deny, &mut out)
+            encoder.encode_field(field.leaf().number(), input.body, deny, &mut out)
         }
-        _ => json_in.encode(input.body, deny, &mut out),
+        _ => encoder.encode(input.body, deny, &mut out),
     };
     match encoded {
         Ok(()) => {}
         Err(Unencoded::Declined(_)) => return Ok(None),
-        Err(Unencoded::Refused(e)) => return Err(invalid_body(json_in.root(), &e)),
+        Err(Unencoded::Refused(e)) => return Err(invalid_body(body_type.full_name(), &e)),
     }
     let query = input
         .query
@@ -88,6 +93,30 @@ pub fn fast_request(
         .map_err(|_| GatewayError::invalid_argument("request message too large"))?;
     out[1..frame::HEADER_LEN].copy_from_slice(&len.to_be_bytes());
     Ok(Some(Bytes::from(out)))
+}
+
+/// The message type the fast path encodes a route's body as, where it applies: a JSON body
+/// that is the whole request message or one top-level message field of it (not an
+/// `HttpBody`, not a PATCH whose mask is filled from the body), and path variables that each
+/// set one singular scalar or enum field. Those (and query parameters) are encoded after the
+/// body: decoding keeps the last value of a scalar and merges messages, which is the
+/// reference path's overwriting. A repeated or message-typed variable would append or merge
+/// instead, so such routes keep the reference path.
+fn fast_body_type(plan: &RoutePlan) -> Option<MessageDescriptor> {
+    let simple_vars = plan.path_vars.iter().all(|p| {
+        let leaf = p.leaf();
+        !leaf.is_list() && !leaf.is_map() && !matches!(leaf.kind(), Kind::Message(_))
+    });
+    if !simple_vars || plan.patch_mask.is_some() || plan.http_body_request {
+        return None;
+    }
+    match &plan.body {
+        BodyPlan::Message => Some(plan.input.clone()),
+        BodyPlan::Field(f) if f.fields.len() == 1 && !f.leaf().is_list() && !f.leaf().is_map() => {
+            f.leaf().kind().as_message().cloned()
+        }
+        _ => None,
+    }
 }
 
 /// Builds the request message for `plan`.

@@ -1,15 +1,25 @@
 //! A response message back to REST: JSON by the proto3 mapping (only the `response_body`
 //! field when the rule names one), or the raw bytes of a `google.api.HttpBody`.
+//!
+//! There is one renderer, `wire_to_json.rs`. Where it declines (a field given twice to be
+//! merged, two members of a oneof, a malformed message), the message is decoded, which
+//! merges and finds what is malformed, encoded again, and rendered by the same code. What it
+//! cannot render (proto2 types, well-known types at the top, a value with no JSON form) is
+//! written by `message_to_json.rs`, which the renderer itself uses for well-known types.
 
 use bytes::Bytes;
 use prost::Message;
-use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage, Value};
+use prost_reflect::{
+    DescriptorPool, DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value,
+};
 use serde_json::value::RawValue;
 
-use super::json_out;
+use super::indent::indent;
+use super::message_to_json;
 use super::options::JsonOptions;
+use super::schemas::Schemas;
 use crate::error::GatewayError;
-use crate::route::RoutePlan;
+use crate::route::{FieldPath, RoutePlan};
 
 /// A rendered REST response body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,63 +28,129 @@ pub enum RenderedBody {
     Raw { content_type: String, data: Bytes },
 }
 
-/// Renders the upstream's message for the client: straight from the wire where the route
-/// has a [`WireJson`](super::WireJson) renderer and it accepts the message, otherwise through
-/// the reference path.
+/// Renders the upstream's message for the client.
 pub fn render_response(
     plan: &RoutePlan,
+    schemas: &Schemas,
     options: &JsonOptions,
     payload: Bytes,
 ) -> Result<RenderedBody, GatewayError> {
-    if let Some(renderer) = &plan.wire_json {
-        let mut out = Vec::with_capacity(2 * payload.len() + 16);
-        if renderer.render(&payload, options, &mut out).is_ok() {
-            return within_limit(out, options);
-        }
-        if out.len() > options.max_output_bytes {
-            return Err(GatewayError::response_too_large(options.max_output_bytes));
-        }
-    }
-    render_reference(plan, options, payload)
-}
-
-/// The reference path: the upstream's message decoded into a `DynamicMessage`, then
-/// rendered.
-pub fn render_reference(
-    plan: &RoutePlan,
-    options: &JsonOptions,
-    payload: Bytes,
-) -> Result<RenderedBody, GatewayError> {
-    let message = DynamicMessage::decode(plan.output.clone(), payload).map_err(|e| {
-        GatewayError::internal(format!(
-            "upstream response is not a valid {}: {e}",
-            plan.output.full_name()
-        ))
-    })?;
     if plan.http_body_response {
-        let body = match &plan.response_body {
-            None => message,
-            Some(path) => match message.get_field(path.leaf()).as_message() {
-                Some(m) => m.clone(),
-                None => DynamicMessage::new(plan.output.clone()),
-            },
-        };
-        return Ok(raw_http_body(&body));
+        let message = decode(&plan.output, payload)?;
+        return Ok(raw_http_body(&http_body_of(plan, message)));
     }
     let json = match &plan.response_body {
-        None => to_json(&message, options)?,
-        Some(path) => field_json(&message, path.leaf(), options)?,
+        None => render_message(schemas, &plan.output, payload, options)?,
+        Some(path) => render_field(schemas, plan, path, payload, options)?,
     };
-    within_limit(json, options)
+    Ok(RenderedBody::Json(json))
 }
 
-/// The rendering, unless it is over the size limit (the checks while rendering let it
-/// overshoot by one scalar).
-fn within_limit(json: Vec<u8>, options: &JsonOptions) -> Result<RenderedBody, GatewayError> {
-    if json.len() > options.max_output_bytes {
-        return Err(GatewayError::response_too_large(options.max_output_bytes));
+/// The JSON of the `desc` message encoded in `wire`, indented if asked, within the size limit.
+pub(super) fn render_message(
+    schemas: &Schemas,
+    desc: &MessageDescriptor,
+    wire: Bytes,
+    options: &JsonOptions,
+) -> Result<Vec<u8>, GatewayError> {
+    let compact = compact_json(schemas, desc, wire, options)?;
+    finish(compact, options)
+}
+
+fn compact_json(
+    schemas: &Schemas,
+    desc: &MessageDescriptor,
+    wire: Bytes,
+    options: &JsonOptions,
+) -> Result<Vec<u8>, GatewayError> {
+    let Some(renderer) = schemas.renderer(desc).filter(|_| options.fast_paths) else {
+        return to_json(&decode(desc, wire)?, options);
+    };
+    let mut out = Vec::with_capacity(2 * wire.len() + 16);
+    if renderer.render(&wire, options, &mut out).is_ok() {
+        return Ok(out);
     }
-    Ok(RenderedBody::Json(json))
+    check_size(&out, options)?;
+    let message = decode(desc, wire)?;
+    out.clear();
+    if renderer
+        .render(&message.encode_to_vec(), options, &mut out)
+        .is_ok()
+    {
+        return Ok(out);
+    }
+    check_size(&out, options)?;
+    // Over the size limit, or a value with no JSON form: the reference writer says which.
+    to_json(&message, options)
+}
+
+/// The JSON of the `response_body` field: a message field rendered as a message of its own,
+/// any other field (a scalar, a list, a map) by the reference writer.
+fn render_field(
+    schemas: &Schemas,
+    plan: &RoutePlan,
+    path: &FieldPath,
+    payload: Bytes,
+    options: &JsonOptions,
+) -> Result<Vec<u8>, GatewayError> {
+    let message = decode(&plan.output, payload)?;
+    let field = path.leaf();
+    match field.kind() {
+        Kind::Message(m) if !field.is_list() && !field.is_map() => {
+            let inner = match message.get_field(field).as_message() {
+                Some(inner) => Bytes::from(inner.encode_to_vec()),
+                None => Bytes::new(),
+            };
+            render_message(schemas, &m, inner, options)
+        }
+        _ => {
+            let mut out = Vec::with_capacity(2 * message.encoded_len() + 16);
+            message_to_json::write_field(&mut out, &message, field, options)
+                .map_err(|e| render_error(&message, &e, options))?;
+            finish(out, options)
+        }
+    }
+}
+
+/// The upstream's message, decoded.
+fn decode(desc: &MessageDescriptor, wire: Bytes) -> Result<DynamicMessage, GatewayError> {
+    DynamicMessage::decode(desc.clone(), wire).map_err(|e| {
+        GatewayError::internal(format!(
+            "upstream response is not a valid {}: {e}",
+            desc.full_name()
+        ))
+    })
+}
+
+/// The `HttpBody` to answer with: the message, or its `response_body` field.
+fn http_body_of(plan: &RoutePlan, message: DynamicMessage) -> DynamicMessage {
+    match &plan.response_body {
+        None => message,
+        Some(path) => match message.get_field(path.leaf()).as_message() {
+            Some(m) => m.clone(),
+            None => DynamicMessage::new(plan.output.clone()),
+        },
+    }
+}
+
+/// The rendering in its writer mode (indented or compact), unless it is over the size limit
+/// (the checks while rendering let it overshoot by one scalar).
+fn finish(compact: Vec<u8>, options: &JsonOptions) -> Result<Vec<u8>, GatewayError> {
+    let json = match options.indent {
+        true => indent(&compact),
+        false => compact,
+    };
+    check_size(&json, options)?;
+    Ok(json)
+}
+
+/// A rendering that outgrew [`JsonOptions::max_output_bytes`] is refused, whichever writer
+/// made it.
+fn check_size(json: &[u8], options: &JsonOptions) -> Result<(), GatewayError> {
+    match json.len() > options.max_output_bytes {
+        true => Err(GatewayError::response_too_large(options.max_output_bytes)),
+        false => Ok(()),
+    }
 }
 
 fn raw_http_body(message: &DynamicMessage) -> RenderedBody {
@@ -89,35 +165,20 @@ fn raw_http_body(message: &DynamicMessage) -> RenderedBody {
     RenderedBody::Raw { content_type, data }
 }
 
-/// A message as JSON.
-pub(super) fn to_json(
-    message: &DynamicMessage,
-    options: &JsonOptions,
-) -> Result<Vec<u8>, GatewayError> {
+/// A message as compact JSON, by the reference writer.
+fn to_json(message: &DynamicMessage, options: &JsonOptions) -> Result<Vec<u8>, GatewayError> {
     let mut out = Vec::with_capacity(2 * message.encoded_len() + 16);
-    json_out::write_message(&mut out, message, options)
-        .map_err(|e| render_error(message, &e, options))?;
-    Ok(out)
-}
-
-/// The JSON of the `response_body` field.
-fn field_json(
-    message: &DynamicMessage,
-    field: &prost_reflect::FieldDescriptor,
-    options: &JsonOptions,
-) -> Result<Vec<u8>, GatewayError> {
-    let mut out = Vec::with_capacity(2 * message.encoded_len() + 16);
-    json_out::write_field(&mut out, message, field, options)
+    message_to_json::write_message(&mut out, message, options)
         .map_err(|e| render_error(message, &e, options))?;
     Ok(out)
 }
 
 fn render_error(
     message: &DynamicMessage,
-    error: &json_out::JsonError,
+    error: &message_to_json::JsonError,
     options: &JsonOptions,
 ) -> GatewayError {
-    if error.0 == json_out::TOO_LARGE {
+    if error.0 == message_to_json::TOO_LARGE {
         return GatewayError::response_too_large(options.max_output_bytes);
     }
     GatewayError::internal(format!(
@@ -149,7 +210,7 @@ pub fn render_status_details(
         .filter_map(Value::as_message)
         .filter_map(|any| {
             let mut out = Vec::new();
-            json_out::write_message(&mut out, any, options).ok()?;
+            message_to_json::write_message(&mut out, any, options).ok()?;
             RawValue::from_string(String::from_utf8(out).ok()?).ok()
         })
         .collect()

@@ -10,7 +10,7 @@
 
 #![allow(dead_code)]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use protogate::route::template::{self, Segment, Template};
 use protogate::route::{Lookup, MethodSel, RouteOptions, Unescape};
 use protogate::snapshot::Snapshot;
 use protogate::transcode::{
-    fast_request, json_out, request_message, JsonOptions, RequestInput, WireJson,
+    fast_request, message_to_json, request_message, JsonOptions, RequestInput,
 };
 
 /// A fuzz target: arbitrary bytes in, a panic on a bug.
@@ -575,9 +575,8 @@ struct Api {
     snapshot: Snapshot,
     lenient: JsonOptions,
     strict: JsonOptions,
-    /// `fuzzapi.v1.Kinds` and its direct wire-to-JSON renderer.
+    /// `fuzzapi.v1.Kinds`, which the fast paths handle.
     kinds: MessageDescriptor,
-    kinds_renderer: Arc<WireJson>,
 }
 
 fn api() -> &'static Api {
@@ -605,13 +604,12 @@ fn api() -> &'static Api {
             .pool
             .get_message_by_name("fuzzapi.v1.Kinds")
             .expect("Kinds");
-        let kinds_renderer = WireJson::compile(&kinds).expect("Kinds has a renderer");
+        assert!(snapshot.schemas.handles(&kinds), "Kinds has a renderer");
         Api {
             snapshot,
             lenient: JsonOptions::default(),
             strict,
             kinds,
-            kinds_renderer,
         }
     })
 }
@@ -653,7 +651,7 @@ fn check_accepted(message: &DynamicMessage, options: &JsonOptions) {
         .expect("an accepted message decodes");
     let render = |m: &DynamicMessage| {
         let mut out = Vec::new();
-        json_out::write_message(&mut out, m, options)
+        message_to_json::write_message(&mut out, m, options)
             .unwrap_or_else(|e| panic!("an accepted message has no JSON form: {e}: {m}"));
         out
     };
@@ -694,7 +692,7 @@ fn output_options(bits: u8) -> JsonOptions {
 }
 
 /// Upstream bytes as a `Kinds` response: where the direct wire-to-JSON renderer writes JSON,
-/// the reference path (decoding, then `json_out`) accepts the bytes and writes the same JSON.
+/// the reference path (decoding, then `message_to_json`) accepts the bytes and writes the same JSON.
 /// The first byte picks the output options.
 pub(crate) fn json_response(data: &[u8]) {
     let Some((&bits, wire)) = data.split_first() else {
@@ -706,23 +704,31 @@ pub(crate) fn json_response(data: &[u8]) {
 /// Whether the direct wire-to-JSON renderer takes `data`, a `json_response` input.
 pub(crate) fn json_response_renders(data: &[u8]) -> bool {
     data.split_first().is_some_and(|(&bits, wire)| {
-        api()
-            .kinds_renderer
-            .render(wire, &output_options(bits), &mut Vec::new())
-            .is_ok()
+        let api = api();
+        let options = output_options(bits);
+        let mut out = Vec::new();
+        let rendered = api
+            .snapshot
+            .schemas
+            .render_fast(&api.kinds, wire, &options, &mut out);
+        rendered.is_ok()
     })
 }
 
 fn check_renderers(wire: &[u8], options: &JsonOptions) {
     let api = api();
     let mut fast = Vec::new();
-    if api.kinds_renderer.render(wire, options, &mut fast).is_err() {
+    let schemas = &api.snapshot.schemas;
+    if schemas
+        .render_fast(&api.kinds, wire, options, &mut fast)
+        .is_err()
+    {
         return;
     }
     let message = DynamicMessage::decode(api.kinds.clone(), wire)
         .unwrap_or_else(|e| panic!("rendered, but the reference path cannot decode it: {e}"));
     let mut reference = Vec::new();
-    if let Err(e) = json_out::write_message(&mut reference, &message, options) {
+    if let Err(e) = message_to_json::write_message(&mut reference, &message, options) {
         panic!("rendered, but the reference path cannot: {e}");
     }
     assert_eq!(
@@ -869,7 +875,10 @@ fn fast_frame(
         vars: &vars,
         query: None,
     };
-    (plan.input.clone(), fast_request(plan, options, &input))
+    (
+        plan.input.clone(),
+        fast_request(plan, &api().snapshot.schemas, options, &input),
+    )
 }
 
 /// The direct JSON-to-wire encoder against the reference path: where it gives a frame, the
@@ -905,7 +914,7 @@ fn check_fast_path(
         .expect("the reference message decodes");
     let render = |m: &DynamicMessage| {
         let mut out = Vec::new();
-        json_out::write_message(&mut out, m, options).expect("renders");
+        message_to_json::write_message(&mut out, m, options).expect("renders");
         String::from_utf8_lossy(&out).into_owned()
     };
     assert_eq!(
@@ -945,7 +954,7 @@ fn check_numbers(message: &DynamicMessage, input: &str, escaped: bool) {
 /// takes its descriptors along and can be too deep to print).
 fn shown(message: &DynamicMessage) -> String {
     let mut out = Vec::new();
-    match json_out::write_message(&mut out, message, &JsonOptions::default()) {
+    match message_to_json::write_message(&mut out, message, &JsonOptions::default()) {
         Ok(()) => String::from_utf8_lossy(&out).into_owned(),
         Err(_) => message.to_string(),
     }

@@ -1,7 +1,8 @@
 //! The shape of `src/`, checked from its `use` lines: no two files import each other, directly
 //! or through others, and the pure modules (no I/O, no serving) import nothing from the
-//! modules that do I/O. A file's imports are its `use crate::...` and `use super::...` paths
-//! (outside `#[cfg(test)]` modules), resolved to the longest module path that is a file.
+//! modules that do I/O, nor (`LAYERS`) from a module above them. A file's imports are its
+//! `use crate::...` and `use super::...` paths (outside `#[cfg(test)]` modules), resolved to
+//! the longest module path that is a file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,10 @@ const PURE: [&str; 6] = [
 ];
 /// What they must not import.
 const IMPURE: [&str; 4] = ["server", "upstream", "app", "reload"];
+/// Imports between pure modules that the layering forbids: a route plan says what a request
+/// means and the transcoders read it, never the reverse (the compiled schemas belong to the
+/// snapshot, not to a route).
+const LAYERS: [(&str, &str); 1] = [("route", "transcode")];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
@@ -199,6 +204,18 @@ fn pure_modules_import_nothing_that_does_io() {
         }
     }
     assert!(bad.is_empty(), "pure modules importing I/O: {bad:#?}");
+}
+
+#[test]
+fn pure_modules_keep_their_layers() {
+    let graph = import_graph();
+    let bad: Vec<String> = graph
+        .iter()
+        .flat_map(|(from, to)| to.iter().map(move |target| (from, target)))
+        .filter(|(from, target)| LAYERS.contains(&(top(from), top(target))))
+        .map(|(from, target)| format!("{from} imports {target}"))
+        .collect();
+    assert!(bad.is_empty(), "imports against the layering: {bad:#?}");
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The direct JSON-to-wire encoder and wire-to-JSON renderer on the benchmark's bodies: the
+//! The fast paths, the direct JSON-to-wire encoder and wire-to-JSON renderer, on the
+//! benchmark's bodies: the
 //! small POST and the VPS sample take the encoder, every reply takes the renderer, and both
 //! give what the reference paths give. (The `json_request` and `json_response` fuzz targets
 //! compare the paths on every input they try.)
@@ -10,12 +11,12 @@ use prost::Message;
 use prost_reflect::DynamicMessage;
 use protogate::grpc::frame;
 use protogate::transcode::{
-    fast_request, json_out, render_reference, request_message, JsonOptions, RenderedBody,
+    fast_request, message_to_json, render_response, request_message, JsonOptions, RenderedBody,
 };
 
 fn rendered(message: &DynamicMessage) -> String {
     let mut out = Vec::new();
-    json_out::write_message(&mut out, message, &JsonOptions::default()).expect("renders");
+    message_to_json::write_message(&mut out, message, &JsonOptions::default()).expect("renders");
     String::from_utf8(out).expect("UTF-8")
 }
 
@@ -26,7 +27,7 @@ fn the_benchmark_bodies_take_the_fast_path_and_match_the_reference() {
     for case in [common::SMALL_POST, common::VPS, common::VPS_ECHO] {
         let resolved = common::Resolved::new(&snapshot, case).expect("case resolves");
         let input = resolved.input();
-        let fast = fast_request(&resolved.plan, &options, &input)
+        let fast = fast_request(&resolved.plan, &snapshot.schemas, &options, &input)
             .expect("accepted")
             .unwrap_or_else(|| panic!("{}: the fast path declined", resolved.case.name));
         let reference = request_message(&resolved.plan, &options, input).expect("accepted");
@@ -57,10 +58,11 @@ fn routes_outside_the_fast_path_keep_the_reference_path() {
     let options = JsonOptions::default();
     // No body to read.
     let get = common::Resolved::new(&snapshot, common::GET_QUERY).expect("case resolves");
-    assert!(get.plan.json_in.is_none());
-    assert!(fast_request(&get.plan, &options, &get.input())
-        .expect("no error")
-        .is_none());
+    assert!(
+        fast_request(&get.plan, &snapshot.schemas, &options, &get.input())
+            .expect("no error")
+            .is_none()
+    );
 }
 
 #[test]
@@ -69,7 +71,7 @@ fn the_benchmark_replies_take_the_fast_renderer_and_match_the_reference() {
     let encode = |name, file| common::encode_json(&snapshot, name, file).expect("reply encodes");
     let echo = |case| {
         let resolved = common::Resolved::new(&snapshot, case).expect("case resolves");
-        common::payload(&resolved.frame().expect("case transcodes"))
+        common::payload(&resolved.frame(&snapshot).expect("case transcodes"))
     };
     let replies = [
         (
@@ -92,14 +94,22 @@ fn the_benchmark_replies_take_the_fast_renderer_and_match_the_reference() {
     for flags in [JsonOptions::default(), every_output_flag()] {
         for (case, payload) in &replies {
             let resolved = common::Resolved::new(&snapshot, case.clone()).expect("resolves");
-            let renderer = resolved.plan.wire_json.as_ref().expect("a renderer");
             let mut fast = Vec::new();
-            renderer
-                .render(payload, &flags, &mut fast)
+            snapshot
+                .schemas
+                .render_fast(&resolved.plan.output, payload, &flags, &mut fast)
                 .unwrap_or_else(|_| panic!("{}: the fast renderer declined", case.name));
-            let RenderedBody::Json(reference) =
-                render_reference(&resolved.plan, &flags, payload.clone()).expect("renders")
-            else {
+            let reference_flags = JsonOptions {
+                fast_paths: false,
+                ..flags.clone()
+            };
+            let rendered = render_response(
+                &resolved.plan,
+                &snapshot.schemas,
+                &reference_flags,
+                payload.clone(),
+            );
+            let RenderedBody::Json(reference) = rendered.expect("renders") else {
                 panic!("{}: not JSON", case.name);
             };
             assert_eq!(

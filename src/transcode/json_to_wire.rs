@@ -3,13 +3,13 @@
 //! decoded with SIMD base64 into the frame itself.
 //!
 //! It is the fast path beside the reference path (prost-reflect's `DynamicMessage`
-//! deserialisation, in `request.rs`), and it only ever succeeds where the reference path would
-//! accept the same body and build the same message:
+//! deserialisation with `json_to_message.rs`'s rules, in `request.rs`), and it only ever
+//! succeeds where the reference path would accept the same body and build the same message:
 //!
-//! - A [`JsonIn`] is compiled once per route from the route's [`Codec`]; well-known types
-//!   inside are read by the reference deserialiser, which knows their JSON forms.
+//! - It reads the snapshot's compiled [`Schema`]; well-known types inside are read by the
+//!   reference deserialiser, which knows their JSON forms.
 //! - Each value is accepted by the same rules as prost-reflect's visitors (with protojson's
-//!   rules for numbers in strings, `strict_json.rs`), or refused. Where those rules are
+//!   rules for numbers in strings, `json_to_message.rs`), or refused. Where those rules are
 //!   involved (a float written as a string, an unknown enum name, base64 with stray trailing
 //!   bits), the fast path declines and the caller runs the reference path, which gives the
 //!   answer, and the error message, that it always gave.
@@ -18,34 +18,32 @@
 //!   a few inline map keys per object keep that free of allocation for small objects.
 //!
 //! The `json_request` fuzz target compares the two paths on every input it tries, and
-//! `tests/it/json_in.rs` on the benchmark's bodies; the conformance corpus runs through this
-//! path wherever it applies, so the reference path sees only what this one declines.
+//! `tests/it/json_in.rs` on the benchmark's bodies; the conformance corpus runs once with the
+//! fast paths and once without ([`JsonOptions::fast_paths`](super::JsonOptions)).
 
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
-use std::sync::Arc;
 
 use prost::Message as _;
-use prost_reflect::{DeserializeOptions, DynamicMessage, Kind, MessageDescriptor};
+use prost_reflect::{DeserializeOptions, DynamicMessage};
 
-use super::codec::{
-    put_tag, put_varint, wire_type, Codec, Delimited, FieldCodec, Names, Scalar, Shape, ValueKind,
-    LEN, MAX_FIELDS,
-};
 use super::json_keys::{duplicate_field, duplicate_map_key, EncodedKeys};
-use super::strict_json::{is_json_integer, Strict};
+use super::json_to_message::{is_json_integer, Strict};
+use super::schema::{
+    put_tag, put_varint, wire_type, Declined, Delimited, FieldSchema, Names, Scalar, Schema, Shape,
+    ValueKind, LEN, MAX_FIELDS,
+};
 use super::well_known::check_any_type_names;
-use crate::route::{BodyPlan, RoutePlan};
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 
 /// Why the fast path gave no frame.
 #[derive(Debug)]
-pub enum Unencoded {
-    /// The reference path decides what the body means (why it was declined, for debugging).
-    Declined(String),
+pub(super) enum Unencoded {
+    /// The reference path decides what the body means.
+    Declined(Declined),
     /// A key given twice: the body is refused, with the error the reference path gives too.
     Refused(serde_json::Error),
 }
@@ -53,59 +51,19 @@ pub enum Unencoded {
 /// Bitset words for one message's fields, in [`MessageSeed::visit_map`].
 const SEEN_WORDS: usize = MAX_FIELDS / 64;
 
-/// The compiled encoder for one root message type and the message types it holds.
-#[derive(Debug)]
-pub struct JsonIn {
-    codec: Codec,
-    root: Box<str>,
+/// The encoder of one compiled message type (the root) and the types it holds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct JsonToWire<'s> {
+    pub schema: &'s Schema,
+    pub root: usize,
 }
 
-impl JsonIn {
-    /// The encoder for `root`, or `None` when it or a message it holds is outside what the
-    /// fast path handles.
-    pub fn compile(root: &MessageDescriptor) -> Option<Arc<JsonIn>> {
-        let codec = Codec::compile(root)?;
-        let root = root.full_name().into();
-        Some(Arc::new(JsonIn { codec, root }))
-    }
-
-    /// The full name of the root message type.
-    pub fn root(&self) -> &str {
-        &self.root
-    }
-
-    /// The encoder for `plan`'s request bodies, where the fast path applies: a JSON body that
-    /// is the whole request message or one top-level message field of it (not an `HttpBody`,
-    /// not a PATCH whose mask is filled from the body), and path variables that each set one
-    /// singular scalar or enum field. Those (and query parameters) are encoded after the body:
-    /// decoding keeps the last value of a scalar and merges messages, which is the reference
-    /// path's overwriting. A repeated or message-typed variable would append or merge instead,
-    /// so such routes keep the reference path.
-    pub fn for_plan(plan: &RoutePlan) -> Option<Arc<JsonIn>> {
-        let simple_vars = plan.path_vars.iter().all(|p| {
-            let leaf = p.leaf();
-            !leaf.is_list() && !leaf.is_map() && !matches!(leaf.kind(), Kind::Message(_))
-        });
-        if !simple_vars || plan.patch_mask.is_some() || plan.http_body_request {
-            return None;
-        }
-        match &plan.body {
-            BodyPlan::Message => JsonIn::compile(&plan.input),
-            BodyPlan::Field(f) if f.fields.len() == 1 && !f.leaf().is_list() => {
-                match f.leaf().kind() {
-                    Kind::Message(m) if !f.leaf().is_map() => JsonIn::compile(&m),
-                    _ => None,
-                }
-            }
-            _ => None,
-        }
-    }
-
+impl JsonToWire<'_> {
     /// Appends the fields of the root message that the JSON object in `body` holds to `out`,
     /// or declines, or refuses. `out` is left with unspecified contents when it does not
     /// succeed.
-    pub fn encode(
-        &self,
+    pub(super) fn encode(
+        self,
         body: &[u8],
         deny_unknown: bool,
         out: &mut Vec<u8>,
@@ -113,8 +71,8 @@ impl JsonIn {
         let refused = Cell::new(false);
         let mut de = serde_json::Deserializer::from_slice(body);
         let seed = MessageSeed {
-            json: self,
-            index: 0,
+            schema: self.schema,
+            index: self.root,
             deny_unknown,
             refused: &refused,
             out,
@@ -122,14 +80,14 @@ impl JsonIn {
         let read = seed.deserialize(&mut de).and_then(|()| de.end());
         read.map_err(|e| match refused.get() {
             true => Unencoded::Refused(e),
-            false => Unencoded::Declined(e.to_string()),
+            false => Unencoded::Declined(Declined),
         })
     }
 
-    /// Like [`JsonIn::encode`], the root message being the value of field `number` (a
+    /// Like [`JsonToWire::encode`], the root message being the value of field `number` (a
     /// `body: "field"` binding).
-    pub fn encode_field(
-        &self,
+    pub(super) fn encode_field(
+        self,
         number: u32,
         body: &[u8],
         deny_unknown: bool,
@@ -148,7 +106,7 @@ impl JsonIn {
 /// A JSON object into the fields of message `index`, appended to `out`. `refused` is set
 /// when a key given twice refuses the body (rather than declining it).
 struct MessageSeed<'a> {
-    json: &'a JsonIn,
+    schema: &'a Schema,
     index: usize,
     deny_unknown: bool,
     refused: &'a Cell<bool>,
@@ -171,7 +129,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let codec = &self.json.codec.messages[self.index];
+        let codec = &self.schema.messages[self.index];
         let mut seen = [0u64; SEEN_WORDS];
         let mut oneofs = 0u64;
         loop {
@@ -192,7 +150,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             };
             let field = &codec.fields[i];
             let present = map.next_value_seed(FieldSeed {
-                json: self.json,
+                schema: self.schema,
                 field,
                 deny_unknown: self.deny_unknown,
                 refused: self.refused,
@@ -248,8 +206,8 @@ impl Visitor<'_> for KeySeed<'_> {
 
 /// One field's value (`null` included): `true` when it set the field.
 struct FieldSeed<'a> {
-    json: &'a JsonIn,
-    field: &'a FieldCodec,
+    schema: &'a Schema,
+    field: &'a FieldSchema,
     deny_unknown: bool,
     refused: &'a Cell<bool>,
     out: &'a mut Vec<u8>,
@@ -288,14 +246,14 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
         let FieldSeed {
-            json,
+            schema,
             field,
             deny_unknown,
             refused,
             out,
         } = self;
         let value = ValueWriter {
-            json,
+            schema,
             kind: &field.kind,
             deny_unknown,
             refused,
@@ -322,7 +280,7 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
 /// How values of one kind are read and written.
 #[derive(Clone, Copy)]
 struct ValueWriter<'a> {
-    json: &'a JsonIn,
+    schema: &'a Schema,
     kind: &'a ValueKind,
     deny_unknown: bool,
     refused: &'a Cell<bool>,
@@ -374,7 +332,7 @@ impl ValueWriter<'_> {
                 let len = Delimited::open(out);
                 let start = out.len();
                 MessageSeed {
-                    json: self.json,
+                    schema: self.schema,
                     index: *index,
                     deny_unknown: self.deny_unknown,
                     refused: self.refused,

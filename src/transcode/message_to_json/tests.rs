@@ -133,20 +133,6 @@ fn unknown_any_keeps_its_bytes() {
 }
 
 #[test]
-fn indentation() {
-    let m = message(json!({"i32": 1, "list": [{"aB": "x"}], "m": {}}));
-    let options = JsonOptions {
-        emit_unpopulated: false,
-        indent: true,
-        ..JsonOptions::default()
-    };
-    assert_eq!(
-        render(&m, &options),
-        "{\n  \"i32\": 1,\n  \"list\": [\n    {\n      \"aB\": \"x\"\n    }\n  ]\n}"
-    );
-}
-
-#[test]
 fn non_finite_values() {
     let m = message(json!({"d": "NaN", "f": "-Infinity"}));
     let omit = JsonOptions {

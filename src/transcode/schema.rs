@@ -1,16 +1,18 @@
-//! What the direct JSON-to-wire encoder ([`JsonIn`](super::JsonIn)) and wire-to-JSON renderer
-//! ([`WireJson`](super::WireJson)) know of a message type, compiled once per route: its
-//! fields with their names, numbers, kinds and presence, and the message types it holds; and
-//! the protobuf wire format's primitives both use.
+//! What the fast paths, the direct JSON-to-wire encoder (`json_to_wire.rs`) and wire-to-JSON
+//! renderer (`wire_to_json.rs`), know of the message types: their fields with names,
+//! numbers, kinds and presence. [`Schema::compile`] compiles every type of a snapshot once,
+//! for both directions, every route and every protocol. Also here: the protobuf wire
+//! format's primitives both use, and [`Declined`], what either answers when the reference
+//! path must decide.
 //!
 //! Only what both fast paths handle compiles: proto3 messages outside `google.protobuf`
 //! (well-known types inside are left to the reference path's code, which knows their JSON
 //! forms), without extensions, with at most [`MAX_FIELDS`] fields and [`MAX_ONEOFS`] oneofs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, Syntax};
+use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, Syntax};
 
 use super::well_known::well_known;
 
@@ -18,16 +20,23 @@ use super::well_known::well_known;
 pub(super) const MAX_FIELDS: usize = 256;
 pub(super) const MAX_ONEOFS: usize = 64;
 
-/// The compiled message types: index 0 is the root.
-#[derive(Debug)]
-pub(super) struct Codec {
-    pub messages: Vec<MessageCodec>,
+/// The compiled message types of a snapshot.
+#[derive(Debug, Default)]
+pub(super) struct Schema {
+    pub messages: Vec<MessageSchema>,
+    /// Full names to indexes in `messages`.
+    index: HashMap<String, usize>,
 }
 
+/// The fast paths leave this input to the reference path, which decides what it means and
+/// gives the answer (and the error message) that it always gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Declined;
+
 #[derive(Debug)]
-pub(super) struct MessageCodec {
+pub(super) struct MessageSchema {
     /// In declaration order, the order of JSON output.
-    pub fields: Vec<FieldCodec>,
+    pub fields: Vec<FieldSchema>,
     /// JSON names and proto names, each with its field's index.
     pub names: Names,
     /// Field numbers to indexes.
@@ -35,7 +44,7 @@ pub(super) struct MessageCodec {
 }
 
 #[derive(Debug)]
-pub(super) struct FieldCodec {
+pub(super) struct FieldSchema {
     pub number: u32,
     /// `"jsonName":` and `"proto_name":`, escaped, for output.
     pub json_key: Box<[u8]>,
@@ -73,7 +82,7 @@ pub(super) enum ValueKind {
     Bool,
     String,
     Bytes,
-    Enum(Arc<EnumCodec>),
+    Enum(Arc<EnumSchema>),
     /// A message type compiled here, by index.
     Message(usize),
     /// A well-known type: read and written by the reference path's code.
@@ -84,7 +93,7 @@ pub(super) enum ValueKind {
 
 /// An enum's values by name, and names by number (the first name of an aliased number).
 #[derive(Debug)]
-pub(super) struct EnumCodec {
+pub(super) struct EnumSchema {
     pub by_name: Names,
     pub by_number: HashMap<i32, Box<str>>,
 }
@@ -126,7 +135,7 @@ pub(super) enum Numbers {
 impl Numbers {
     const TABLE_MAX: u32 = 1024;
 
-    fn new(fields: &[FieldCodec]) -> Self {
+    fn new(fields: &[FieldSchema]) -> Self {
         let max = fields.iter().map(|f| f.number).max().unwrap_or(0);
         if max <= Self::TABLE_MAX {
             let mut table = vec![None; max as usize + 1];
@@ -152,30 +161,87 @@ impl Numbers {
     }
 }
 
-impl Codec {
-    /// The codec of `root` and the message types it holds, or `None` when one of them is
-    /// outside what the fast paths handle.
-    pub(super) fn compile(root: &MessageDescriptor) -> Option<Codec> {
-        let mut compiler = Compiler::default();
-        compiler.message(root)?;
-        let messages = compiler.messages.into_iter().collect::<Option<Vec<_>>>()?;
-        Some(Codec { messages })
+impl Schema {
+    /// Every message type of `pool` that the fast paths handle, compiled once and shared by
+    /// both directions, every route and every protocol. A type is left out when it, or a type
+    /// it holds, is outside what they handle.
+    pub(super) fn compile(pool: &DescriptorPool) -> Schema {
+        let handled = handled_types(pool);
+        let mut compiler = Compiler {
+            handled: &handled,
+            messages: Vec::new(),
+            index: HashMap::new(),
+        };
+        for desc in pool.all_messages() {
+            if handled.contains(desc.full_name()) && compiler.message(&desc).is_none() {
+                return Schema::default();
+            }
+        }
+        match compiler.messages.into_iter().collect::<Option<Vec<_>>>() {
+            Some(messages) => Schema {
+                messages,
+                index: compiler.index,
+            },
+            None => Schema::default(),
+        }
+    }
+
+    /// The index of `desc`'s compiled message, if the fast paths handle it.
+    pub(super) fn root(&self, desc: &MessageDescriptor) -> Option<usize> {
+        self.index.get(desc.full_name()).copied()
     }
 }
 
-#[derive(Default)]
-struct Compiler {
+/// The message types whose every field the fast paths handle, the types they hold included:
+/// the plain messages, less each one holding a type outside the set, until none is left to
+/// take out (message types may hold each other).
+fn handled_types(pool: &DescriptorPool) -> HashSet<String> {
+    let mut handled: HashSet<String> = pool
+        .all_messages()
+        .filter(is_plain)
+        .map(|m| m.full_name().to_string())
+        .collect();
+    loop {
+        let outside: Vec<String> = pool
+            .all_messages()
+            .filter(|m| handled.contains(m.full_name()))
+            .filter(|m| !m.fields().all(|f| kind_handled(&f.kind(), &handled)))
+            .map(|m| m.full_name().to_string())
+            .collect();
+        if outside.is_empty() {
+            return handled;
+        }
+        for name in outside {
+            handled.remove(&name);
+        }
+    }
+}
+
+fn kind_handled(kind: &Kind, handled: &HashSet<String>) -> bool {
+    match kind {
+        Kind::Enum(e) => {
+            e.full_name() == "google.protobuf.NullValue"
+                || (e.parent_file().syntax() == Syntax::Proto3
+                    && !e.full_name().starts_with("google.protobuf."))
+        }
+        Kind::Message(m) => well_known(m).is_some() || handled.contains(m.full_name()),
+        _ => true,
+    }
+}
+
+struct Compiler<'h> {
+    handled: &'h HashSet<String>,
     /// `None` while a message is being compiled (it may hold itself).
-    messages: Vec<Option<MessageCodec>>,
+    messages: Vec<Option<MessageSchema>>,
     index: HashMap<String, usize>,
 }
 
-impl Compiler {
+impl Compiler<'_> {
     fn message(&mut self, desc: &MessageDescriptor) -> Option<usize> {
         if let Some(&i) = self.index.get(desc.full_name()) {
             return Some(i);
         }
-        if !is_plain(desc) {
+        if !self.handled.contains(desc.full_name()) {
             return None;
         }
         let i = self.messages.len();
@@ -192,7 +258,7 @@ impl Compiler {
             }
         }
         let by_number = Numbers::new(&fields);
-        self.messages[i] = Some(MessageCodec {
+        self.messages[i] = Some(MessageSchema {
             fields,
             names: Names::new(names),
             by_number,
@@ -200,7 +266,7 @@ impl Compiler {
         Some(i)
     }
 
-    fn field(&mut self, desc: &MessageDescriptor, field: &FieldDescriptor) -> Option<FieldCodec> {
+    fn field(&mut self, desc: &MessageDescriptor, field: &FieldDescriptor) -> Option<FieldSchema> {
         let (kind, shape) = if field.is_map() {
             let entry = field.kind().as_message()?.clone();
             let key = self.kind(&entry.map_entry_key_field().kind())?;
@@ -216,7 +282,7 @@ impl Compiler {
             Some(o) => Some(u8::try_from(desc.oneofs().position(|x| x == o)?).ok()?),
             None => None,
         };
-        Some(FieldCodec {
+        Some(FieldSchema {
             number: field.number(),
             json_key: key_bytes(field.json_name()),
             proto_key: key_bytes(field.name()),
@@ -259,7 +325,7 @@ impl Compiler {
                 }
                 let by_name =
                     Names::new(e.values().map(|v| (v.name().into(), v.number())).collect());
-                ValueKind::Enum(Arc::new(EnumCodec { by_name, by_number }))
+                ValueKind::Enum(Arc::new(EnumSchema { by_name, by_number }))
             }
             Kind::Message(m) if well_known(m).is_some() => ValueKind::WellKnown(m.clone()),
             Kind::Message(m) => ValueKind::Message(self.message(m)?),

@@ -1,74 +1,49 @@
-//! A direct protobuf-wire-to-JSON renderer for responses: the upstream's bytes are read once
-//! and written as JSON, with no `DynamicMessage` in between.
+//! A direct protobuf-wire-to-JSON renderer: the upstream's bytes are read once and written as
+//! JSON, with no `DynamicMessage` in between. It is the one renderer of responses
+//! (`response.rs`) and of whole messages (`message.rs`):
 //!
-//! It is the fast path beside the reference renderer (`DynamicMessage` decoding, then
-//! [`json_out`](super::json_out)) and gives the same bytes, or declines:
+//! - It reads the snapshot's compiled [`Schema`]. Well-known types inside (`Timestamp`,
+//!   `Struct`, `Any`, ...) are decoded and written by `message_to_json.rs`, which knows
+//!   their JSON forms.
+//! - It declines what would take protobuf's merging rules or the reference path's error
+//!   messages: a singular message field given twice (merged), two members of one oneof, a
+//!   string that is not UTF-8, a malformed or mistyped field. The caller then decodes the
+//!   message (which merges, and finds what is malformed), encodes it again, and renders that.
 //!
-//! - A [`WireJson`] is compiled once per route from the route's [`Codec`]. Well-known types
-//!   inside (`Timestamp`, `Struct`, `Any`, ...) are decoded and written by the reference
-//!   renderer, which knows their JSON forms.
-//! - It declines what would take the reference path's merging rules or error messages: a
-//!   singular message field given twice (merged), two members of one oneof, a string that is
-//!   not UTF-8, a malformed or mistyped field, and indented output. The caller then renders
-//!   through the reference path, which gives the answer it always gave.
-//!
-//! The `json_response` fuzz target compares the two renderers on arbitrary upstream bytes, the
-//! `json_request` target on every message it accepts, and `tests/it/json_in.rs` on the
-//! benchmark's replies.
+//! The `json_response` fuzz target compares it with the reference path on arbitrary upstream
+//! bytes, the `json_request` target on every message it accepts, and `tests/it/json_in.rs`
+//! on the benchmark's replies.
 
 use std::cmp::Ordering;
-use std::sync::Arc;
 
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 
-use super::codec::{
-    self, wire_type, Codec, FieldCodec, MessageCodec, Scalar, Shape, ValueKind, LEN,
-};
-use super::json_out;
+use super::message_to_json;
 use super::options::JsonOptions;
-use crate::route::RoutePlan;
-
-/// The reference renderer decides: this one declined.
-#[derive(Debug)]
-pub struct Declined;
+use super::schema::{
+    self, wire_type, Declined, FieldSchema, MessageSchema, Scalar, Schema, Shape, ValueKind, LEN,
+};
 
 type Result<T = ()> = std::result::Result<T, Declined>;
 
-/// The compiled renderer for one message type and the message types it holds.
-#[derive(Debug)]
-pub struct WireJson {
-    codec: Codec,
+/// The renderer of one compiled message type (the root) and the types it holds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct WireToJson<'s> {
+    pub schema: &'s Schema,
+    pub root: usize,
 }
 
-impl WireJson {
-    /// The renderer for `root`, or `None` when it or a message it holds is outside what the
-    /// fast path handles (proto2 and editions files).
-    pub fn compile(root: &MessageDescriptor) -> Option<Arc<WireJson>> {
-        Codec::compile(root).map(|codec| Arc::new(WireJson { codec }))
-    }
-
-    /// The renderer for `plan`'s responses, where the fast path applies: JSON of the whole
-    /// response message (not a `response_body` field, not an `HttpBody`).
-    pub fn for_plan(plan: &RoutePlan) -> Option<Arc<WireJson>> {
-        if plan.http_body_response || plan.response_body.is_some() {
-            return None;
-        }
-        WireJson::compile(&plan.output)
-    }
-
-    /// Appends the JSON of the root message encoded in `wire` to `out`, or declines (leaving
-    /// `out` with unspecified contents).
-    pub fn render(&self, wire: &[u8], options: &JsonOptions, out: &mut Vec<u8>) -> Result {
-        if options.indent {
-            return Err(Declined);
-        }
+impl WireToJson<'_> {
+    /// Appends the compact JSON of the root message encoded in `wire` to `out`, or declines
+    /// (leaving `out` with unspecified contents).
+    pub(super) fn render(self, wire: &[u8], options: &JsonOptions, out: &mut Vec<u8>) -> Result {
         Renderer {
-            json: self,
+            schema: self.schema,
             options,
             out,
             depth: 0,
         }
-        .message(0, wire)
+        .message(self.root, wire)
     }
 }
 
@@ -83,19 +58,19 @@ struct Occurrence<'w> {
 }
 
 fn varint(input: &mut &[u8]) -> Result<u64> {
-    codec::varint(input).ok_or(Declined)
+    schema::varint(input).ok_or(Declined)
 }
 
 fn field_key(input: &mut &[u8]) -> Result<(u32, u8)> {
-    codec::field_key(input).ok_or(Declined)
+    schema::field_key(input).ok_or(Declined)
 }
 
 fn take<'w>(input: &mut &'w [u8], n: usize) -> Result<&'w [u8]> {
-    codec::take(input, n).ok_or(Declined)
+    schema::take(input, n).ok_or(Declined)
 }
 
 fn skip(wire: u8, input: &mut &[u8]) -> Result {
-    codec::skip(wire, input).ok_or(Declined)
+    schema::skip(wire, input).ok_or(Declined)
 }
 
 fn read(kind: &ValueKind, input: &mut &[u8]) -> Result<Scalar> {
@@ -104,13 +79,13 @@ fn read(kind: &ValueKind, input: &mut &[u8]) -> Result<Scalar> {
 
 /// The known fields of one message on the wire, grouped by field in wire order; unknown
 /// fields are skipped (the reference renderer does not write them either).
-fn occurrences<'w>(codec: &MessageCodec, mut input: &'w [u8]) -> Result<Vec<Occurrence<'w>>> {
+fn occurrences<'w>(schema: &MessageSchema, mut input: &'w [u8]) -> Result<Vec<Occurrence<'w>>> {
     let mut found = Vec::new();
     while !input.is_empty() {
         let (number, wire) = field_key(&mut input)?;
         let start = input;
         skip(wire, &mut input)?;
-        if let Some(field) = codec.by_number.get(number) {
+        if let Some(field) = schema.by_number.get(number) {
             let value = &start[..start.len() - input.len()];
             found.push(Occurrence { field, wire, value });
         }
@@ -151,7 +126,7 @@ fn scalars(kind: &ValueKind, group: &[Occurrence<'_>]) -> Result<Vec<Scalar>> {
 // --- writing JSON ------------------------------------------------------------------------
 
 struct Renderer<'a> {
-    json: &'a WireJson,
+    schema: &'a Schema,
     options: &'a JsonOptions,
     out: &'a mut Vec<u8>,
     /// Messages entered so far: deeper than [`MAX_DEPTH`] declines, and the reference path
@@ -175,13 +150,13 @@ impl Renderer<'_> {
     }
 
     fn fields(&mut self, index: usize, wire: &[u8]) -> Result {
-        let codec = &self.json.codec.messages[index];
-        let found = occurrences(codec, wire)?;
+        let compiled = &self.schema.messages[index];
+        let found = occurrences(compiled, wire)?;
         let mut groups = found.chunk_by(|a, b| a.field == b.field).peekable();
         let mut oneofs_set = 0u64;
         let mut first = true;
         self.out.push(b'{');
-        for (i, field) in codec.fields.iter().enumerate() {
+        for (i, field) in compiled.fields.iter().enumerate() {
             let group = match groups.peek() {
                 Some(g) if g[0].field == i => groups.next().unwrap_or_default(),
                 _ => &[],
@@ -224,7 +199,7 @@ impl Renderer<'_> {
     /// singular message's only one, all of a list's or map's.
     fn field_value<'g, 'w>(
         &self,
-        field: &FieldCodec,
+        field: &FieldSchema,
         group: &'g [Occurrence<'w>],
     ) -> Result<FieldValue<'g, 'w>> {
         let Some(last) = group.last() else {
@@ -284,7 +259,7 @@ impl Renderer<'_> {
         }
     }
 
-    fn present(&mut self, field: &FieldCodec, group: &[Occurrence<'_>]) -> Result {
+    fn present(&mut self, field: &FieldSchema, group: &[Occurrence<'_>]) -> Result {
         match &field.shape {
             Shape::Single => self.single(&field.kind, &group[0]),
             Shape::Repeated { .. } => self.list(&field.kind, group),
@@ -327,7 +302,7 @@ impl Renderer<'_> {
 
     fn well_known(&mut self, desc: &MessageDescriptor, bytes: &[u8]) -> Result {
         let message = DynamicMessage::decode(desc.clone(), bytes).map_err(|_| Declined)?;
-        json_out::write_message(self.out, &message, self.options).map_err(|_| Declined)
+        message_to_json::write_message(self.out, &message, self.options).map_err(|_| Declined)
     }
 
     fn list(&mut self, kind: &ValueKind, group: &[Occurrence<'_>]) -> Result {
@@ -403,7 +378,7 @@ impl Renderer<'_> {
         };
         let mut scratch = Vec::new();
         Renderer {
-            json: self.json,
+            schema: self.schema,
             options: self.options,
             out: &mut scratch,
             depth: self.depth,
@@ -411,7 +386,7 @@ impl Renderer<'_> {
         .delimited(kind, bytes)
     }
 
-    fn unpopulated(&mut self, field: &FieldCodec) {
+    fn unpopulated(&mut self, field: &FieldSchema) {
         match (&field.shape, &field.kind) {
             (Shape::Repeated { .. }, _) => self.out.extend_from_slice(b"[]"),
             (Shape::Map { .. }, _) => self.out.extend_from_slice(b"{}"),
@@ -442,15 +417,15 @@ impl Renderer<'_> {
     }
 
     fn string(&mut self, s: &str) {
-        json_out::write_string(self.out, s);
+        message_to_json::write_string(self.out, s);
     }
 
     fn int64(&mut self, digits: &str) {
-        json_out::write_int64(self.out, digits, self.options);
+        message_to_json::write_int64(self.out, digits, self.options);
     }
 
     fn float(&mut self, f: f64, single: bool) {
-        json_out::write_float(self.out, f, single);
+        message_to_json::write_float(self.out, f, single);
     }
 
     fn enumeration(&mut self, kind: &ValueKind, number: i32) {

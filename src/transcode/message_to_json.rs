@@ -26,12 +26,7 @@ pub const TOO_LARGE: &str = "the JSON rendering exceeds its size limit";
 
 /// Appends `message` as JSON to `out`.
 pub fn write_message(out: &mut Vec<u8>, message: &DynamicMessage, options: &JsonOptions) -> Result {
-    Writer {
-        out,
-        options,
-        depth: 0,
-    }
-    .message(message)
+    Writer { out, options }.message(message)
 }
 
 /// Appends the JSON of one field's value (the `response_body` of a rule).
@@ -41,11 +36,7 @@ pub fn write_field(
     field: &FieldDescriptor,
     options: &JsonOptions,
 ) -> Result {
-    let mut w = Writer {
-        out,
-        options,
-        depth: 0,
-    };
+    let mut w = Writer { out, options };
     match field.kind() {
         // An unset message is written as its default, as grpc-gateway does for response_body.
         Kind::Message(m) if !message.has_field(field) && !field.is_list() && !field.is_map() => {
@@ -61,7 +52,6 @@ pub fn write_field(
 struct Writer<'a> {
     out: &'a mut Vec<u8>,
     options: &'a JsonOptions,
-    depth: usize,
 }
 
 impl Writer<'_> {
@@ -73,36 +63,19 @@ impl Writer<'_> {
         write_string(self.out, s);
     }
 
-    fn newline(&mut self) {
-        if self.options.indent {
-            self.out.push(b'\n');
-            for _ in 0..self.depth {
-                self.out.extend_from_slice(b"  ");
-            }
-        }
-    }
-
-    /// Writes `{` or `[`, the items, and the closing bracket, with indentation.
+    /// Writes `{` or `[`, the items, and the closing bracket (compact: `indent.rs` indents).
     fn container<I, F>(&mut self, open: u8, close: u8, items: I, mut item: F) -> Result
     where
         I: IntoIterator,
         F: FnMut(&mut Self, I::Item) -> Result,
     {
         self.out.push(open);
-        self.depth += 1;
-        let mut empty = true;
         for (i, x) in items.into_iter().enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
-            self.newline();
             self.check_size()?;
             item(self, x)?;
-            empty = false;
-        }
-        self.depth -= 1;
-        if !empty {
-            self.newline();
         }
         self.out.push(close);
         Ok(())
@@ -120,9 +93,6 @@ impl Writer<'_> {
     fn key(&mut self, name: &str) {
         self.string(name);
         self.out.push(b':');
-        if self.options.indent {
-            self.out.push(b' ');
-        }
     }
 
     fn message(&mut self, message: &DynamicMessage) -> Result {

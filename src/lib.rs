@@ -43,3 +43,4 @@ pub mod snapshot;
 pub mod tls;
 pub mod transcode;
 pub mod upstream;
+pub mod well_known;

@@ -10,6 +10,6 @@ pub mod template;
 
 pub use field_path::FieldPath;
 pub use matcher::{Lookup, MethodSel, Unescape};
-pub use plan::{is_scalar_like, BodyPlan, RoutePlan};
+pub use plan::{BodyPlan, RoutePlan};
 pub use rule::HttpRule;
 pub use table::{RouteError, RouteOptions, RouteTable};

@@ -11,7 +11,7 @@
 //! | protobuf to JSON | `wire_to_json.rs` (the renderer) | `message_to_json.rs` (well-known types, proto2) |
 //!
 //! `schema.rs` compiles what the fast paths know of each message type, once per snapshot
-//! (`schemas.rs`); `well_known.rs` says which types have JSON forms of their own;
+//! (`schemas.rs`); `crate::well_known` says which types have JSON forms of their own;
 //! `request.rs`, `response.rs` and `message.rs` choose the path; `options.rs` holds the
 //! flags; `indent.rs` is the indented writer mode.
 
@@ -29,7 +29,6 @@ pub mod scalar;
 mod schema;
 mod schemas;
 pub mod stream;
-pub mod well_known;
 mod wire_to_json;
 
 pub use message::{json_to_wire, wire_to_json};

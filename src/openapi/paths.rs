@@ -2,6 +2,7 @@
 //! path parameters, the unbound fields as query parameters, the request body, and the
 //! responses (the message or `response_body`, streams, `HttpBody`, and `google.rpc.Status`).
 
+use crate::well_known::{well_known, WellKnown};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, Value as ProtoValue};
@@ -623,7 +624,7 @@ fn responses(plan: &RoutePlan, schemas: &mut Schemas<'_>) -> Value {
                 // `response_body` writes an unset message field as `null` whatever the flags.
                 let leaf = path.leaf();
                 let nullable = matches!(leaf.kind(), Kind::Message(m)
-                    if m.full_name() != "google.protobuf.Value")
+                    if !matches!(well_known(&m), Some(WellKnown::Value)))
                     && !leaf.is_list()
                     && !leaf.is_map();
                 let schema = schemas.field_value(leaf, nullable);

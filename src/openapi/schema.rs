@@ -8,9 +8,8 @@ use prost_reflect::{EnumDescriptor, FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{json, Map, Value};
 
 use super::comments::Comments;
-use crate::route::is_scalar_like;
-use crate::transcode::well_known::{well_known, WellKnown};
 use crate::transcode::JsonOptions;
+use crate::well_known::{well_known, WellKnown};
 
 const REF: &str = "#/components/schemas/";
 
@@ -250,7 +249,7 @@ impl<'a> Schemas<'a> {
             Kind::String => json!({ "type": "string" }),
             Kind::Bytes => bytes(),
             Kind::Message(m) => self.message_ref(m),
-            Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue" => {
+            Kind::Enum(e) if crate::well_known::is_null_value(e) => {
                 json!({ "type": "null" })
             }
             Kind::Enum(e) => self.enum_ref(e),
@@ -311,7 +310,7 @@ impl<'a> Schemas<'a> {
 fn writes_null_when_unset(field: &FieldDescriptor) -> bool {
     match field.kind() {
         Kind::Message(m) => {
-            field.containing_oneof().is_none() && m.full_name() != "google.protobuf.Value"
+            field.containing_oneof().is_none() && !matches!(well_known(&m), Some(WellKnown::Value))
         }
         _ => false,
     }
@@ -367,10 +366,10 @@ fn parameter_kind(kind: &Kind) -> Option<Value> {
             let names: Vec<String> = e.values().map(|v| v.name().to_string()).collect();
             json!({ "type": "string", "enum": names })
         }
-        Kind::Message(m) if is_scalar_like(m) => match m.full_name() {
-            "google.protobuf.Timestamp" => json!({ "type": "string", "format": "date-time" }),
-            "google.protobuf.Duration" => json!({ "type": "string", "pattern": DURATION }),
-            "google.protobuf.FieldMask" => json!({
+        Kind::Message(m) if crate::well_known::has_text_form(m) => match well_known(m)? {
+            WellKnown::Timestamp => json!({ "type": "string", "format": "date-time" }),
+            WellKnown::Duration => json!({ "type": "string", "pattern": DURATION }),
+            WellKnown::FieldMask => json!({
                 "type": "string",
                 "description": "Comma-separated field paths."
             }),

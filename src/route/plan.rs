@@ -6,6 +6,7 @@ use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor};
 use super::field_path::FieldPath;
 use super::rule::HttpRule;
 use super::template::Template;
+use crate::well_known::{has_text_form, well_known, WellKnown};
 
 /// Where the request body goes.
 #[derive(Debug, Clone)]
@@ -64,7 +65,7 @@ impl RoutePlan {
 /// Whether a `message` can hold a `google.protobuf.Any`, at any depth.
 pub(super) fn holds_any(message: &MessageDescriptor) -> bool {
     fn walk(message: &MessageDescriptor, seen: &mut Vec<MessageDescriptor>) -> bool {
-        if message.full_name() == "google.protobuf.Any" {
+        if matches!(well_known(message), Some(WellKnown::Any)) {
             return true;
         }
         if seen.contains(message) {
@@ -91,7 +92,7 @@ pub(super) fn check_path_leaf(field: &FieldDescriptor) -> Result<(), String> {
         return Err(format!("path variable field {:?} is a map", field.name()));
     }
     match field.kind() {
-        Kind::Message(m) if !is_scalar_like(&m) => Err(format!(
+        Kind::Message(m) if !has_text_form(&m) => Err(format!(
             "path variable field {:?} is a message ({}), which has no string form",
             field.name(),
             m.full_name()
@@ -104,30 +105,11 @@ pub(super) fn check_path_leaf(field: &FieldDescriptor) -> Result<(), String> {
     }
 }
 
-/// Well-known message types whose JSON form is a scalar, so a path or query value can set them.
-pub fn is_scalar_like(message: &MessageDescriptor) -> bool {
-    matches!(
-        message.full_name(),
-        "google.protobuf.Timestamp"
-            | "google.protobuf.Duration"
-            | "google.protobuf.FieldMask"
-            | "google.protobuf.DoubleValue"
-            | "google.protobuf.FloatValue"
-            | "google.protobuf.Int64Value"
-            | "google.protobuf.UInt64Value"
-            | "google.protobuf.Int32Value"
-            | "google.protobuf.UInt32Value"
-            | "google.protobuf.BoolValue"
-            | "google.protobuf.StringValue"
-            | "google.protobuf.BytesValue"
-    )
-}
-
 /// The one top-level `google.protobuf.FieldMask` field of `input`, if there is exactly one.
 pub(super) fn single_field_mask(input: &MessageDescriptor) -> Option<FieldDescriptor> {
     let mut masks = input.fields().filter(|f| {
         !f.is_list()
-            && matches!(f.kind(), Kind::Message(m) if m.full_name() == "google.protobuf.FieldMask")
+            && matches!(f.kind(), Kind::Message(m) if well_known(&m) == Some(WellKnown::FieldMask))
     });
     let first = masks.next()?;
     masks.next().is_none().then_some(first)

@@ -11,6 +11,7 @@
 //! [`duplicate_map_key`], at the same point of the body, so both paths refuse a body with
 //! the same message.
 
+use crate::well_known::{in_protobuf_package, well_known, WellKnown};
 use std::collections::HashSet;
 
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
@@ -55,12 +56,12 @@ pub(super) enum Expect {
 impl Expect {
     /// A message of type `desc`, a well-known type included.
     pub(super) fn of_message(desc: &MessageDescriptor) -> Expect {
-        match desc.full_name() {
-            "google.protobuf.Struct" => Expect::Struct,
-            "google.protobuf.Value" => Expect::Value,
-            "google.protobuf.ListValue" => Expect::ListValue,
-            "google.protobuf.Any" => Expect::Any,
-            name if name.starts_with("google.protobuf.") => Expect::Other,
+        match well_known(desc) {
+            Some(WellKnown::Struct) => Expect::Struct,
+            Some(WellKnown::Value) => Expect::Value,
+            Some(WellKnown::ListValue) => Expect::ListValue,
+            Some(WellKnown::Any) => Expect::Any,
+            _ if in_protobuf_package(desc.full_name()) => Expect::Other,
             _ => Expect::Message(desc.clone()),
         }
     }

@@ -18,7 +18,7 @@
 //!   a few inline map keys per object keep that free of allocation for small objects.
 //!
 //! The `json_request` fuzz target compares the two paths on every input it tries, and
-//! `tests/it/json_in.rs` on the benchmark's bodies; the conformance corpus runs once with the
+//! `tests/it/fast_paths.rs` on the benchmark's bodies; the conformance corpus runs once with the
 //! fast paths and once without ([`JsonOptions::fast_paths`](super::JsonOptions)).
 
 use std::borrow::Cow;
@@ -34,7 +34,7 @@ use super::schema::{
     put_tag, put_varint, wire_type, Declined, Delimited, FieldSchema, Names, Scalar, Schema, Shape,
     ValueKind, LEN, MAX_FIELDS,
 };
-use super::well_known::check_any_type_names;
+use crate::well_known::{check_any_type_names, well_known, WellKnown};
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
@@ -232,7 +232,7 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
     /// (left to the reference path).
     fn visit_none<E: serde::de::Error>(self) -> Result<bool, E> {
         match &self.field.kind {
-            ValueKind::WellKnown(m) if m.full_name() == "google.protobuf.Value" => {
+            ValueKind::WellKnown(m) if matches!(well_known(m), Some(WellKnown::Value)) => {
                 Err(E::custom("null Value"))
             }
             ValueKind::NullValue => Err(E::custom("NullValue")),
@@ -350,7 +350,7 @@ impl ValueWriter<'_> {
                     Strict::new(d, desc),
                     &options,
                 )?;
-                if desc.full_name() == "google.protobuf.Any" {
+                if matches!(well_known(desc), Some(WellKnown::Any)) {
                     check_any_type_names(&message).map_err(D::Error::custom)?;
                 }
                 let len = message.encoded_len();

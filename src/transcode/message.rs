@@ -12,8 +12,8 @@ use super::options::JsonOptions;
 use super::request::{check_depth, invalid_body};
 use super::response::render_message;
 use super::schemas::Schemas;
-use super::well_known::check_any_type_names;
 use crate::error::GatewayError;
+use crate::well_known::check_any_type_names;
 
 /// The wire bytes (unframed) of the message of type `desc` whose JSON is `json`. A blank body
 /// is the empty message. Errors are `INVALID_ARGUMENT`, naming what was wrong.

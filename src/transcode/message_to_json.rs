@@ -11,7 +11,7 @@ use prost_reflect::{
 };
 
 use super::options::JsonOptions;
-use super::well_known::{well_known, WellKnown};
+use crate::well_known::{is_null_value, well_known, WellKnown};
 
 /// Why a message has no JSON form (a non-finite number in a `google.protobuf.Value`, or a
 /// Timestamp or Duration out of the JSON range).
@@ -144,7 +144,7 @@ impl Writer<'_> {
     /// An unset singular field: `null` for a message, the default for a scalar.
     fn unpopulated(&mut self, field: &FieldDescriptor) -> Result {
         match field.kind() {
-            Kind::Message(m) if m.full_name() != "google.protobuf.Value" => {
+            Kind::Message(m) if !matches!(well_known(&m), Some(WellKnown::Value)) => {
                 self.raw("null");
                 Ok(())
             }
@@ -213,7 +213,7 @@ impl Writer<'_> {
             self.raw(&number.to_string());
             return;
         };
-        if e.full_name() == "google.protobuf.NullValue" {
+        if is_null_value(e) {
             return self.raw("null");
         }
         match e.get_value(number).filter(|_| !self.options.enums_as_ints) {

@@ -3,6 +3,7 @@
 //! `+` as a space; keys bound by the path or the body are skipped; unknown keys are ignored
 //! unless the options reject them.
 
+use crate::well_known::well_known;
 use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value,
 };
@@ -121,11 +122,7 @@ fn overlaps(bound: &[u32], path: &[u32]) -> bool {
 
 fn leaf_value(leaf: &FieldDescriptor, raw: &str) -> Result<Value, String> {
     if let Kind::Message(m) = leaf.kind() {
-        let settable = crate::route::is_scalar_like(&m)
-            || matches!(
-                m.full_name(),
-                "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue"
-            );
+        let settable = well_known(&m).is_some_and(|w| w.has_text_form() || w.is_free_json());
         if !settable {
             return Err(format!(
                 "message type {} cannot be set from a query parameter",

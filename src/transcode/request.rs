@@ -8,11 +8,11 @@ use super::json_to_message::Strict;
 use super::json_to_wire::Unencoded;
 use super::options::JsonOptions;
 use super::schemas::Schemas;
-use super::well_known::check_any_type_names;
 use super::{query, scalar};
 use crate::error::{clipped, quoted, GatewayError};
 use crate::grpc::frame;
 use crate::route::{BodyPlan, FieldPath, RoutePlan};
+use crate::well_known::{check_any_type_names, in_protobuf_package, well_known, WellKnown};
 
 /// What a REST request brings.
 #[derive(Debug, Clone, Copy)]
@@ -347,11 +347,9 @@ fn mask_paths(
             (Kind::Message(m), serde_json::Value::Object(inner))
                 if !field.is_list() && !field.is_map() && !inner.is_empty() =>
             {
-                match m.full_name() {
-                    "google.protobuf.Struct" | "google.protobuf.Value" => {
-                        blind_paths(inner, &path, paths)
-                    }
-                    name if name.starts_with("google.protobuf.") => paths.push(path),
+                match well_known(&m) {
+                    Some(WellKnown::Struct | WellKnown::Value) => blind_paths(inner, &path, paths),
+                    _ if in_protobuf_package(m.full_name()) => paths.push(path),
                     _ => mask_paths(&m, inner, &format!("{path}."), paths)?,
                 }
             }

@@ -1,6 +1,7 @@
 //! Values from text, for path variables and query parameters: scalars, enums by name or
 //! number, bytes in standard or URL-safe base64, and the well-known types with a string form.
 
+use crate::well_known::{well_known, WellKnown};
 use base64::Engine;
 use prost_reflect::{DynamicMessage, EnumDescriptor, Kind, MessageDescriptor, Value};
 
@@ -88,19 +89,20 @@ fn parse_enum(e: &EnumDescriptor, raw: &str) -> Result<i32, String> {
 }
 
 fn parse_message(m: &MessageDescriptor, raw: &str) -> Result<DynamicMessage, String> {
-    match m.full_name() {
-        "google.protobuf.Duration" => {
+    match well_known(m) {
+        Some(WellKnown::Duration) => {
             from_json(m, &json_string(raw)).or_else(|e| go_duration(m, raw).ok_or(e))
         }
-        "google.protobuf.FieldMask" => Ok(field_mask(m, raw)),
-        "google.protobuf.Timestamp" => {
+        Some(WellKnown::FieldMask) => Ok(field_mask(m, raw)),
+        Some(WellKnown::Timestamp) => {
             from_json(m, &serde_json::Value::String(raw.to_string()).to_string())
         }
-        "google.protobuf.Struct" | "google.protobuf.Value" | "google.protobuf.ListValue" => {
-            from_json(m, raw)
-        }
-        name if name.starts_with("google.protobuf.") && name.ends_with("Value") => wrapper(m, raw),
-        name => Err(format!("message type {name} cannot be set from a string")),
+        Some(w) if w.is_free_json() => from_json(m, raw),
+        Some(WellKnown::Wrapper) => wrapper(m, raw),
+        _ => Err(format!(
+            "message type {} cannot be set from a string",
+            m.full_name()
+        )),
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, Syntax};
 
-use super::well_known::well_known;
+use crate::well_known::{in_protobuf_package, is_null_value, well_known};
 
 /// Fields and oneofs per message that the duplicate checks can track.
 pub(super) const MAX_FIELDS: usize = 256;
@@ -220,9 +220,9 @@ fn handled_types(pool: &DescriptorPool) -> HashSet<String> {
 fn kind_handled(kind: &Kind, handled: &HashSet<String>) -> bool {
     match kind {
         Kind::Enum(e) => {
-            e.full_name() == "google.protobuf.NullValue"
+            is_null_value(e)
                 || (e.parent_file().syntax() == Syntax::Proto3
-                    && !e.full_name().starts_with("google.protobuf."))
+                    && !in_protobuf_package(e.full_name()))
         }
         Kind::Message(m) => well_known(m).is_some() || handled.contains(m.full_name()),
         _ => true,
@@ -310,10 +310,9 @@ impl Compiler<'_> {
             Kind::Bool => ValueKind::Bool,
             Kind::String => ValueKind::String,
             Kind::Bytes => ValueKind::Bytes,
-            Kind::Enum(e) if e.full_name() == "google.protobuf.NullValue" => ValueKind::NullValue,
+            Kind::Enum(e) if is_null_value(e) => ValueKind::NullValue,
             Kind::Enum(e) => {
-                if e.parent_file().syntax() != Syntax::Proto3
-                    || e.full_name().starts_with("google.protobuf.")
+                if e.parent_file().syntax() != Syntax::Proto3 || in_protobuf_package(e.full_name())
                 {
                     return None;
                 }
@@ -337,7 +336,7 @@ impl Compiler<'_> {
 /// oneofs for the duplicate checks.
 fn is_plain(desc: &MessageDescriptor) -> bool {
     desc.parent_file().syntax() == Syntax::Proto3
-        && !desc.full_name().starts_with("google.protobuf.")
+        && !in_protobuf_package(desc.full_name())
         && desc.extensions().len() == 0
         && desc.fields().len() <= MAX_FIELDS
         && desc.oneofs().len() <= MAX_ONEOFS

@@ -11,7 +11,7 @@
 //!   message (which merges, and finds what is malformed), encodes it again, and renders that.
 //!
 //! The `json_response` fuzz target compares it with the reference path on arbitrary upstream
-//! bytes, the `json_request` target on every message it accepts, and `tests/it/json_in.rs`
+//! bytes, the `json_request` target on every message it accepts, and `tests/it/fast_paths.rs`
 //! on the benchmark's replies.
 
 use std::cmp::Ordering;

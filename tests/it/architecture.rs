@@ -8,13 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Modules that must stay pure.
-const PURE: [&str; 6] = [
+const PURE: [&str; 7] = [
     "route",
     "transcode",
     "grpc",
     "error",
     "descriptor",
     "openapi",
+    "well_known",
 ];
 /// What they must not import.
 const IMPURE: [&str; 4] = ["server", "upstream", "app", "reload"];

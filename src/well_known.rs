@@ -1,13 +1,16 @@
 //! The well-known types (`google.protobuf.*`) whose JSON form is their own: which they are,
+//! what kind of form each has (text a path or query can carry, any JSON value, an object),
 //! and the rules of protojson that apply to them beyond the form (an `Any`'s type name).
-//! The JSON writers, the direct encoder's schema and the OpenAPI schemas all ask here.
+//! Every part of the gateway that treats them apart asks here, by [`WellKnown`], never by
+//! name: the route plan (path variables), the transcoders (JSON in and out, query text), the
+//! fast paths' schemas and the OpenAPI document.
 
-use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
+use prost_reflect::{DynamicMessage, EnumDescriptor, MessageDescriptor, ReflectMessage, Value};
 
 use crate::error::{quoted, GatewayError};
 
 /// The well-known types with a JSON form of their own (wrappers share one).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WellKnown {
     Any,
     Timestamp,
@@ -18,6 +21,42 @@ pub enum WellKnown {
     ListValue,
     Value,
     Empty,
+}
+
+impl WellKnown {
+    /// A JSON form that is one string or number (a timestamp, a duration, a field mask, a
+    /// wrapper's value), so a path variable or a query parameter can set it as text.
+    pub fn has_text_form(self) -> bool {
+        matches!(
+            self,
+            WellKnown::Timestamp | WellKnown::Duration | WellKnown::FieldMask | WellKnown::Wrapper
+        )
+    }
+
+    /// A JSON form that is any JSON value (`Struct`, `Value`, `ListValue`): its keys are the
+    /// client's own, not field names.
+    pub fn is_free_json(self) -> bool {
+        matches!(
+            self,
+            WellKnown::Struct | WellKnown::Value | WellKnown::ListValue
+        )
+    }
+}
+
+/// Whether a message type's JSON form is text (see [`WellKnown::has_text_form`]).
+pub fn has_text_form(desc: &MessageDescriptor) -> bool {
+    well_known(desc).is_some_and(WellKnown::has_text_form)
+}
+
+/// Whether `full_name` is in the `google.protobuf` package: well-known types, and the
+/// descriptor types that no API carries as JSON.
+pub fn in_protobuf_package(full_name: &str) -> bool {
+    full_name.starts_with("google.protobuf.")
+}
+
+/// Whether `e` is `google.protobuf.NullValue`, whose JSON form is `null`.
+pub fn is_null_value(e: &EnumDescriptor) -> bool {
+    e.full_name() == "google.protobuf.NullValue"
 }
 
 /// Which well-known type `desc` is, if any.

@@ -15,6 +15,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
+use crate::grpc::status::{self, FieldViolation};
 use crate::grpc::Code;
 
 /// A failure answered to the client: what went wrong, as a gRPC code and a message.
@@ -131,6 +132,30 @@ impl GatewayError {
 
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self::new(Code::InvalidArgument, message)
+    }
+
+    /// `INVALID_ARGUMENT`, with a `google.rpc.BadRequest` detail naming each field that was
+    /// wrong (rendered into `details` like an upstream's).
+    pub fn bad_request(message: impl Into<String>, violations: Vec<FieldViolation>) -> Self {
+        let mut error = Self::invalid_argument(message);
+        let details = status::bad_request_status(error.code, &error.message, violations);
+        error.extra = Some(Box::new(ErrorExtra {
+            status_details: Some(details),
+            upstream_headers: None,
+            upstream_trailers: None,
+            allow: None,
+        }));
+        error
+    }
+
+    /// `INVALID_ARGUMENT` for the one field at `field`: `<what>: <description>` as the
+    /// message, the field and description as its `google.rpc.BadRequest` detail.
+    pub fn field_invalid(what: &str, field: &str, description: &str) -> Self {
+        let violation = FieldViolation {
+            field: clipped_to(field, 2 * ECHO_LIMIT),
+            description: clipped_to(description, 2 * ECHO_LIMIT),
+        };
+        Self::bad_request(format!("{what}: {description}"), vec![violation])
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -260,10 +285,16 @@ fn token(input: &str) -> String {
 /// string "..."`), cut to [`MESSAGE_LIMIT`] bytes on a character boundary, followed by
 /// `… (N bytes)` when it was cut.
 pub fn clipped(message: &str) -> String {
-    if message.len() <= MESSAGE_LIMIT {
+    clipped_to(message, MESSAGE_LIMIT)
+}
+
+/// [`clipped`] to `limit` bytes: for a text said twice in one answer (in the message, and in
+/// a `google.rpc.BadRequest` detail), so that the whole answer stays under 1,000 bytes.
+pub fn clipped_to(message: &str, limit: usize) -> String {
+    if message.len() <= limit {
         return message.to_string();
     }
-    let kept = &message[..char_floor(message, MESSAGE_LIMIT)];
+    let kept = &message[..char_floor(message, limit)];
     format!("{kept}… ({} bytes)", message.len())
 }
 

@@ -16,6 +16,7 @@
 //! flags; `indent.rs` is the indented writer mode.
 
 mod indent;
+mod json_error;
 mod json_keys;
 mod json_to_message;
 mod json_to_wire;

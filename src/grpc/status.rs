@@ -142,6 +142,40 @@ struct RpcStatus {
     details: Vec<prost_types::Any>,
 }
 
+/// `google.rpc.BadRequest.FieldViolation`: one problem with one field of a request.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct FieldViolation {
+    /// The field's path from the request message's root, in the JSON names the client uses
+    /// (`shelf.theme`, `tags[2]`).
+    #[prost(string, tag = "1")]
+    pub field: String,
+    #[prost(string, tag = "2")]
+    pub description: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct BadRequest {
+    #[prost(message, repeated, tag = "1")]
+    field_violations: Vec<FieldViolation>,
+}
+
+/// A serialized `google.rpc.Status` with one `google.rpc.BadRequest` detail.
+pub fn bad_request_status(code: Code, message: &str, violations: Vec<FieldViolation>) -> Bytes {
+    let detail = prost_types::Any {
+        type_url: "type.googleapis.com/google.rpc.BadRequest".into(),
+        value: BadRequest {
+            field_violations: violations,
+        }
+        .encode_to_vec(),
+    };
+    let status = RpcStatus {
+        code: code as i32,
+        message: message.to_string(),
+        details: vec![detail],
+    };
+    Bytes::from(status.encode_to_vec())
+}
+
 /// Removes `grpc-status-details-bin` from trailers (or trailers-only headers) unless it is one
 /// base64 `google.rpc.Status` whose code is the `grpc-status`; `grpc-status` and
 /// `grpc-message` stay as they are, so the client gets the upstream's status either way.

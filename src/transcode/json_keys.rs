@@ -29,6 +29,16 @@ pub(super) fn duplicate_map_key(key: &str) -> String {
     format!("duplicate map key {}", quoted(key))
 }
 
+/// The key a refusal of [`duplicate_field`] or [`duplicate_map_key`] names, from the error's
+/// text (`None` for any other error, or a key too long to have been repeated whole).
+pub(super) fn duplicated_key(error: &str) -> Option<String> {
+    let rest = error
+        .strip_prefix("duplicate field ")
+        .or_else(|| error.strip_prefix("duplicate map key "))?;
+    let mut de = serde_json::Deserializer::from_str(rest);
+    serde::Deserialize::deserialize(&mut de).ok()
+}
+
 /// What a JSON value about to be read is, as far as keys given twice are concerned.
 #[derive(Debug, Clone, Default)]
 pub(super) enum Expect {

@@ -17,11 +17,71 @@
 
 use std::fmt;
 
-use prost_reflect::MessageDescriptor;
+use prost_reflect::{DynamicMessage, MessageDescriptor};
 use serde::de::{DeserializeSeed, Deserializer, EnumAccess, Error, MapAccess, SeqAccess, Visitor};
 
-use super::json_keys::{Expect, Keys};
-use crate::error::quoted;
+use super::json_error::{check_depth, invalid_body, Place};
+use super::json_keys::{duplicated_key, Expect, Keys};
+use super::options::JsonOptions;
+use crate::error::{quoted, GatewayError};
+use crate::well_known::check_any_type_names;
+
+/// The message of type `desc` in the JSON `body`, by protojson's rules: the reference path.
+/// `prefix` is where the body sits in the request message (`shelf.` for `body: "shelf"`), for
+/// the field path of an error, which names the field as the client wrote it.
+pub(super) fn parse_message(
+    desc: &MessageDescriptor,
+    body: &[u8],
+    options: &JsonOptions,
+    prefix: &str,
+) -> Result<DynamicMessage, GatewayError> {
+    check_depth(body, options.max_depth)?;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut track = serde_path_to_error::Track::new();
+    let strict = Strict::new(&mut de, desc);
+    let tracked = serde_path_to_error::Deserializer::new(strict, &mut track);
+    let parsed =
+        DynamicMessage::deserialize_with_options(desc.clone(), tracked, &options.deserialize())
+            .and_then(|m| de.end().map(|()| m));
+    let message = parsed.map_err(|e| {
+        let mut path = client_path(&track.path());
+        if let Some(key) = duplicated_key(&e.to_string()) {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&key);
+        }
+        invalid_body(
+            desc.full_name(),
+            Place {
+                path: &path,
+                prefix,
+            },
+            &e,
+        )
+    })?;
+    check_any_type_names(&message)?;
+    Ok(message)
+}
+
+/// A path as the client wrote it: `a.b[0].c`, empty at the top. A key that could not be
+/// read (a key given twice) is not on the path: the error names it.
+fn client_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    out
+}
 
 /// A number field's type, as its visitor names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,16 +13,15 @@
 //!   involved (a float written as a string, an unknown enum name, base64 with stray trailing
 //!   bits), the fast path declines and the caller runs the reference path, which gives the
 //!   answer, and the error message, that it always gave.
-//! - A key given twice (a field, a map key) is refused here outright, with the message and
-//!   position the reference path gives for it (`json_keys.rs`): a bitset of field indexes and
-//!   a few inline map keys per object keep that free of allocation for small objects.
+//! - A key given twice (a field, a map key) stops it (`json_keys.rs`), and the reference path
+//!   refuses the body, saying where: a bitset of field indexes and a few inline map keys per
+//!   object keep the check free of allocation for small objects.
 //!
 //! The `json_request` fuzz target compares the two paths on every input it tries, and
 //! `tests/it/fast_paths.rs` on the benchmark's bodies; the conformance corpus runs once with the
 //! fast paths and once without ([`JsonOptions::fast_paths`](super::JsonOptions)).
 
 use std::borrow::Cow;
-use std::cell::Cell;
 use std::fmt;
 
 use prost::Message as _;
@@ -39,15 +38,6 @@ use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
 
-/// Why the fast path gave no frame.
-#[derive(Debug)]
-pub(super) enum Unencoded {
-    /// The reference path decides what the body means.
-    Declined(Declined),
-    /// A key given twice: the body is refused, with the error the reference path gives too.
-    Refused(serde_json::Error),
-}
-
 /// Bitset words for one message's fields, in [`MessageSeed::visit_map`].
 const SEEN_WORDS: usize = MAX_FIELDS / 64;
 
@@ -60,28 +50,23 @@ pub(super) struct JsonToWire<'s> {
 
 impl JsonToWire<'_> {
     /// Appends the fields of the root message that the JSON object in `body` holds to `out`,
-    /// or declines, or refuses. `out` is left with unspecified contents when it does not
+    /// or declines. `out` is left with unspecified contents when it does not
     /// succeed.
     pub(super) fn encode(
         self,
         body: &[u8],
         deny_unknown: bool,
         out: &mut Vec<u8>,
-    ) -> Result<(), Unencoded> {
-        let refused = Cell::new(false);
+    ) -> Result<(), Declined> {
         let mut de = serde_json::Deserializer::from_slice(body);
         let seed = MessageSeed {
             schema: self.schema,
             index: self.root,
             deny_unknown,
-            refused: &refused,
             out,
         };
         let read = seed.deserialize(&mut de).and_then(|()| de.end());
-        read.map_err(|e| match refused.get() {
-            true => Unencoded::Refused(e),
-            false => Unencoded::Declined(Declined),
-        })
+        read.map_err(|_| Declined)
     }
 
     /// Like [`JsonToWire::encode`], the root message being the value of field `number` (a
@@ -92,7 +77,7 @@ impl JsonToWire<'_> {
         body: &[u8],
         deny_unknown: bool,
         out: &mut Vec<u8>,
-    ) -> Result<(), Unencoded> {
+    ) -> Result<(), Declined> {
         put_tag(out, number, LEN);
         let len = Delimited::open(out);
         self.encode(body, deny_unknown, out)?;
@@ -103,13 +88,11 @@ impl JsonToWire<'_> {
 
 // --- reading JSON ------------------------------------------------------------------------
 
-/// A JSON object into the fields of message `index`, appended to `out`. `refused` is set
-/// when a key given twice refuses the body (rather than declining it).
+/// A JSON object into the fields of message `index`, appended to `out`.
 struct MessageSeed<'a> {
     schema: &'a Schema,
     index: usize,
     deny_unknown: bool,
-    refused: &'a Cell<bool>,
     out: &'a mut Vec<u8>,
 }
 
@@ -136,7 +119,6 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
             let keys = KeySeed {
                 names: &codec.names,
                 seen: &mut seen,
-                refused: self.refused,
             };
             let Some(key) = map.next_key_seed(keys)? else {
                 break;
@@ -153,7 +135,6 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                 schema: self.schema,
                 field,
                 deny_unknown: self.deny_unknown,
-                refused: self.refused,
                 out: &mut *self.out,
             })?;
             if let (true, Some(o)) = (present, field.oneof) {
@@ -172,7 +153,6 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
 struct KeySeed<'a> {
     names: &'a Names,
     seen: &'a mut [u64; SEEN_WORDS],
-    refused: &'a Cell<bool>,
 }
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
@@ -196,7 +176,6 @@ impl Visitor<'_> for KeySeed<'_> {
         };
         let (word, bit) = (i / 64, 1u64 << (i % 64));
         if self.seen[word] & bit != 0 {
-            self.refused.set(true);
             return Err(E::custom(duplicate_field(v)));
         }
         self.seen[word] |= bit;
@@ -209,7 +188,6 @@ struct FieldSeed<'a> {
     schema: &'a Schema,
     field: &'a FieldSchema,
     deny_unknown: bool,
-    refused: &'a Cell<bool>,
     out: &'a mut Vec<u8>,
 }
 
@@ -249,14 +227,12 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
             schema,
             field,
             deny_unknown,
-            refused,
             out,
         } = self;
         let value = ValueWriter {
             schema,
             kind: &field.kind,
             deny_unknown,
-            refused,
         };
         match &field.shape {
             Shape::Single => value.single(d, field.number, field.implicit, out)?,
@@ -283,7 +259,6 @@ struct ValueWriter<'a> {
     schema: &'a Schema,
     kind: &'a ValueKind,
     deny_unknown: bool,
-    refused: &'a Cell<bool>,
 }
 
 impl ValueWriter<'_> {
@@ -335,7 +310,6 @@ impl ValueWriter<'_> {
                     schema: self.schema,
                     index: *index,
                     deny_unknown: self.deny_unknown,
-                    refused: self.refused,
                     out: &mut *out,
                 }
                 .deserialize(d)?;
@@ -480,7 +454,6 @@ impl<'de> Visitor<'de> for MapSeed<'_, '_> {
             let start = out.len();
             put_map_key(self.key, &key, out).map_err(A::Error::custom)?;
             if !keys.insert(&out[start..]) {
-                self.value.refused.set(true);
                 return Err(A::Error::custom(duplicate_map_key(&key)));
             }
             put_tag(out, 2, wire_type(self.value.kind));

@@ -4,16 +4,14 @@
 
 use bytes::Bytes;
 use prost::Message as _;
-use prost_reflect::{DynamicMessage, MessageDescriptor};
+use prost_reflect::MessageDescriptor;
 
-use super::json_to_message::Strict;
-use super::json_to_wire::Unencoded;
+use super::json_error::check_depth;
+use super::json_to_message::parse_message;
 use super::options::JsonOptions;
-use super::request::{check_depth, invalid_body};
 use super::response::render_message;
 use super::schemas::Schemas;
 use crate::error::GatewayError;
-use crate::well_known::check_any_type_names;
 
 /// The wire bytes (unframed) of the message of type `desc` whose JSON is `json`. A blank body
 /// is the empty message. Errors are `INVALID_ARGUMENT`, naming what was wrong.
@@ -26,24 +24,18 @@ pub fn json_to_wire(
     if json.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::new());
     }
-    check_depth(json, options.max_depth)?;
     if let Some(encoder) = schemas.encoder(desc).filter(|_| options.fast_paths) {
+        check_depth(json, options.max_depth)?;
         let mut out = Vec::with_capacity(json.len());
-        match encoder.encode(json, options.reject_unknown_fields, &mut out) {
-            Ok(()) => return Ok(Bytes::from(out)),
-            Err(Unencoded::Refused(e)) => return Err(invalid_body(desc.full_name(), &e)),
-            Err(Unencoded::Declined(_)) => {}
+        // Declined or refused, the reference path decides, and says where a refusal is.
+        if encoder
+            .encode(json, options.reject_unknown_fields, &mut out)
+            .is_ok()
+        {
+            return Ok(Bytes::from(out));
         }
     }
-    let mut de = serde_json::Deserializer::from_slice(json);
-    let message = DynamicMessage::deserialize_with_options(
-        desc.clone(),
-        Strict::new(&mut de, desc),
-        &options.deserialize(),
-    )
-    .and_then(|m| de.end().map(|()| m))
-    .map_err(|e| invalid_body(desc.full_name(), &e))?;
-    check_any_type_names(&message)?;
+    let message = parse_message(desc, json, options, "")?;
     Ok(Bytes::from(message.encode_to_vec()))
 }
 

@@ -32,9 +32,9 @@ pub(super) fn apply(
     Ok(())
 }
 
-/// A refused query parameter, named by its key.
+/// A refused query parameter, named by its key (the field path as the client wrote it).
 fn invalid(key: &str, reason: &str) -> GatewayError {
-    GatewayError::invalid_argument(format!("query parameter {}: {reason}", quoted(key)))
+    GatewayError::field_invalid(&format!("query parameter {}", quoted(key)), key, reason)
 }
 
 /// One query key or value: `+` is a space, `%XX` escapes are decoded, and the result must be

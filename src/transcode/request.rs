@@ -4,15 +4,15 @@
 use bytes::Bytes;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
 
-use super::json_to_message::Strict;
-use super::json_to_wire::Unencoded;
+use super::json_error::{check_depth, json_error};
+use super::json_to_message::parse_message;
 use super::options::JsonOptions;
 use super::schemas::Schemas;
 use super::{query, scalar};
-use crate::error::{clipped, quoted, GatewayError};
+use crate::error::{quoted, GatewayError};
 use crate::grpc::frame;
 use crate::route::{BodyPlan, FieldPath, RoutePlan};
-use crate::well_known::{check_any_type_names, in_protobuf_package, well_known, WellKnown};
+use crate::well_known::{in_protobuf_package, well_known, WellKnown};
 
 /// What a REST request brings.
 #[derive(Debug, Clone, Copy)]
@@ -69,10 +69,9 @@ pub fn fast_request(
         }
         _ => encoder.encode(input.body, deny, &mut out),
     };
-    match encoded {
-        Ok(()) => {}
-        Err(Unencoded::Declined(_)) => return Ok(None),
-        Err(Unencoded::Refused(e)) => return Err(invalid_body(body_type.full_name(), &e)),
+    if encoded.is_err() {
+        // The reference path decides, and says where a refused body is wrong.
+        return Ok(None);
     }
     let query = input
         .query
@@ -80,9 +79,7 @@ pub fn fast_request(
     if !plan.path_vars.is_empty() || query.is_some() {
         let mut rest = DynamicMessage::new(plan.input.clone());
         for (path, raw) in plan.path_vars.iter().zip(input.vars) {
-            set_path_variable(&mut rest, path, raw).map_err(|e| {
-                GatewayError::invalid_argument(format!("path variable {:?}: {e}", path.text))
-            })?;
+            set_path_variable(&mut rest, path, raw).map_err(|e| invalid_variable(path, &e))?;
         }
         if let Some(q) = query {
             query::apply(&mut rest, q, &plan.bound, options)?;
@@ -127,9 +124,7 @@ pub fn request_message(
 ) -> Result<DynamicMessage, GatewayError> {
     let mut message = body_message(plan, options, &input)?;
     for (path, raw) in plan.path_vars.iter().zip(input.vars) {
-        set_path_variable(&mut message, path, raw).map_err(|e| {
-            GatewayError::invalid_argument(format!("path variable {:?}: {e}", path.text))
-        })?;
+        set_path_variable(&mut message, path, raw).map_err(|e| invalid_variable(path, &e))?;
     }
     if let (Some(q), false) = (input.query, matches!(plan.body, BodyPlan::Message)) {
         query::apply(&mut message, q, &plan.bound, options)?;
@@ -148,7 +143,7 @@ fn body_message(
     match &plan.body {
         BodyPlan::None => Ok(DynamicMessage::new(plan.input.clone())),
         BodyPlan::Message if plan.http_body_request => Ok(http_body(plan, input)),
-        BodyPlan::Message => parse_json(plan, &plan.input, input.body, options),
+        BodyPlan::Message => parse_json(&plan.input, input.body, options, ""),
         BodyPlan::Field(field) => body_field(plan, field.leaf(), input.body, options),
     }
 }
@@ -170,47 +165,15 @@ fn is_blank(body: &[u8]) -> bool {
 
 /// `body` as a `desc` message (the request message or its body field's).
 fn parse_json(
-    plan: &RoutePlan,
     desc: &MessageDescriptor,
     body: &[u8],
     options: &JsonOptions,
+    prefix: &str,
 ) -> Result<DynamicMessage, GatewayError> {
     if is_blank(body) {
         return Ok(DynamicMessage::new(desc.clone()));
     }
-    check_depth(body, options.max_depth)?;
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let message = DynamicMessage::deserialize_with_options(
-        desc.clone(),
-        Strict::new(&mut de, desc),
-        &options.deserialize(),
-    )
-    .and_then(|m| de.end().map(|()| m))
-    .map_err(|e| invalid_body(desc.full_name(), &e))?;
-    if plan.input_holds_any {
-        check_any_type_names(&message)?;
-    }
-    Ok(message)
-}
-
-/// A JSON body refused by serde_json or a visitor: the message says where, and repeats at most
-/// [`clipped`]'s share of the input.
-pub(super) fn invalid_body(type_name: &str, error: &serde_json::Error) -> GatewayError {
-    GatewayError::invalid_argument(format!(
-        "invalid JSON body for {type_name}: {}",
-        json_error(error)
-    ))
-}
-
-/// A serde_json error's text, its message clipped and its position kept.
-fn json_error(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    if error.line() == 0 {
-        return clipped(&text);
-    }
-    let position = format!(" at line {} column {}", error.line(), error.column());
-    let message = text.strip_suffix(&position).unwrap_or(&text);
-    format!("{}{position}", clipped(message))
+    parse_message(desc, body, options, prefix)
 }
 
 /// `body: "field"`: a message field is parsed directly; any other field (a scalar, a list,
@@ -227,18 +190,20 @@ fn body_field(
     }
     match field.kind() {
         Kind::Message(m) if !field.is_list() && !field.is_map() => {
-            let value = parse_json(plan, &m, body, options)?;
+            let prefix = format!("{}.", field.json_name());
+            let value = parse_json(&m, body, options, &prefix)?;
             message.set_field(field, Value::Message(value));
             Ok(message)
         }
         _ => {
-            let mut wrapped = Vec::with_capacity(body.len() + field.name().len() + 8);
+            let name = field.json_name();
+            let mut wrapped = Vec::with_capacity(body.len() + name.len() + 8);
             wrapped.extend_from_slice(b"{\"");
-            wrapped.extend_from_slice(field.name().as_bytes());
+            wrapped.extend_from_slice(name.as_bytes());
             wrapped.extend_from_slice(b"\":");
             wrapped.extend_from_slice(body);
             wrapped.push(b'}');
-            let parsed = parse_json(plan, &plan.input, &wrapped, options)?;
+            let parsed = parse_json(&plan.input, &wrapped, options, "")?;
             if let Some(v) = parsed.get_field_by_name(field.name()) {
                 message.set_field(field, v.into_owned());
             }
@@ -260,6 +225,16 @@ pub(super) fn parent_mut<'m>(
         };
     }
     Ok(current)
+}
+
+/// A refused path variable, named as the template names it, its field by JSON names.
+fn invalid_variable(path: &FieldPath, reason: &str) -> GatewayError {
+    let field: Vec<&str> = path.fields.iter().map(FieldDescriptor::json_name).collect();
+    GatewayError::field_invalid(
+        &format!("path variable {:?}", path.text),
+        &field.join("."),
+        reason,
+    )
 }
 
 /// Sets a path variable; a repeated field takes a comma-separated list.
@@ -374,42 +349,6 @@ fn blind_paths(
             _ => paths.push(path),
         }
     }
-}
-
-/// Refuses JSON nested deeper than `max` objects and arrays, before parsing it. Strings are
-/// skipped with a vectorised search for their end, so a large base64 value costs little.
-pub(super) fn check_depth(body: &[u8], max: usize) -> Result<(), GatewayError> {
-    let mut depth = 0usize;
-    let mut i = 0;
-    while let Some(&b) = body.get(i) {
-        match b {
-            b'"' => i = string_end(body, i + 1),
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > max {
-                    return Err(GatewayError::invalid_argument(format!(
-                        "invalid JSON body: nested deeper than {max} levels at byte {i}"
-                    )));
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
-    }
-    Ok(())
-}
-
-/// The index of the quote closing a string whose content starts at `from` (or the end).
-fn string_end(body: &[u8], mut from: usize) -> usize {
-    while let Some(rest) = body.get(from..) {
-        match memchr::memchr2(b'"', b'\\', rest) {
-            None => return body.len(),
-            Some(at) if rest[at] == b'"' => return from + at,
-            Some(at) => from += at + 2,
-        }
-    }
-    body.len()
 }
 
 #[cfg(test)]

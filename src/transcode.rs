@@ -15,6 +15,7 @@
 //! `request.rs`, `response.rs` and `message.rs` choose the path; `options.rs` holds the
 //! flags; `indent.rs` is the indented writer mode.
 
+mod body;
 mod indent;
 mod json_error;
 mod json_keys;
@@ -32,6 +33,7 @@ mod schemas;
 pub mod stream;
 mod wire_to_json;
 
+pub use body::{media_type, FormPart};
 pub use message::{json_to_wire, wire_to_json};
 pub use options::JsonOptions;
 pub use request::{build_request, fast_request, request_message, RequestInput};

@@ -145,6 +145,7 @@ impl Resolved {
             content_type: Some("application/json"),
             vars: &self.vars,
             query: self.case.query(),
+            form: None,
         }
     }
 

@@ -39,7 +39,8 @@ pub struct RoutePlan {
     pub bound: Vec<Vec<u32>>,
     /// Index of the upstream that serves the method's service.
     pub upstream: usize,
-    /// The request is a raw `google.api.HttpBody` (not JSON).
+    /// The body is a raw `google.api.HttpBody` (not JSON): the whole request, or the field
+    /// `body` names.
     pub http_body_request: bool,
     /// The response is a raw `google.api.HttpBody`.
     pub http_body_response: bool,

@@ -174,7 +174,14 @@ fn compile(
         patch_mask,
         input_holds_any: holds_any(&input),
         method: method.clone(),
-        http_body_request: matches!(body, BodyPlan::Message) && is_http_body(&input),
+        http_body_request: match &body {
+            BodyPlan::Message => is_http_body(&input),
+            BodyPlan::Field(f) => {
+                matches!(f.leaf().kind(), Kind::Message(m) if is_http_body(&m))
+                    && !f.leaf().is_list()
+            }
+            BodyPlan::None => false,
+        },
         http_body_response: match &response_body {
             None => is_http_body(&output),
             Some(f) => {

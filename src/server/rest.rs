@@ -85,6 +85,7 @@ impl Gateway {
             content_type: content_type(&parts.headers),
             vars: &vars,
             query: parts.uri.query(),
+            form: None,
         };
         let frame = transcode::build_request(&plan, &snapshot.schemas, &self.settings.json, input)?;
         let reply = self

@@ -101,6 +101,7 @@ impl Gateway {
             content_type: content_type(&parts.headers),
             vars,
             query: parts.uri.query(),
+            form: None,
         };
         let frame = transcode::build_request(plan, &snapshot.schemas, &self.settings.json, input)?;
         Ok(call::single_frame(frame))
@@ -438,6 +439,7 @@ impl Pump {
             content_type: self.content_type.as_deref(),
             vars: &self.vars,
             query: self.query.as_deref(),
+            form: None,
         };
         let message = transcode::request_message(&self.plan, &self.json, input)?;
         Ok(frame::encode(&message))

@@ -32,6 +32,39 @@ pub(super) fn apply(
     Ok(())
 }
 
+/// An `application/x-www-form-urlencoded` body, by the query rules (nothing is bound: the
+/// path variables are applied after it, over it).
+pub(super) fn apply_form(
+    message: &mut DynamicMessage,
+    form: &str,
+    options: &JsonOptions,
+) -> Result<(), GatewayError> {
+    let mut seen: Vec<Vec<u32>> = Vec::new();
+    for pair in form.split('&').filter(|p| !p.is_empty()) {
+        let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let invalid = |key: &str, e: &str| {
+            GatewayError::field_invalid(&format!("form field {}", quoted(key)), key, e)
+        };
+        let key = decode_component(raw_key).map_err(|e| invalid(raw_key, &e))?;
+        let value = decode_component(raw_value).map_err(|e| invalid(&key, &e))?;
+        apply_field(message, &key, &value, options, &mut seen)?;
+    }
+    Ok(())
+}
+
+/// One decoded `key=value` (a form field, a multipart text part) applied by the query rules;
+/// `seen` keeps what was set, so that a singular field set twice is refused.
+pub(super) fn apply_field(
+    message: &mut DynamicMessage,
+    key: &str,
+    value: &str,
+    options: &JsonOptions,
+    seen: &mut Vec<Vec<u32>>,
+) -> Result<(), GatewayError> {
+    apply_one(message, key, value, &[], options, seen)
+        .map_err(|e| GatewayError::field_invalid(&format!("form field {}", quoted(key)), key, &e))
+}
+
 /// A refused query parameter, named by its key (the field path as the client wrote it).
 fn invalid(key: &str, reason: &str) -> GatewayError {
     GatewayError::field_invalid(&format!("query parameter {}", quoted(key)), key, reason)

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use prost_reflect::{DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, Value};
 
+use super::body::{self, BodyFormat, FormPart};
 use super::json_error::{check_depth, json_error};
 use super::json_to_message::parse_message;
 use super::options::JsonOptions;
@@ -23,6 +24,8 @@ pub struct RequestInput<'a> {
     pub vars: &'a [String],
     /// The raw query string, without `?`.
     pub query: Option<&'a str>,
+    /// The parts of a `multipart/form-data` body, read by the server (`body` is then unused).
+    pub form: Option<&'a [FormPart]>,
 }
 
 /// Builds the request message for `plan` and frames it.
@@ -50,7 +53,8 @@ pub fn fast_request(
     options: &JsonOptions,
     input: &RequestInput<'_>,
 ) -> Result<Option<Bytes>, GatewayError> {
-    if !options.fast_paths || is_blank(input.body) {
+    let json = BodyFormat::of(input.content_type, input.body) == BodyFormat::Json;
+    if !options.fast_paths || !json || is_blank(input.body) {
         return Ok(None);
     }
     let Some(body_type) = fast_body_type(plan) else {
@@ -140,22 +144,31 @@ fn body_message(
     options: &JsonOptions,
     input: &RequestInput<'_>,
 ) -> Result<DynamicMessage, GatewayError> {
-    match &plan.body {
-        BodyPlan::None => Ok(DynamicMessage::new(plan.input.clone())),
-        BodyPlan::Message if plan.http_body_request => Ok(http_body(plan, input)),
-        BodyPlan::Message => parse_json(&plan.input, input.body, options, ""),
-        BodyPlan::Field(field) => body_field(plan, field.leaf(), input.body, options),
+    let format = BodyFormat::of(input.content_type, input.body);
+    match (&plan.body, format) {
+        (BodyPlan::None, _) => Ok(DynamicMessage::new(plan.input.clone())),
+        (BodyPlan::Message, _) if plan.http_body_request => {
+            Ok(body::http_body(&plan.input, input.body, input.content_type))
+        }
+        (BodyPlan::Field(field), _) if plan.http_body_request => Ok(body::http_body_field(
+            plan,
+            field.leaf(),
+            input.body,
+            input.content_type,
+        )),
+        (_, BodyFormat::Protobuf) => body::protobuf_body(plan, input.body),
+        (_, BodyFormat::Form) => body::form_body(plan, input.body, options),
+        (_, BodyFormat::Multipart) => match input.form {
+            Some(parts) => body::multipart_body(plan, parts, options),
+            None => Err(GatewayError::invalid_argument(
+                "the multipart/form-data body could not be read",
+            )),
+        },
+        (BodyPlan::Message, BodyFormat::Json) => parse_json(&plan.input, input.body, options, ""),
+        (BodyPlan::Field(field), BodyFormat::Json) => {
+            body_field(plan, field.leaf(), input.body, options)
+        }
     }
-}
-
-/// A raw `google.api.HttpBody` request: the bytes and their content type, not JSON.
-fn http_body(plan: &RoutePlan, input: &RequestInput<'_>) -> DynamicMessage {
-    let mut message = DynamicMessage::new(plan.input.clone());
-    if let Some(ct) = input.content_type {
-        message.set_field_by_name("content_type", Value::String(ct.to_string()));
-    }
-    message.set_field_by_name("data", Value::Bytes(input.body.clone()));
-    message
 }
 
 /// An empty (or all-whitespace) body is an empty message, as in grpc-gateway.

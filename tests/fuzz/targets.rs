@@ -634,6 +634,7 @@ fn assemble(
         content_type: Some("application/json"),
         vars: &vars,
         query,
+        form: None,
     };
     request_message(&plan, options, input)
 }
@@ -874,6 +875,7 @@ fn fast_frame(
         content_type: Some("application/json"),
         vars: &vars,
         query: None,
+        form: None,
     };
     (
         plan.input.clone(),

@@ -2,12 +2,13 @@
 # The load benchmark: protogate in front of a tonic gRPC backend, side by side with direct
 # gRPC to the same backend, on loopback. See docs/performance.md.
 #
-#   bench/load.sh                      # 3 runs x 10 s per case and concurrency (about 8 minutes)
+#   bench/load.sh                      # 3 runs x 10 s per case and concurrency (about 11 minutes)
 #   DURATION=5 RUNS=1 bench/load.sh    # a quick look
 #   SOAK=300 bench/load.sh             # also 5 minutes of VPS load, sampling the gateway's RSS
 #
 # Settings (environment): DURATION (seconds per measured run, 10), RUNS (3), CONCURRENCY
-# ("32 64"), CASES ("small_post get_query vps"), WARMUP (seconds per case before measuring, 2),
+# ("32 64"), CASES ("small_post get_query vps vps_gzip"; vps_gzip is vps with
+# `Accept-Encoding: gzip`, what compressing the response costs), WARMUP (seconds per case before measuring, 2),
 # QUIET_WAIT (seconds to wait before each run for other processes to leave the CPUs idle, 0),
 # IDLE_CONNECTIONS (1000; 0 skips), SOAK (0 seconds), H2LOAD_THREADS (1), OUT (results
 # directory, target/bench-load/DATE).
@@ -22,7 +23,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DURATION="${DURATION:-10}"
 RUNS="${RUNS:-3}"
 CONCURRENCY="${CONCURRENCY:-32 64}"
-CASES="${CASES:-small_post get_query vps}"
+CASES="${CASES:-small_post get_query vps vps_gzip}"
 WARMUP="${WARMUP:-2}"
 IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-1000}"
 SOAK="${SOAK:-0}"
@@ -37,6 +38,10 @@ ensure_tools
 build
 mkdir -p "$OUT/raw"
 write_frames "$OUT"
+# vps_gzip: the vps request with `Accept-Encoding: gzip`; its reply (well over the 1 KiB
+# threshold) comes back gzip-compressed, so the case measures the response compression.
+for ext in http rpc grpc; do cp "$OUT/vps.$ext" "$OUT/vps_gzip.$ext"; done
+echo 'accept-encoding: gzip' >"$OUT/vps_gzip.headers"
 start_backend "$OUT"
 start_gateway "$OUT"
 log "backend $BACKEND_ADDR (pid $BACKEND_PID), gateway $GATEWAY_ADDR (pid $GATEWAY_PID); results in $OUT"

@@ -9,7 +9,6 @@ use prost_reflect::{
 };
 
 use super::options::JsonOptions;
-use super::request::parent_mut;
 use super::scalar;
 use crate::error::{quoted, GatewayError};
 use crate::route::field_path::find_field;
@@ -230,4 +229,19 @@ fn map_key(kind: &Kind, raw: &str) -> Result<MapKey, String> {
         Value::String(s) => MapKey::String(s),
         _ => return Err("unsupported map key type".into()),
     })
+}
+
+/// The message a path ends in, creating the messages along the way.
+pub(super) fn parent_mut<'m>(
+    message: &'m mut DynamicMessage,
+    path: &[FieldDescriptor],
+) -> Result<&'m mut DynamicMessage, String> {
+    let mut current = message;
+    for field in path {
+        current = match current.get_field_mut(field) {
+            Value::Message(m) => m,
+            _ => return Err(format!("{:?} is not a message", field.name())),
+        };
+    }
+    Ok(current)
 }

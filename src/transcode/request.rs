@@ -8,8 +8,9 @@ use super::body::{self, BodyFormat, FormPart};
 use super::json_error::{check_depth, json_error};
 use super::json_to_message::parse_message;
 use super::options::JsonOptions;
+use super::query::{self, parent_mut};
+use super::scalar;
 use super::schemas::Schemas;
-use super::{query, scalar};
 use crate::error::{quoted, GatewayError};
 use crate::grpc::frame;
 use crate::route::{BodyPlan, FieldPath, RoutePlan};
@@ -223,21 +224,6 @@ fn body_field(
             Ok(message)
         }
     }
-}
-
-/// The message a path ends in, creating the messages along the way.
-pub(super) fn parent_mut<'m>(
-    message: &'m mut DynamicMessage,
-    path: &[FieldDescriptor],
-) -> Result<&'m mut DynamicMessage, String> {
-    let mut current = message;
-    for field in path {
-        current = match current.get_field_mut(field) {
-            Value::Message(m) => m,
-            _ => return Err(format!("{:?} is not a message", field.name())),
-        };
-    }
-    Ok(current)
 }
 
 /// A refused path variable, named as the template names it, its field by JSON names.

@@ -201,6 +201,14 @@ pub struct ServingArgs {
     /// Largest upstream response message accepted, in bytes.
     #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_RESPONSE_BYTES", default_value_t = 8 << 20)]
     pub max_response_bytes: usize,
+    /// Most parts a `multipart/form-data` request body may have (413 beyond).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "PROTOGATE_MAX_FORM_PARTS",
+        default_value_t = 1000
+    )]
+    pub max_form_parts: usize,
     /// Largest JSON rendering of one response message, in bytes (500 with RESOURCE_EXHAUSTED
     /// beyond): unpopulated fields written out can make a small message render large.
     #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_RENDERED_BYTES", default_value_t = 32 << 20)]
@@ -434,6 +442,7 @@ impl ServingArgs {
         Ok(Settings {
             json,
             max_request_bytes: self.max_request_bytes,
+            max_form_parts: self.max_form_parts,
             body_timeout: self.body_timeout,
             max_response_bytes: self.max_response_bytes,
             stream_idle_timeout: self.stream_idle_timeout,

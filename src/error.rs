@@ -206,6 +206,15 @@ impl GatewayError {
         .from_source(ErrorSource::Client)
     }
 
+    pub fn too_many_parts(limit: usize) -> Self {
+        Self::new(
+            Code::ResourceExhausted,
+            format!("multipart/form-data body has more than {limit} parts"),
+        )
+        .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        .from_source(ErrorSource::Client)
+    }
+
     /// The JSON rendering of a response outgrew `--max-rendered-bytes`: the gateway's limit,
     /// so a 500 (not the 429 of the standard table, which would invite a retry).
     pub fn response_too_large(limit: usize) -> Self {

@@ -32,6 +32,7 @@ mod framing;
 mod gateway;
 mod grpc_web;
 mod listen;
+mod multipart;
 mod passthrough;
 mod reflection;
 mod respond;

@@ -37,6 +37,6 @@ pub use body::{media_type, FormPart};
 pub use message::{json_to_wire, wire_to_json};
 pub use options::JsonOptions;
 pub use request::{build_request, fast_request, request_message, RequestInput};
-pub use response::{render_response, render_status_details, RenderedBody};
+pub use response::{render_protobuf, render_response, render_status_details, RenderedBody};
 pub use schema::Declined;
 pub use schemas::Schemas;

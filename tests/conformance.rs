@@ -107,6 +107,9 @@ struct HttpRequest {
     /// A JSON body, serialized compactly.
     #[serde(default)]
     json: Option<Json>,
+    /// A binary body, in base64.
+    #[serde(default)]
+    body_base64: Option<String>,
 }
 
 fn get() -> String {
@@ -155,6 +158,9 @@ struct HttpResponse {
     /// The raw body, compared byte for byte.
     #[serde(default)]
     body: Option<String>,
+    /// A binary body, in base64, compared byte for byte.
+    #[serde(default)]
+    body_base64: Option<String>,
     /// Substrings the error message (`message` of a JSON body) must contain.
     #[serde(default)]
     message_contains: Vec<String>,
@@ -309,10 +315,11 @@ impl Runner {
     }
 
     async fn send(&self, request: &HttpRequest) -> Resp {
-        let body = match (&request.body, &request.json) {
-            (Some(raw), _) => Bytes::from(raw.clone()),
-            (None, Some(json)) => Bytes::from(serde_json::to_vec(json).unwrap()),
-            (None, None) => Bytes::new(),
+        let body = match (&request.body, &request.json, &request.body_base64) {
+            (Some(raw), _, _) => Bytes::from(raw.clone()),
+            (None, Some(json), _) => Bytes::from(serde_json::to_vec(json).unwrap()),
+            (None, None, Some(b64)) => Bytes::from(base64_decode(b64)),
+            (None, None, None) => Bytes::new(),
         };
         let headers: Vec<(&str, &str)> = request
             .headers
@@ -397,6 +404,11 @@ fn check_response(expected: &HttpResponse, resp: &Resp, problems: &mut Vec<Strin
     for k in &expected.absent_headers {
         if resp.headers.contains_key(k.as_str()) {
             problems.push(format!("header {k} should be absent"));
+        }
+    }
+    if let Some(b64) = &expected.body_base64 {
+        if resp.body.as_ref() != base64_decode(b64).as_slice() {
+            problems.push(format!("body {:?} != base64 {b64}", resp.body));
         }
     }
     if let Some(body) = &expected.body {
@@ -544,6 +556,13 @@ fn main() {
         }
     }));
     libtest_mimic::run(&args, trials).exit();
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("the case's base64 decodes")
 }
 
 fn file_name(path: &Path) -> String {

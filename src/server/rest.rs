@@ -17,6 +17,7 @@ pub(super) use super::body::full;
 use super::body::ResponseBody;
 use super::deadline;
 use super::gateway::Gateway;
+use super::multipart;
 use super::respond::{self, JSON};
 use super::rest_compression::{self, ResponseCoding};
 use super::tags::RouteTag;
@@ -27,6 +28,49 @@ use crate::snapshot::Snapshot;
 use crate::transcode::{self, RenderedBody, RequestInput};
 use crate::upstream::call::{self, UnaryReply};
 use crate::upstream::Upstream;
+
+/// How a unary REST answer is written: its content coding, and whether the client asked for
+/// the response message's protobuf wire bytes (`Accept: application/x-protobuf`) over JSON.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Answer {
+    pub coding: ResponseCoding,
+    pub protobuf: bool,
+}
+
+impl Answer {
+    pub(super) fn of(settings: &crate::server::Settings, headers: &HeaderMap) -> Answer {
+        Answer {
+            coding: ResponseCoding::of(settings, headers),
+            protobuf: accepts_protobuf(headers),
+        }
+    }
+}
+
+/// Whether `Accept` names `application/x-protobuf` (or `application/protobuf`) with a weight
+/// above that of `application/json` (which counts as 0 when not named: `*/*` leaves the
+/// choice to the explicit types).
+fn accepts_protobuf(headers: &HeaderMap) -> bool {
+    let mut protobuf = 0.0f32;
+    let mut json = 0.0f32;
+    let ranges = headers.get_all(http::header::ACCEPT).iter();
+    for range in ranges
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let mut fields = range.split(';');
+        let media = fields.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = fields
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/x-protobuf" | "application/protobuf" => protobuf = protobuf.max(q),
+            "application/json" => json = json.max(q),
+            _ => {}
+        }
+    }
+    protobuf > 0.0 && protobuf > json
+}
 
 /// What every upstream call of a REST request needs besides its body.
 pub(super) struct CallSetup {
@@ -85,20 +129,27 @@ impl Gateway {
                 .stream(snapshot, plan, vars.to_vec(), parts, body, setup)
                 .await;
         }
-        let coding = ResponseCoding::of(&self.settings, &parts.headers);
+        let answer = Answer::of(&self.settings, &parts.headers);
         let body = self.read_request_body(&parts.headers, body).await?;
+        let form = match multipart::is_multipart(&parts.headers) {
+            true => {
+                let limit = self.settings.max_form_parts;
+                Some(multipart::read_parts(&parts.headers, body.clone(), limit).await?)
+            }
+            false => None,
+        };
         let input = RequestInput {
             body: &body,
             content_type: content_type(&parts.headers),
             vars: &vars,
             query: parts.uri.query(),
-            form: None,
+            form: form.as_deref(),
         };
         let frame = transcode::build_request(&plan, &snapshot.schemas, &self.settings.json, input)?;
         let reply = self
             .call_unary(&plan, call::single_frame(frame), setup)
             .await?;
-        self.success_response(snapshot, &plan, reply, coding)
+        self.success_response(snapshot, &plan, reply, answer)
     }
 
     /// Reads the whole request body and decodes its `Content-Encoding`: both the body as sent
@@ -179,14 +230,18 @@ impl Gateway {
         snapshot: &Snapshot,
         plan: &RoutePlan,
         reply: UnaryReply,
-        coding: ResponseCoding,
+        answer: Answer,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        let rendered = transcode::render_response(
-            plan,
-            &snapshot.schemas,
-            &self.settings.json,
-            reply.message,
-        )?;
+        let coding = answer.coding;
+        let rendered = match answer.protobuf {
+            true => transcode::render_protobuf(plan, reply.message)?,
+            false => transcode::render_response(
+                plan,
+                &snapshot.schemas,
+                &self.settings.json,
+                reply.message,
+            )?,
+        };
         let (content_type, body) = match rendered {
             RenderedBody::Json(json) => (JSON, Bytes::from(json)),
             RenderedBody::Raw { content_type, data } => (raw_content_type(&content_type), data),

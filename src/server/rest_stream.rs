@@ -63,7 +63,8 @@ impl Gateway {
         setup: CallSetup,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let pump_error: PumpError = Arc::default();
-        let coding = ResponseCoding::of(&self.settings, &parts.headers);
+        let answer = super::rest::Answer::of(&self.settings, &parts.headers);
+        let coding = answer.coding;
         let encoding = rest_compression::request_encoding(&parts.headers)?;
         let clock = CallClock::new(None, self.settings.stream_idle_timeout);
         let request_body = match plan.method.is_client_streaming() {
@@ -87,7 +88,7 @@ impl Gateway {
                 expiry = clock.expired() => Err(expiry.error()),
             };
             let reply = reply.map_err(|f| pumped(&pump_error).map_or(f, GatewayError::from))?;
-            return self.success_response(snapshot, &plan, reply, coding);
+            return self.success_response(snapshot, &plan, reply, answer);
         }
         let format = stream_format(&parts.headers, &plan);
         let call = StreamCall {

@@ -15,6 +15,8 @@ pub struct Settings {
     pub json: JsonOptions,
     /// Largest REST request body accepted (413 beyond).
     pub max_request_bytes: usize,
+    /// Most parts of a `multipart/form-data` body (413 beyond).
+    pub max_form_parts: usize,
     /// Time a client gets to send a whole REST request body (408 beyond).
     pub body_timeout: Duration,
     /// Largest upstream response message accepted.
@@ -54,6 +56,7 @@ impl Default for Settings {
         Settings {
             json: JsonOptions::default(),
             max_request_bytes: 8 << 20,
+            max_form_parts: 1000,
             body_timeout: Duration::from_secs(30),
             max_response_bytes: 8 << 20,
             stream_idle_timeout: Duration::from_secs(300),

@@ -46,6 +46,38 @@ pub fn render_response(
     Ok(RenderedBody::Json(json))
 }
 
+/// The response message's protobuf wire bytes (only the `response_body` field's, when the
+/// rule names a message field), for a client that asked for them. A raw `HttpBody`, or a
+/// `response_body` that is not a message, is answered as it would be otherwise.
+pub fn render_protobuf(plan: &RoutePlan, payload: Bytes) -> Result<RenderedBody, GatewayError> {
+    if plan.http_body_response {
+        let message = decode(&plan.output, payload)?;
+        return Ok(raw_http_body(&http_body_of(plan, message)));
+    }
+    let data = match &plan.response_body {
+        None => payload,
+        Some(path) => {
+            let field = path.leaf();
+            if field.is_list() || field.is_map() || field.kind().as_message().is_none() {
+                return Err(GatewayError::new(
+                    crate::grpc::Code::InvalidArgument,
+                    "this route answers a field that is not a message: ask for JSON",
+                )
+                .with_status(http::StatusCode::NOT_ACCEPTABLE));
+            }
+            let message = decode(&plan.output, payload)?;
+            match message.get_field(field).as_message() {
+                Some(inner) => Bytes::from(inner.encode_to_vec()),
+                None => Bytes::new(),
+            }
+        }
+    };
+    Ok(RenderedBody::Raw {
+        content_type: "application/x-protobuf".into(),
+        data,
+    })
+}
+
 /// The JSON of the `desc` message encoded in `wire`, indented if asked, within the size limit.
 pub(super) fn render_message(
     schemas: &Schemas,

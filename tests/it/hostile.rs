@@ -1195,3 +1195,37 @@ async fn overload_is_refused_at_once_and_the_admitted_requests_are_served() {
     let resp = get(&url).await;
     assert_eq!(resp.status, 200);
 }
+
+/// A multipart body is bounded by its part count as well as its size: one part more than
+/// `--max-form-parts` is 413 with a Status body, and the upstream is never called.
+#[tokio::test]
+async fn a_multipart_body_with_too_many_parts_is_413() {
+    let f = library(Settings {
+        max_form_parts: 3,
+        ..Settings::default()
+    })
+    .await;
+    let body = |n: usize| {
+        let mut out = String::new();
+        for i in 0..n {
+            out.push_str(&format!(
+                "--b\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nt{i}\r\n"
+            ));
+        }
+        out + "--b--\r\n"
+    };
+    let url = f.url("/v1/shelves/s1/books");
+    let headers = [("content-type", "multipart/form-data; boundary=b")];
+    let refused = send("POST", &url, &headers, body(4)).await;
+    let message = status_body(&refused, 413, 8);
+    assert!(message.contains("more than 3 parts"), "{message}");
+    assert!(f.backend.calls().is_empty());
+    let accepted = send("POST", &url, &headers, body(1)).await;
+    assert_eq!(
+        accepted.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&accepted.body)
+    );
+    f.still_serving().await;
+}

@@ -219,6 +219,14 @@ impl<T> Matcher<T> {
             if let Some(entry) = self.find(attempt, method) {
                 return self.found(entry, &attempt.raw);
             }
+            // A path ending in a custom verb that some method serves is that verb's path:
+            // under another method it is 405, never a variable that happens to hold `:verb`.
+            if attempt.verb.is_some() {
+                let verb_methods = self.not_allowed(std::slice::from_ref(attempt));
+                if matches!(verb_methods, Lookup::MethodNotAllowed { .. }) {
+                    return verb_methods;
+                }
+            }
         }
         self.not_allowed(&attempts)
     }

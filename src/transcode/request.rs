@@ -11,7 +11,7 @@ use super::options::JsonOptions;
 use super::query::{self, parent_mut};
 use super::scalar;
 use super::schemas::Schemas;
-use crate::error::{quoted, GatewayError};
+use crate::error::GatewayError;
 use crate::grpc::frame;
 use crate::route::{BodyPlan, FieldPath, RoutePlan};
 use crate::well_known::{in_protobuf_package, well_known, WellKnown};
@@ -309,13 +309,11 @@ fn mask_paths(
     paths: &mut Vec<String>,
 ) -> Result<(), String> {
     for (key, value) in object {
-        let field = crate::route::field_path::find_field(desc, key).ok_or_else(|| {
-            format!(
-                "could not find field {} in {}",
-                quoted(key),
-                desc.full_name()
-            )
-        })?;
+        // An unknown key is ignored here as in the body (which refused it already when
+        // unknown fields are refused): it names nothing to update.
+        let Some(field) = crate::route::field_path::find_field(desc, key) else {
+            continue;
+        };
         let path = format!("{prefix}{}", field.name());
         match (field.kind(), value) {
             (Kind::Message(m), serde_json::Value::Object(inner))

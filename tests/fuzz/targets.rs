@@ -507,12 +507,19 @@ pub(crate) fn matcher(data: &[u8]) {
     let method = Method::from_bytes(METHODS[usize::from(selector) % METHODS.len()].as_bytes())
         .expect("a valid method");
     let (mode, matcher) = &m.by_mode[usize::from(selector / 16) % m.by_mode.len()];
-    let matching: Vec<(usize, Vec<&str>)> = m
+    let mut matching: Vec<(usize, Vec<&str>)> = m
         .templates
         .iter()
         .enumerate()
         .filter_map(|(i, (_, t))| reference_match(t, path).map(|segs| (i, segs)))
         .collect();
+    // A path that a verb template matches is that verb's path, under every method.
+    if matching
+        .iter()
+        .any(|(i, _)| m.templates[*i].1.verb.is_some())
+    {
+        matching.retain(|(i, _)| m.templates[*i].1.verb.is_some());
+    }
     let answers =
         |sel: &MethodSel| *sel == MethodSel::Any || *sel == MethodSel::Method(method.clone());
     match matcher.lookup(&method, path) {

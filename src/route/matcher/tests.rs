@@ -133,10 +133,13 @@ fn verb_route_next_to_plain_route() {
         found(&m, Method::POST, "/v1/things/a:b:cancel"),
         (0, strings(&["a:b"]))
     );
-    // A registered verb that matches only under POST still lets GET fall back to `{id}`.
+    // A registered verb that matches only under POST is that verb's path: GET is 405 with
+    // only POST allowed, never `{id}` holding "7:cancel".
     assert_eq!(
-        found(&m, Method::GET, "/v1/things/7:cancel"),
-        (1, strings(&["7:cancel"]))
+        m.lookup(&Method::GET, "/v1/things/7:cancel"),
+        Lookup::MethodNotAllowed {
+            allowed: vec![Method::POST]
+        }
     );
     // Verb routes only match requests carrying the verb.
     let allowed = vec![Method::GET];
@@ -429,10 +432,14 @@ mod reference {
             if let Some(&i) = best {
                 return Answer::Found(i);
             }
-            for i in candidates {
+            for &i in &candidates {
                 if let MethodSel::Method(m) = &routes[i].0 {
                     allowed.push(m.clone());
                 }
+            }
+            // A verb reading that some method serves decides: the plain reading is not tried.
+            if verb.is_some() && !allowed.is_empty() {
+                break;
             }
         }
         allowed.sort_by(|a, b| a.as_str().cmp(b.as_str()));

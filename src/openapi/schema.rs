@@ -20,6 +20,13 @@ const DURATION: &str = r"^-?[0-9]+(?:\.[0-9]{3}|\.[0-9]{6}|\.[0-9]{9})?s$";
 /// Integers as written in strings: no sign on zero, no leading zeros.
 const SIGNED_DIGITS: &str = "^(?:0|-?[1-9][0-9]*)$";
 const UNSIGNED_DIGITS: &str = "^(?:0|[1-9][0-9]*)$";
+/// Decimal `int64` text within its range (-2^63 to 2^63-1), digit by digit: what protojson
+/// accepts, so a schema-driven client never sends a value the gateway must refuse.
+const INT64_DIGITS: &str = "^(?:0|(?:[1-9][0-9]{0,17}|[1-8][0-9]{18}|9(?:[0-1][0-9]{17}|2(?:[0-1][0-9]{16}|2(?:[0-2][0-9]{15}|3(?:[0-2][0-9]{14}|3(?:[0-6][0-9]{13}|7(?:[0-1][0-9]{12}|20(?:[0-2][0-9]{10}|3(?:[0-5][0-9]{9}|6(?:[0-7][0-9]{8}|8(?:[0-4][0-9]{7}|5(?:[0-3][0-9]{6}|4(?:[0-6][0-9]{5}|7(?:[0-6][0-9]{4}|7(?:[0-4][0-9]{3}|5(?:[0-7][0-9]{2}|80[0-7]))))))))))))))))|-(?:[1-9][0-9]{0,17}|[1-8][0-9]{18}|9(?:[0-1][0-9]{17}|2(?:[0-1][0-9]{16}|2(?:[0-2][0-9]{15}|3(?:[0-2][0-9]{14}|3(?:[0-6][0-9]{13}|7(?:[0-1][0-9]{12}|20(?:[0-2][0-9]{10}|3(?:[0-5][0-9]{9}|6(?:[0-7][0-9]{8}|8(?:[0-4][0-9]{7}|5(?:[0-3][0-9]{6}|4(?:[0-6][0-9]{5}|7(?:[0-6][0-9]{4}|7(?:[0-4][0-9]{3}|5(?:[0-7][0-9]{2}|80[0-8])))))))))))))))))$";
+/// Decimal `uint64` text within its range (0 to 2^64-1).
+const UINT64_DIGITS: &str = "^(?:0|(?:[1-9][0-9]{0,18}|1(?:[0-7][0-9]{18}|8(?:[0-3][0-9]{17}|4(?:[0-3][0-9]{16}|4(?:[0-5][0-9]{15}|6(?:[0-6][0-9]{14}|7(?:[0-3][0-9]{13}|4(?:[0-3][0-9]{12}|40(?:[0-6][0-9]{10}|7(?:[0-2][0-9]{9}|3(?:[0-6][0-9]{8}|70(?:[0-8][0-9]{6}|9(?:[0-4][0-9]{5}|5(?:[0-4][0-9]{4}|5(?:0[0-9]{3}|1(?:[0-5][0-9]{2}|6(?:0[0-9]{1}|1[0-5]))))))))))))))))))$";
+/// The largest finite `float`.
+const FLOAT_MAX: f64 = f32::MAX as f64;
 
 /// The component schemas, built as operations refer to them.
 pub(super) struct Schemas<'a> {
@@ -237,12 +244,12 @@ impl<'a> Schemas<'a> {
             Kind::Uint32 | Kind::Fixed32 => integer("uint32", 0.into(), u32::MAX.into()),
             Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => match self.json.int64_as_numbers {
                 true => integer("int64", i64::MIN.into(), i64::MAX.into()),
-                false => json!({ "type": "string", "format": "int64", "pattern": SIGNED_DIGITS }),
+                false => json!({ "type": "string", "format": "int64", "pattern": INT64_DIGITS }),
             },
             Kind::Uint64 | Kind::Fixed64 => match self.json.int64_as_numbers {
                 true => integer("uint64", 0.into(), u64::MAX.into()),
                 false => {
-                    json!({ "type": "string", "format": "uint64", "pattern": UNSIGNED_DIGITS })
+                    json!({ "type": "string", "format": "uint64", "pattern": UINT64_DIGITS })
                 }
             },
             Kind::Bool => json!({ "type": "boolean" }),
@@ -330,9 +337,20 @@ fn as_object(value: Value) -> Map<String, Value> {
 /// Floating-point numbers, with the three strings the mapping uses for the non-finite ones.
 fn floating(format: &str) -> Value {
     json!({ "oneOf": [
-        { "type": "number", "format": format },
+        number(format),
         { "type": "string", "enum": ["NaN", "Infinity", "-Infinity"] },
     ] })
+}
+
+/// A finite number: a `float` within its range (a larger one is refused, never rounded to
+/// infinity).
+fn number(format: &str) -> Value {
+    match format {
+        "float" => json!({
+            "type": "number", "format": format, "minimum": -FLOAT_MAX, "maximum": FLOAT_MAX
+        }),
+        _ => json!({ "type": "number", "format": format }),
+    }
 }
 
 fn integer(format: &str, minimum: Value, maximum: Value) -> Value {
@@ -346,8 +364,8 @@ fn bytes() -> Value {
 /// The text form of one value of `kind` in a path or query parameter.
 fn parameter_kind(kind: &Kind) -> Option<Value> {
     Some(match kind {
-        Kind::Double => json!({ "type": "number", "format": "double" }),
-        Kind::Float => json!({ "type": "number", "format": "float" }),
+        Kind::Double => number("double"),
+        Kind::Float => number("float"),
         Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
             integer("int32", i64::from(i32::MIN).into(), i32::MAX.into())
         }
@@ -390,6 +408,7 @@ impl WellKnown {
         match self {
             WellKnown::Any => json!({
                 "type": "object",
+                "required": ["@type"],
                 "properties": { "@type": {
                     "type": "string",
                     "description": "The type URL, `type.googleapis.com/package.Message`."

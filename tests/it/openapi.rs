@@ -81,10 +81,31 @@ fn scalars_follow_the_json_mapping() {
     let m = "kinds.v1.Everything";
     assert_eq!(property(&doc, m, "fInt64")["type"], "string");
     assert_eq!(property(&doc, m, "fInt64")["format"], "int64");
-    assert_eq!(
-        property(&doc, m, "fUint64")["pattern"],
-        "^(?:0|[1-9][0-9]*)$"
-    );
+    // 64-bit integers as strings: decimal text within the type's range, no more.
+    let pattern = |field: &str| {
+        let text = property(&doc, m, field)["pattern"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        regex::Regex::new(&text).unwrap()
+    };
+    let (uint64, int64) = (pattern("fUint64"), pattern("fInt64"));
+    for (text, unsigned, signed) in [
+        ("0", true, true),
+        ("-1", false, true),
+        ("18446744073709551615", true, false),
+        ("18446744073709551616", false, false),
+        ("9223372036854775807", true, true),
+        ("9223372036854775808", true, false),
+        ("-9223372036854775808", false, true),
+        ("-9223372036854775809", false, false),
+        ("007", false, false),
+    ] {
+        assert_eq!(uint64.is_match(text), unsigned, "uint64 {text}");
+        assert_eq!(int64.is_match(text), signed, "int64 {text}");
+    }
+    let float = &property(&doc, m, "fFloat")["oneOf"][0];
+    assert_eq!(float["maximum"], f64::from(f32::MAX));
     assert_eq!(property(&doc, m, "fSfixed64")["type"], "string");
     assert_eq!(property(&doc, m, "fInt32")["type"], "integer");
     assert_eq!(property(&doc, m, "fInt32")["maximum"], i32::MAX);
@@ -176,6 +197,7 @@ fn messages_maps_oneofs_and_well_known_types_follow_the_json_mapping() {
     assert!(wkt("Value").get("type").is_none(), "any JSON value");
     assert_eq!(wkt("Empty")["type"], "object");
     assert_eq!(wkt("Any")["properties"]["@type"]["type"], "string");
+    assert_eq!(wkt("Any")["required"], json!(["@type"]));
     assert_eq!(wkt("Int64Value")["type"], "string");
     assert_eq!(wkt("Int32Value")["type"], "integer");
     assert_eq!(wkt("BytesValue")["contentEncoding"], "base64");

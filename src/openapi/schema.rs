@@ -18,13 +18,15 @@ const BASE64: &str = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{
 /// Durations as written: seconds with 0, 3, 6 or 9 fractional digits and an `s`.
 const DURATION: &str = r"^-?[0-9]+(?:\.[0-9]{3}|\.[0-9]{6}|\.[0-9]{9})?s$";
 /// Integers as written in strings: no sign on zero, no leading zeros.
-const SIGNED_DIGITS: &str = "^(?:0|-?[1-9][0-9]*)$";
-const UNSIGNED_DIGITS: &str = "^(?:0|[1-9][0-9]*)$";
 /// Decimal `int64` text within its range (-2^63 to 2^63-1), digit by digit: what protojson
 /// accepts, so a schema-driven client never sends a value the gateway must refuse.
 const INT64_DIGITS: &str = "^(?:0|(?:[1-9][0-9]{0,17}|[1-8][0-9]{18}|9(?:[0-1][0-9]{17}|2(?:[0-1][0-9]{16}|2(?:[0-2][0-9]{15}|3(?:[0-2][0-9]{14}|3(?:[0-6][0-9]{13}|7(?:[0-1][0-9]{12}|20(?:[0-2][0-9]{10}|3(?:[0-5][0-9]{9}|6(?:[0-7][0-9]{8}|8(?:[0-4][0-9]{7}|5(?:[0-3][0-9]{6}|4(?:[0-6][0-9]{5}|7(?:[0-6][0-9]{4}|7(?:[0-4][0-9]{3}|5(?:[0-7][0-9]{2}|80[0-7]))))))))))))))))|-(?:[1-9][0-9]{0,17}|[1-8][0-9]{18}|9(?:[0-1][0-9]{17}|2(?:[0-1][0-9]{16}|2(?:[0-2][0-9]{15}|3(?:[0-2][0-9]{14}|3(?:[0-6][0-9]{13}|7(?:[0-1][0-9]{12}|20(?:[0-2][0-9]{10}|3(?:[0-5][0-9]{9}|6(?:[0-7][0-9]{8}|8(?:[0-4][0-9]{7}|5(?:[0-3][0-9]{6}|4(?:[0-6][0-9]{5}|7(?:[0-6][0-9]{4}|7(?:[0-4][0-9]{3}|5(?:[0-7][0-9]{2}|80[0-8])))))))))))))))))$";
 /// Decimal `uint64` text within its range (0 to 2^64-1).
 const UINT64_DIGITS: &str = "^(?:0|(?:[1-9][0-9]{0,18}|1(?:[0-7][0-9]{18}|8(?:[0-3][0-9]{17}|4(?:[0-3][0-9]{16}|4(?:[0-5][0-9]{15}|6(?:[0-6][0-9]{14}|7(?:[0-3][0-9]{13}|4(?:[0-3][0-9]{12}|40(?:[0-6][0-9]{10}|7(?:[0-2][0-9]{9}|3(?:[0-6][0-9]{8}|70(?:[0-8][0-9]{6}|9(?:[0-4][0-9]{5}|5(?:[0-4][0-9]{4}|5(?:0[0-9]{3}|1(?:[0-5][0-9]{2}|6(?:0[0-9]{1}|1[0-5]))))))))))))))))))$";
+/// Decimal `int32` text within its range (map keys).
+const INT32_DIGITS: &str = "^(?:0|(?:[1-9][0-9]{0,8}|[1-1][0-9]{9}|2(?:0[0-9]{8}|1(?:[0-3][0-9]{7}|4(?:[0-6][0-9]{6}|7(?:[0-3][0-9]{5}|4(?:[0-7][0-9]{4}|8(?:[0-2][0-9]{3}|3(?:[0-5][0-9]{2}|6(?:[0-3][0-9]{1}|4[0-7])))))))))|-(?:[1-9][0-9]{0,8}|[1-1][0-9]{9}|2(?:0[0-9]{8}|1(?:[0-3][0-9]{7}|4(?:[0-6][0-9]{6}|7(?:[0-3][0-9]{5}|4(?:[0-7][0-9]{4}|8(?:[0-2][0-9]{3}|3(?:[0-5][0-9]{2}|6(?:[0-3][0-9]{1}|4[0-8]))))))))))$";
+/// Decimal `uint32` text within its range (map keys).
+const UINT32_DIGITS: &str = "^(?:0|(?:[1-9][0-9]{0,8}|[1-3][0-9]{9}|4(?:[0-1][0-9]{8}|2(?:[0-8][0-9]{7}|9(?:[0-3][0-9]{6}|4(?:[0-8][0-9]{5}|9(?:[0-5][0-9]{4}|6(?:[0-6][0-9]{3}|7(?:[0-1][0-9]{2}|2(?:[0-8][0-9]{1}|9[0-5]))))))))))$";
 /// The largest finite `float`.
 const FLOAT_MAX: f64 = f32::MAX as f64;
 
@@ -222,10 +224,10 @@ impl<'a> Schemas<'a> {
         let names = match key {
             Kind::Bool => Some(json!({ "enum": ["true", "false"] })),
             Kind::String => None,
-            Kind::Uint32 | Kind::Fixed32 | Kind::Uint64 | Kind::Fixed64 => {
-                Some(json!({ "pattern": UNSIGNED_DIGITS }))
-            }
-            _ => Some(json!({ "pattern": SIGNED_DIGITS })),
+            Kind::Uint32 | Kind::Fixed32 => Some(json!({ "pattern": UINT32_DIGITS })),
+            Kind::Uint64 | Kind::Fixed64 => Some(json!({ "pattern": UINT64_DIGITS })),
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Some(json!({ "pattern": INT64_DIGITS })),
+            _ => Some(json!({ "pattern": INT32_DIGITS })),
         };
         if let Some(names) = names {
             schema["propertyNames"] = names;
@@ -435,7 +437,9 @@ impl WellKnown {
             }),
             WellKnown::Value => json!({ "description": "Any JSON value." }),
             WellKnown::ListValue => json!({ "type": "array", "description": "Any JSON array." }),
-            WellKnown::Empty => json!({ "type": "object", "description": "Always `{}`." }),
+            WellKnown::Empty => json!({
+                "type": "object", "maxProperties": 0, "description": "Always `{}`."
+            }),
             WellKnown::Wrapper => json!({}),
         }
     }

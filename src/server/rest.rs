@@ -131,7 +131,9 @@ impl Gateway {
         }
         let answer = Answer::of(&self.settings, &parts.headers);
         let body = self.read_request_body(&parts.headers, body).await?;
-        let form = match multipart::is_multipart(&parts.headers) {
+        // An `HttpBody` body takes a multipart body as it is.
+        let multipart = !plan.http_body_request && multipart::is_multipart(&parts.headers);
+        let form = match multipart {
             true => {
                 let limit = self.settings.max_form_parts;
                 Some(multipart::read_parts(&parts.headers, body.clone(), limit).await?)

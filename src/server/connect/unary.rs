@@ -164,7 +164,8 @@ async fn read_reply(
     if let Some(status) = Status::from_headers(&parts.headers) {
         return Err(match status.code {
             Code::Ok => no_message(target),
-            _ => call::status_failure(status, parts.headers, HeaderMap::new()),
+            // A trailers-only response's headers are its trailers.
+            _ => call::status_failure(status, HeaderMap::new(), parts.headers),
         });
     }
     call::check_grpc_response(parts.status, &parts.headers)?;

@@ -7,7 +7,8 @@
 //! 3. `dispatch.rs` classifies it once (admin, docs, REST, gRPC, gRPC-Web; Connect and
 //!    WebSocket will slot in there) and applies CORS (`cors.rs`).
 //! 4. The protocol's handler: `admin.rs`, `docs.rs`, `rest.rs` (unary) and `rest_stream.rs`
-//!    (streams), `passthrough.rs` (native gRPC), `grpc_web.rs`, `reflection.rs`.
+//!    (streams), with content codings in `rest_compression.rs`; `passthrough.rs` (native
+//!    gRPC), `grpc_web.rs`, `reflection.rs`.
 //! 5. REST transcodes with `crate::transcode` along the route's plan (`crate::route`).
 //! 6. The upstream call: `crate::upstream::call` (`src/upstream/call.rs`), with the deadline
 //!    from `deadline.rs` and the time bounds from `call_clock.rs`.
@@ -36,6 +37,7 @@ mod passthrough;
 mod reflection;
 mod respond;
 mod rest;
+mod rest_compression;
 mod rest_stream;
 mod settings;
 mod tags;

@@ -385,11 +385,14 @@ async fn unknown_methods_codecs_versions_and_encodings_are_refused() {
     assert_eq!(connect_error(&resp, 400).0, "invalid_argument");
 
     let resp = f
-        .post(SAY, &[JSON, V1, ("content-encoding", "br")], "{}")
+        .post(SAY, &[JSON, V1, ("content-encoding", "snappy")], "{}")
         .await;
     let (code, message) = connect_error(&resp, 501);
     assert_eq!(code, "unimplemented");
-    assert!(message.contains("identity"), "{message}");
+    assert!(
+        message.contains("identity") && message.contains("gzip"),
+        "{message}"
+    );
 
     let resp = f.post(LISTEN, &[JSON, V1], "{}").await;
     assert_eq!(resp.status, 415, "a streaming method called as unary");
@@ -705,7 +708,7 @@ async fn broken_request_streams_end_with_an_error() {
     let resp = f
         .post(
             COLLECT,
-            &[proto[0], ("connect-content-encoding", "gzip")],
+            &[proto[0], ("connect-content-encoding", "snappy")],
             "",
         )
         .await;
@@ -754,4 +757,163 @@ async fn cors_allows_connect_headers() {
     assert_eq!(resp.status, 200);
     let exposed = resp.header("access-control-expose-headers").unwrap();
     assert!(exposed.contains("connect-content-encoding"), "{exposed}");
+}
+
+// === compression ===
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut w = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    w.write_all(data).unwrap();
+    w.finish().unwrap()
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// A note large enough to be worth compressing.
+fn long_text() -> String {
+    "all work and no play ".repeat(100)
+}
+
+#[tokio::test]
+async fn unary_requests_and_answers_are_compressed_both_ways() {
+    let f = Fixture::new().await;
+    let body = serde_json::to_vec(&json!({"text": long_text()})).unwrap();
+    let headers = [
+        JSON,
+        V1,
+        ("content-encoding", "gzip"),
+        ("accept-encoding", "gzip"),
+    ];
+    let resp = f.post(SAY, &headers, gzip(&body)).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.header("content-encoding"), Some("gzip"));
+    let answer: serde_json::Value = serde_json::from_slice(&gunzip(&resp.body)).unwrap();
+    assert_eq!(answer["text"], long_text());
+
+    let resp = f
+        .post(SAY, &[JSON, V1, ("content-encoding", "gzip")], "not gzip")
+        .await;
+    assert_eq!(connect_error(&resp, 400).0, "invalid_argument");
+
+    let message = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(gzip(&note("g", 3)));
+    let url = f.url(&format!(
+        "{PEEK}?connect=v1&encoding=proto&base64=1&compression=gzip&message={message}"
+    ));
+    let resp = get(&url).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.body, note("g", 3));
+}
+
+#[tokio::test]
+async fn stream_messages_are_compressed_each() {
+    let f = Fixture::new().await;
+    let mut body = BytesMut::new();
+    body.extend_from_slice(&envelope(1, &gzip(&note(&long_text(), 0))));
+    body.extend_from_slice(&envelope(0, &note("plain", 0)));
+    let headers = [
+        ("content-type", "application/connect+proto"),
+        ("connect-content-encoding", "gzip"),
+    ];
+    let resp = f.post(COLLECT, &headers, body.freeze()).await;
+    let streamed = parse_stream(resp.body);
+    assert_eq!(
+        streamed.messages,
+        [note("collected", 2)],
+        "{}",
+        streamed.end
+    );
+
+    let request = envelope(0, &note(&long_text(), 2));
+    let headers = [
+        ("content-type", "application/connect+proto"),
+        ("connect-accept-encoding", "gzip"),
+    ];
+    let resp = f.post(LISTEN, &headers, request).await;
+    assert_eq!(resp.header("connect-content-encoding"), Some("gzip"));
+    // The ticks are small: sent as they are, unflagged, in a compressed stream.
+    let streamed = parse_stream(resp.body);
+    assert_eq!(streamed.messages, [note("tick", 1), note("tick", 2)]);
+}
+
+/// A gRPC upstream that answers every call with one message compressed with gzip (flag 1,
+/// `grpc-encoding: gzip`) and OK.
+async fn gzip_upstream(message: &[u8]) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let payload = Bytes::from(gzip(message));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                accepted = listener.accept() => accepted.unwrap(),
+                _ = &mut stopped => return,
+            };
+            let payload = payload.clone();
+            let service = hyper::service::service_fn(move |_request: Request<Incoming>| {
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", "0".parse().unwrap());
+                let frames = vec![
+                    Ok::<_, Infallible>(Frame::data(envelope(1, &payload))),
+                    Ok(Frame::trailers(trailers)),
+                ];
+                let mut response = hyper::Response::new(StreamBody::new(stream::iter(frames)));
+                let headers = response.headers_mut();
+                headers.insert("content-type", "application/grpc".parse().unwrap());
+                headers.insert("grpc-encoding", "gzip".parse().unwrap());
+                async move { Ok::<_, Infallible>(response) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), service),
+            );
+        }
+    });
+    (url, stop)
+}
+
+#[tokio::test]
+async fn upstream_compression_is_passed_on_when_the_client_accepts_it() {
+    let message = note(&long_text(), 1);
+    let (url, _stop) = gzip_upstream(&message).await;
+    let gw = start_gateway(sources(), &url, Settings::default()).await;
+    let compressed = Bytes::from(gzip(&message));
+
+    let headers = [PROTO, V1, ("accept-encoding", "gzip")];
+    let resp = send("POST", &format!("{}{SAY}", gw.base), &headers, note("x", 0)).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        resp.body, compressed,
+        "the upstream's bytes, not compressed again"
+    );
+
+    let resp = send("POST", &format!("{}{SAY}", gw.base), &[JSON, V1], "{}").await;
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("content-encoding").is_none());
+    assert_eq!(resp.json()["text"], long_text());
+
+    let headers = [
+        ("content-type", "application/connect+proto"),
+        ("connect-accept-encoding", "gzip"),
+    ];
+    let url = format!("{}{LISTEN}", gw.base);
+    let resp = send("POST", &url, &headers, envelope(0, &note("x", 0))).await;
+    let body = resp.body.clone();
+    assert_eq!(&body[..1], &[1], "flagged compressed");
+    assert_eq!(parse_stream_compressed(body), compressed);
+}
+
+/// The payload of the first (compressed) message of a stream.
+fn parse_stream_compressed(mut body: Bytes) -> Bytes {
+    assert_eq!(body.get_u8(), 1);
+    let len = body.get_u32() as usize;
+    body.split_to(len)
 }

@@ -400,6 +400,7 @@ mod tests {
             [
                 "authorization",
                 "content-type",
+                "grpc-accept-encoding",
                 "grpc-timeout",
                 "te",
                 "x-custom-bin"

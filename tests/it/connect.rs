@@ -22,7 +22,7 @@ use protogate::descriptor::Sources;
 use protogate::server::{CorsPolicy, Settings};
 use serde_json::json;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
 
@@ -97,13 +97,14 @@ type Seen = Arc<Mutex<Vec<(String, MetadataMap)>>>;
 /// `Say` echoes with `x-answer: yes` (fails with details on "fail", waits on "slow"); `Peek`
 /// echoes with `cache-control`; other unary methods answer a note naming their path.
 /// `Listen` streams `n` notes (then fails, on "fail"), `Collect` counts, `Converse` echoes.
-fn handlers(seen: &Seen) -> Handlers {
-    let seen_u = seen.clone();
+fn handlers(seen: &Seen, arrived: &Arc<Notify>) -> Handlers {
+    let (seen_u, arrived) = (seen.clone(), arrived.clone());
     let unary = backend::handler(move |call: Call| {
         seen_u
             .lock()
             .unwrap()
             .push((call.path.clone(), call.metadata.clone()));
+        arrived.notify_one();
         async move {
             if text_of(&call.message)["text"] == "slow" {
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -196,6 +197,8 @@ async fn streams(mut call: StreamCall) -> Result<MessageStream, Status> {
 
 struct Fixture {
     seen: Seen,
+    /// Told of every unary call the backend gets.
+    arrived: Arc<Notify>,
     gw: Gw,
     _backend: Served,
 }
@@ -203,10 +206,12 @@ struct Fixture {
 impl Fixture {
     async fn start(settings: Settings) -> Fixture {
         let seen = Seen::default();
-        let backend = serve_handlers(handlers(&seen)).await;
+        let arrived = Arc::new(Notify::new());
+        let backend = serve_handlers(handlers(&seen, &arrived)).await;
         let gw = start_gateway(sources(), &backend.url, settings).await;
         Fixture {
             seen,
+            arrived,
             gw,
             _backend: backend,
         }
@@ -714,6 +719,31 @@ async fn broken_request_streams_end_with_an_error() {
         .await;
     let end = parse_stream(resp.body).end;
     assert_eq!(end["error"]["code"], "unimplemented", "{end}");
+}
+
+#[tokio::test]
+async fn overload_is_a_connect_error() {
+    let settings = Settings {
+        max_concurrent_requests: 1,
+        ..Settings::default()
+    };
+    let f = Fixture::start(settings).await;
+    let url = f.url(SAY);
+    let held =
+        tokio::spawn(async move { send("POST", &url, &[JSON, V1], r#"{"text":"slow"}"#).await });
+    bounded(f.arrived.notified()).await;
+    let resp = f.post(SAY, &[JSON, V1], "{}").await;
+    assert_eq!(connect_error(&resp, 503).0, "unavailable");
+    assert_eq!(resp.header("retry-after"), Some("1"));
+    let stream = [("content-type", "application/connect+json")];
+    let resp = f.post(LISTEN, &stream, envelope(0, b"{}")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/connect+json")
+    );
+    assert_eq!(parse_stream(resp.body).end["error"]["code"], "unavailable");
+    held.abort();
 }
 
 #[tokio::test]

@@ -656,6 +656,65 @@ async fn bidi_streams_answer_each_message_as_it_comes() {
     assert_eq!(resp.status, 505, "bidi needs HTTP/2");
 }
 
+#[tokio::test]
+async fn silent_streams_and_deadlines_end_the_stream() {
+    let settings = Settings {
+        stream_idle_timeout: Duration::from_millis(300),
+        ..Settings::default()
+    };
+    let f = Fixture::start(settings).await;
+    // A bidi stream whose client never sends: the idle limit ends it.
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let frames = stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
+    });
+    let mut sender = h2(&f.gw.base).await;
+    let body = BodyExt::boxed(StreamBody::new(frames));
+    let request = h2_request(&f.gw.base, CONVERSE, "application/connect+json", body);
+    let response = bounded(sender.send_request(request)).await.unwrap();
+    let body = bounded(response.into_body().collect()).await.unwrap();
+    let end = parse_stream(body.to_bytes()).end;
+    assert_eq!(end["error"]["code"], "deadline_exceeded", "{end}");
+    assert!(
+        end["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--stream-idle-timeout"),
+        "{end}"
+    );
+    drop(tx);
+
+    // Connect-Timeout-Ms bounds a stream too.
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let frames = stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
+    });
+    let mut request = h2_request(
+        &f.gw.base,
+        CONVERSE,
+        "application/connect+json",
+        BodyExt::boxed(StreamBody::new(frames)),
+    );
+    request
+        .headers_mut()
+        .insert("connect-timeout-ms", "100".parse().unwrap());
+    tx.send(envelope(0, br#"{"text":"hi"}"#)).await.unwrap();
+    let response = bounded(sender.send_request(request)).await.unwrap();
+    let body = bounded(response.into_body().collect()).await.unwrap();
+    let streamed = parse_stream(body.to_bytes());
+    assert_eq!(streamed.messages.len(), 1);
+    assert_eq!(
+        streamed.end["error"]["code"], "deadline_exceeded",
+        "{}",
+        streamed.end
+    );
+    drop(tx);
+}
+
 /// Reads the next whole envelope of a response body.
 async fn next_envelope(body: &mut Incoming) -> (u8, Bytes) {
     let mut buf = BytesMut::new();

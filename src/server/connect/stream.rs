@@ -282,7 +282,7 @@ impl Inbound {
                 return Err(EnvelopeError::Compressed.into());
             }
             let message = match envelope.compressed {
-                true => coding::decode(coding, &envelope.payload, self.limit)?,
+                true => coding::decode(coding, envelope.payload, self.limit)?,
                 false => envelope.payload,
             };
             let wire = match self.translation.codec {

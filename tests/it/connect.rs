@@ -495,6 +495,42 @@ async fn rest_routes_win_and_plain_json_posts_stay_rest() {
 }
 
 #[tokio::test]
+async fn routes_on_the_methods_own_path_are_answered_in_connect() {
+    let seen = Seen::default();
+    let backend = serve_handlers(handlers(&seen, &Arc::new(Notify::new()))).await;
+    let options = protogate::upstream::UpstreamOptions {
+        connections: 2,
+        connect_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let (upstreams, map) =
+        protogate::upstream::build_all(Some(&backend.url), &[], &options).unwrap();
+    let routes = protogate::route::RouteOptions {
+        expose_unannotated: true,
+        ..Default::default()
+    };
+    let snapshot =
+        protogate::snapshot::Snapshot::build(&relay_sources(), &routes, Some(&map)).unwrap();
+    let gw = start_with(protogate::server::Gateway::new(
+        snapshot,
+        upstreams,
+        Settings::default(),
+    ))
+    .await;
+    let url = format!("{}{SAY}", gw.base);
+    // `--expose-unannotated` routes POST /testapi.v1.Relay/Say; REST clients keep it...
+    let resp = send("POST", &url, &[JSON], r#"{"text":"rest"}"#).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["text"], "rest");
+    // ...and Connect clients get Connect, binary codec included.
+    let resp = send("POST", &url, &[PROTO, V1], note("connect", 1)).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.body, note("connect", 1));
+    let resp = send("POST", &url, &[JSON, V1], r#"{"text":"fail"}"#).await;
+    assert_eq!(connect_error(&resp, 404).0, "not_found");
+}
+
+#[tokio::test]
 async fn side_effect_free_methods_answer_get() {
     let f = Fixture::new().await;
     let message = "%7B%22text%22%3A%22peek%22%7D";

@@ -197,6 +197,11 @@ impl Gateway {
         if let Some(label) = label {
             response.extensions_mut().insert(RouteTag(label));
         }
+        let accept = match kind {
+            ConnectKind::Stream => "connect-accept-encoding",
+            ConnectKind::Unary | ConnectKind::Get => "accept-encoding",
+        };
+        response.headers_mut().insert(accept, coding::ACCEPTED);
         response
     }
 

@@ -398,6 +398,10 @@ async fn unknown_methods_codecs_versions_and_encodings_are_refused() {
         message.contains("identity") && message.contains("gzip"),
         "{message}"
     );
+    assert_eq!(
+        resp.header("accept-encoding"),
+        Some("zstd, br, gzip, deflate")
+    );
 
     let resp = f.post(LISTEN, &[JSON, V1], "{}").await;
     assert_eq!(resp.status, 415, "a streaming method called as unary");
@@ -623,8 +627,10 @@ async fn a_failing_stream_ends_with_its_error_and_trailers() {
         )
         .await;
     assert_eq!(resp.status, 200);
+    let accepted = resp.header("connect-accept-encoding").map(str::to_string);
     let end = parse_stream(resp.body).end;
     assert_eq!(end["error"]["code"], "unimplemented", "{end}");
+    assert_eq!(accepted.as_deref(), Some("zstd, br, gzip, deflate"));
 }
 
 #[tokio::test]
@@ -812,8 +818,10 @@ async fn broken_request_streams_end_with_an_error() {
             "",
         )
         .await;
+    let accepted = resp.header("connect-accept-encoding").map(str::to_string);
     let end = parse_stream(resp.body).end;
     assert_eq!(end["error"]["code"], "unimplemented", "{end}");
+    assert_eq!(accepted.as_deref(), Some("zstd, br, gzip, deflate"));
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@
 //! decoded, and compressed again for the client when they are worth it.
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use crate::compression::{self, DecodeError, Encoding};
 use crate::error::{quoted, ErrorSource, GatewayError};
@@ -16,6 +16,10 @@ use crate::grpc::Code;
 
 /// The codings a Connect request may use, as errors list them.
 const SUPPORTED: &str = "zstd, br, gzip, deflate, identity";
+
+/// The codings a Connect request may use, as every answer announces them (in
+/// `Accept-Encoding`, or `Connect-Accept-Encoding` for streams).
+pub(super) const ACCEPTED: HeaderValue = HeaderValue::from_static("zstd, br, gzip, deflate");
 
 /// The coding `token` names, when the gateway decodes it; else `unimplemented`, naming the
 /// codings it does decode (as the Connect specification asks).

@@ -94,6 +94,21 @@ fn media_type(headers: &HeaderMap) -> String {
         .to_ascii_lowercase()
 }
 
+/// The content types a 415 says the method takes (RFC 9110's `Accept-Post`, as connect-go
+/// sends it).
+const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
+
+fn accepted_types(kind: ConnectKind) -> HeaderValue {
+    match kind {
+        ConnectKind::Stream => {
+            HeaderValue::from_static("application/connect+json, application/connect+proto")
+        }
+        ConnectKind::Unary | ConnectKind::Get => {
+            HeaderValue::from_static("application/json, application/proto")
+        }
+    }
+}
+
 /// How messages are written: binary protobuf or protobuf JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Codec {
@@ -202,6 +217,11 @@ impl Gateway {
             ConnectKind::Unary | ConnectKind::Get => "accept-encoding",
         };
         response.headers_mut().insert(accept, coding::ACCEPTED);
+        if response.status() == http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
+            response
+                .headers_mut()
+                .insert(ACCEPT_POST, accepted_types(kind));
+        }
         response
     }
 

@@ -383,6 +383,8 @@ async fn unknown_methods_codecs_versions_and_encodings_are_refused() {
         .post(SAY, &[("content-type", "application/xml"), V1], "<a/>")
         .await;
     assert_eq!(resp.status, 415);
+    let accept_post = resp.header("accept-post");
+    assert_eq!(accept_post, Some("application/json, application/proto"));
 
     let resp = f
         .post(SAY, &[JSON, ("connect-protocol-version", "2")], "{}")

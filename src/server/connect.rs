@@ -98,6 +98,22 @@ fn media_type(headers: &HeaderMap) -> String {
 /// sends it).
 const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
 
+/// What every Connect answer says it takes: the request codings, and on a 415 the content
+/// types.
+fn announce(kind: ConnectKind, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let accept = match kind {
+        ConnectKind::Stream => "connect-accept-encoding",
+        ConnectKind::Unary | ConnectKind::Get => "accept-encoding",
+    };
+    let unsupported = response.status() == http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    let headers = response.headers_mut();
+    headers.insert(accept, coding::ACCEPTED);
+    if unsupported {
+        headers.insert(ACCEPT_POST, accepted_types(kind));
+    }
+    response
+}
+
 fn accepted_types(kind: ConnectKind) -> HeaderValue {
     match kind {
         ConnectKind::Stream => {
@@ -212,17 +228,7 @@ impl Gateway {
         if let Some(label) = label {
             response.extensions_mut().insert(RouteTag(label));
         }
-        let accept = match kind {
-            ConnectKind::Stream => "connect-accept-encoding",
-            ConnectKind::Unary | ConnectKind::Get => "accept-encoding",
-        };
-        response.headers_mut().insert(accept, coding::ACCEPTED);
-        if response.status() == http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
-            response
-                .headers_mut()
-                .insert(ACCEPT_POST, accepted_types(kind));
-        }
-        response
+        announce(kind, response)
     }
 
     /// A Connect error response for a request refused before it was handled (at the edge):

@@ -21,7 +21,7 @@ const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 const GRPC_ENCODING: &str = "grpc-encoding";
 /// The codings the gateway decodes in response messages, in its order of preference.
 const ACCEPTED: [Encoding; 3] = [Encoding::Gzip, Encoding::Zstd, Encoding::Deflate];
-const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("gzip, zstd, deflate");
+pub(crate) const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("gzip, zstd, deflate");
 const AGENT: HeaderValue =
     HeaderValue::from_static(concat!("protogate/", env!("CARGO_PKG_VERSION")));
 

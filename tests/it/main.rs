@@ -14,6 +14,7 @@ mod balancing;
 mod bounds;
 mod cli;
 mod compression;
+mod connect;
 mod docs;
 mod docs_page;
 mod downstream_tls;

@@ -37,20 +37,14 @@ pub(super) fn parse_message(
 ) -> Result<DynamicMessage, GatewayError> {
     check_depth(body, options.max_depth)?;
     let mut de = serde_json::Deserializer::from_slice(body);
-    let mut track = serde_path_to_error::Track::new();
-    let strict = Strict::new(&mut de, desc);
-    let tracked = serde_path_to_error::Deserializer::new(strict, &mut track);
-    let parsed =
-        DynamicMessage::deserialize_with_options(desc.clone(), tracked, &options.deserialize())
-            .and_then(|m| de.end().map(|()| m));
+    let parsed = DynamicMessage::deserialize_with_options(
+        desc.clone(),
+        Strict::new(&mut de, desc),
+        &options.deserialize(),
+    )
+    .and_then(|m| de.end().map(|()| m));
     let message = parsed.map_err(|e| {
-        let mut path = client_path(&track.path());
-        if let Some(key) = duplicated_key(&e.to_string()) {
-            if !path.is_empty() {
-                path.push('.');
-            }
-            path.push_str(&key);
-        }
+        let path = error_path(desc, body, options, &e);
         invalid_body(
             desc.full_name(),
             Place {
@@ -62,6 +56,39 @@ pub(super) fn parse_message(
     })?;
     check_any_type_names(&message)?;
     Ok(message)
+}
+
+/// Bodies nested deeper than this are refused without a field path: tracking it costs stack
+/// on every level, and serde_json's own limit (128) must stay the one that stops a deep body.
+const PATH_DEPTH: usize = 32;
+
+/// Where in `body` the refusal `error` is, found by reading the body again with the path
+/// tracked (refusals are rare; accepted bodies never pay for the tracking).
+fn error_path(
+    desc: &MessageDescriptor,
+    body: &[u8],
+    options: &JsonOptions,
+    error: &serde_json::Error,
+) -> String {
+    if check_depth(body, PATH_DEPTH).is_err() {
+        return String::new();
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut track = serde_path_to_error::Track::new();
+    let tracked = serde_path_to_error::Deserializer::new(Strict::new(&mut de, desc), &mut track);
+    let again =
+        DynamicMessage::deserialize_with_options(desc.clone(), tracked, &options.deserialize());
+    if again.is_ok() {
+        return String::new();
+    }
+    let mut path = client_path(&track.path());
+    if let Some(key) = duplicated_key(&error.to_string()) {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(&key);
+    }
+    path
 }
 
 /// A path as the client wrote it: `a.b[0].c`, empty at the top. A key that could not be

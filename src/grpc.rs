@@ -4,6 +4,7 @@
 pub mod frame;
 pub mod metadata;
 mod raw_codec;
+pub mod reflection;
 pub mod status;
 pub mod timeout;
 

@@ -61,7 +61,8 @@ impl Gateway {
         };
         if reflection::is_reflection(service) {
             let current = self.current();
-            return reflection::serve(&current.snapshot, &current.reflection, request).await;
+            let limit = self.settings.max_request_bytes;
+            return reflection::serve(&current.snapshot, &current.reflection, request, limit).await;
         }
         let upstream = snapshot
             .upstream_of_service(service)

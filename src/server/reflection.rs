@@ -1,120 +1,148 @@
 //! gRPC server reflection (v1 and v1alpha), served by the gateway itself for the services it
 //! loaded, so grpcurl and similar tools can list, describe and call them through the gateway
 //! without `.proto` files. Served from the snapshot's descriptors, not the upstreams': the
-//! gateway only forwards what it loaded, so that is what it advertises.
+//! gateway only forwards what it loaded, so that is what it advertises. The answers come from
+//! `crate::grpc::reflection`; this file streams them, one per request message, as they come.
 
-use std::convert::Infallible;
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
-use http::{Request, Response};
-use http_body_util::BodyExt;
-use tonic_reflection::server::Builder;
-use tower_service::Service;
+use bytes::Bytes;
+use futures_util::stream;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use prost::Message;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 
-use super::body::ResponseBody;
-use super::respond;
+use super::body::{BoxError, ResponseBody};
 use crate::error::GatewayError;
+use crate::grpc::frame::{self, Decoder};
+use crate::grpc::reflection::{ReflectionIndex, V1, V1ALPHA};
+use crate::grpc::{status, Code};
 use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamBody;
 
-/// The reflection services, as `ServerReflection/ServerReflectionInfo` paths name them.
-const V1: &str = "grpc.reflection.v1.ServerReflection";
-const V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
-
-/// What `tonic`'s generated servers return (`tonic::codegen::BoxFuture`).
-type Answer = tonic::codegen::BoxFuture<Response<tonic::body::Body>, Infallible>;
-/// One reflection version, type-erased (`tonic-reflection` returns an unnameable type).
-type Serve = Arc<dyn Fn(Request<UpstreamBody>) -> Answer + Send + Sync>;
-
-/// Both reflection versions for one snapshot.
-struct Reflection {
-    v1: Serve,
-    v1alpha: Serve,
-}
-
-/// The reflection services of a snapshot, built on first use and then kept with it, so
-/// requests never re-index descriptors and a reload brings fresh ones with the new snapshot.
-#[derive(Default)]
-pub(crate) struct ReflectionCache(OnceLock<Result<Reflection, String>>);
-
-impl std::fmt::Debug for ReflectionCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ReflectionCache")
-    }
-}
+/// The reflection index of a snapshot, built on first use and then kept with it, so requests
+/// never re-index descriptors and a reload brings a fresh one with the new snapshot.
+#[derive(Debug, Default)]
+pub(crate) struct ReflectionCache(OnceLock<Arc<ReflectionIndex>>);
 
 /// Whether `service` is one of the reflection services the gateway answers itself.
 pub(super) fn is_reflection(service: &str) -> bool {
     service == V1 || service == V1ALPHA
 }
 
-/// Answers a reflection request (one whose service [`is_reflection`] accepts).
+/// Answers a reflection call (one whose service [`is_reflection`] accepts): each request
+/// message, at most `limit` bytes, gets its answer as soon as it arrives.
 pub(super) async fn serve(
     snapshot: &Snapshot,
     cache: &ReflectionCache,
     request: Request<UpstreamBody>,
+    limit: usize,
 ) -> Response<ResponseBody> {
-    let reflection = match cache.0.get_or_init(|| build(snapshot)) {
-        Ok(reflection) => reflection,
-        Err(e) => return respond::grpc(&GatewayError::internal(e.clone())),
+    let index = cache
+        .0
+        .get_or_init(|| {
+            let services = snapshot.services.keys().map(String::as_str);
+            Arc::new(ReflectionIndex::new(&snapshot.pool, services))
+        })
+        .clone();
+    let call = Call {
+        body: request.into_body(),
+        decoder: Decoder::new(limit),
+        index,
+        ready: VecDeque::new(),
+        ended: false,
     };
-    let v1 = request
-        .uri()
-        .path()
-        .strip_prefix('/')
-        .and_then(|p| p.strip_prefix(V1));
-    let version = if v1.is_some_and(|rest| rest.starts_with('/')) {
-        &reflection.v1
-    } else {
-        &reflection.v1alpha
-    };
-    match version(request).await {
-        Ok(response) => response.map(|body| body.map_err(Into::into).boxed_unsync()),
-        Err(never) => match never {},
+    let frames = stream::unfold(call, |mut call| async move {
+        let frame = call.next().await?;
+        Some((Ok::<_, BoxError>(frame), call))
+    });
+    let mut response = Response::new(StreamBody::new(frames).boxed_unsync());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+/// One reflection call: the client's messages in, answers and finally the status out.
+struct Call {
+    body: UpstreamBody,
+    decoder: Decoder,
+    index: Arc<ReflectionIndex>,
+    /// Answers decoded but not yet sent.
+    ready: VecDeque<Bytes>,
+    ended: bool,
+}
+
+impl Call {
+    /// The next frame of the response: an answer, or the trailers that end the call.
+    async fn next(&mut self) -> Option<Frame<Bytes>> {
+        loop {
+            if let Some(answer) = self.ready.pop_front() {
+                return Some(Frame::data(answer));
+            }
+            if self.ended {
+                return None;
+            }
+            if let Err(error) = self.answer_buffered() {
+                return Some(self.end(&error));
+            }
+            if !self.ready.is_empty() {
+                continue;
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.decoder.push(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    let error = GatewayError::new(
+                        Code::Cancelled,
+                        format!("the client's request stream failed: {e}"),
+                    );
+                    return Some(self.end(&error));
+                }
+                None => {
+                    let outcome = match self.decoder.finish() {
+                        Ok(()) => GatewayError::new(Code::Ok, ""),
+                        Err(e) => GatewayError::invalid_argument(e.to_string()),
+                    };
+                    return Some(self.end(&outcome));
+                }
+            }
+        }
     }
-}
 
-/// Indexes the snapshot's descriptors for both versions. The pool is registered encoded, so
-/// the files keep their custom options (`google.api.http`) for tools that read them.
-fn build(snapshot: &Snapshot) -> Result<Reflection, String> {
-    let encoded = snapshot.pool.encode_to_vec();
-    let mut services: Vec<&str> = snapshot.services.keys().map(String::as_str).collect();
-    services.extend([V1, V1ALPHA]);
-    services.sort_unstable();
-    services.dedup();
-    let v1 = builder(&encoded, &services)
-        .build_v1()
-        .map_err(|e| format!("cannot serve reflection: {e}"))?;
-    let v1alpha = builder(&encoded, &services)
-        .build_v1alpha()
-        .map_err(|e| format!("cannot serve reflection: {e}"))?;
-    Ok(Reflection {
-        v1: erase(v1),
-        v1alpha: erase(v1alpha),
-    })
-}
-
-/// Lists `services` (sorted, so listings are stable) and knows every loaded file and both
-/// reflection protocols' own files.
-fn builder<'b>(encoded: &'b [u8], services: &[&str]) -> Builder<'b> {
-    let mut builder = Builder::configure()
-        .include_reflection_service(false)
-        .register_encoded_file_descriptor_set(encoded)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET);
-    for name in services {
-        builder = builder.with_service_name(*name);
+    /// Answers every complete request message buffered so far.
+    fn answer_buffered(&mut self) -> Result<(), GatewayError> {
+        while let Some(message) = self
+            .decoder
+            .next_frame()
+            .map_err(|e| GatewayError::invalid_argument(e.to_string()))?
+        {
+            if message.compressed {
+                return Err(GatewayError::invalid_argument(
+                    "compressed reflection requests are not supported",
+                ));
+            }
+            let request = ServerReflectionRequest::decode(message.payload).map_err(|e| {
+                GatewayError::invalid_argument(format!("invalid reflection request: {e}"))
+            })?;
+            self.ready
+                .push_back(frame::encode(&self.index.answer(request)));
+        }
+        Ok(())
     }
-    builder
-}
 
-fn erase<S>(service: S) -> Serve
-where
-    S: Service<Request<UpstreamBody>, Response = Response<tonic::body::Body>, Future = Answer>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-{
-    Arc::new(move |request| service.clone().call(request))
+    /// The trailers that end the call with `outcome`.
+    fn end(&mut self, outcome: &GatewayError) -> Frame<Bytes> {
+        self.ended = true;
+        let mut trailers = HeaderMap::new();
+        status::insert_status(&mut trailers, outcome.code, &outcome.message);
+        Frame::trailers(trailers)
+    }
 }

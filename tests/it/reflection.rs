@@ -149,27 +149,67 @@ async fn files_keep_their_http_rules_and_their_imports_resolve() {
     }
 }
 
+/// Unknown symbols, files, extensions and extension numbers of unknown types are each answered
+/// with an `error_response` (`NOT_FOUND`), and the stream stays open: the next request on it,
+/// sent only after that answer came, is answered too (as the reference implementations do,
+/// and as clients that reuse one stream expect).
 #[tokio::test]
-async fn an_unknown_symbol_ends_the_stream_with_not_found() {
+async fn unknown_names_are_error_responses_and_the_stream_stays_usable() {
     use v1::server_reflection_client::ServerReflectionClient;
+    use v1::server_reflection_request::MessageRequest;
+    use v1::server_reflection_response::MessageResponse;
     let gw = gateway().await;
     let mut client = ServerReflectionClient::new(grpc_channel(&gw.base).await);
-    let request = v1::ServerReflectionRequest {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let requests = tokio_stream_of(rx);
+    let mut answers = bounded(client.server_reflection_info(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let unknown = [
+        MessageRequest::FileContainingSymbol("nope.Nothing".into()),
+        MessageRequest::FileByFilename("nope.proto".into()),
+        MessageRequest::AllExtensionNumbersOfType("nope.Nothing".into()),
+        MessageRequest::FileContainingExtension(v1::ExtensionRequest {
+            containing_type: "nope.Nothing".into(),
+            extension_number: 5,
+        }),
+    ];
+    for request in unknown {
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        };
+        tx.send(request).await.unwrap();
+        let answer = bounded(answers.message()).await.unwrap().unwrap();
+        match answer.message_response {
+            Some(MessageResponse::ErrorResponse(e)) => {
+                assert_eq!(e.error_code, tonic::Code::NotFound as i32);
+                assert!(e.error_message.contains("nope."), "{e:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let list = v1::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(
-            v1::server_reflection_request::MessageRequest::FileContainingSymbol(
-                "nope.Nothing".into(),
-            ),
-        ),
+        message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    // tonic-reflection answers a failed lookup with the call's status, not an ErrorResponse
-    // message; grpcurl reports either as "not found".
-    let status = match bounded(client.server_reflection_info(stream::iter([request]))).await {
-        Err(status) => status,
-        Ok(response) => bounded(response.into_inner().message()).await.unwrap_err(),
-    };
-    assert_eq!(status.code(), tonic::Code::NotFound);
-    assert!(status.message().contains("nope.Nothing"), "{status:?}");
+    tx.send(list).await.unwrap();
+    let answer = bounded(answers.message()).await.unwrap().unwrap();
+    let names = service_names(answer.message_response.unwrap());
+    assert!(names.contains(&"testapi.v1.Relay".into()), "{names:?}");
+    drop(tx);
+    assert!(
+        bounded(answers.message()).await.unwrap().is_none(),
+        "ends OK"
+    );
+}
+
+/// A stream of the messages sent on `rx`.
+fn tokio_stream_of<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
 }
 
 #[tokio::test]

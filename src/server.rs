@@ -4,10 +4,12 @@
 //!    protocol, and `connection.rs` keeps what the gateway bounds per connection.
 //! 2. `edge.rs` takes every request: request id, admission, metrics, access log; HTTP/1.1
 //!    framing it refuses is in `framing.rs`.
-//! 3. `dispatch.rs` classifies it once (admin, docs, REST, gRPC, gRPC-Web; Connect and
-//!    WebSocket will slot in there) and applies CORS (`cors.rs`).
+//! 3. `dispatch.rs` classifies it once (admin, docs, REST, gRPC, gRPC-Web, WebSocket; Connect
+//!    will slot in there) and applies CORS (`cors.rs`).
 //! 4. The protocol's handler: `admin.rs`, `docs.rs`, `rest.rs` (unary) and `rest_stream.rs`
-//!    (streams), `passthrough.rs` (native gRPC), `grpc_web.rs`, `reflection.rs`.
+//!    (streams), `passthrough.rs` (native gRPC), `grpc_web.rs`, `reflection.rs`,
+//!    `websocket.rs` (the upgrade; its session then runs in `websocket/session.rs`, reading
+//!    the upstream's responses as `rest_stream.rs` does).
 //! 5. REST transcodes with `crate::transcode` along the route's plan (`crate::route`).
 //! 6. The upstream call: `crate::upstream::call` (`src/upstream/call.rs`), with the deadline
 //!    from `deadline.rs` and the time bounds from `call_clock.rs`.
@@ -38,6 +40,7 @@ mod rest;
 mod rest_stream;
 mod settings;
 mod tags;
+mod websocket;
 
 pub use admin::serve_admin;
 pub use body::{BoxError, ResponseBody};

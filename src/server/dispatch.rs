@@ -1,7 +1,8 @@
 //! Classify each request once, then hand it to the code that speaks its protocol: the admin
 //! endpoints, the API's documentation, a CORS preflight, REST (transcoded), native gRPC
-//! (passed through) or gRPC-Web (translated, then passed through). The Connect protocol and
-//! WebSocket upgrades will be two more kinds here. CORS headers are added here, and only here.
+//! (passed through), gRPC-Web (translated, then passed through) or a WebSocket upgrade (a
+//! streaming call over frames). The Connect protocol will be one more kind here. CORS headers
+//! are added here, and only here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub(crate) enum Kind {
     Grpc,
     /// `application/grpc-web`, `application/grpc-web+proto`, `application/grpc-web-text`, ...
     GrpcWeb,
+    /// An HTTP/1.1 `GET` with `Upgrade: websocket`, or an HTTP/2 extended `CONNECT` for one.
+    WebSocket,
 }
 
 impl Kind {
@@ -47,6 +50,7 @@ impl Kind {
         match self {
             Kind::Grpc => Protocol::Grpc,
             Kind::GrpcWeb => Protocol::GrpcWeb,
+            Kind::WebSocket => Protocol::WebSocket,
             _ => Protocol::Rest,
         }
     }
@@ -58,6 +62,7 @@ pub(crate) enum Protocol {
     Grpc,
     GrpcWeb,
     Rest,
+    WebSocket,
 }
 
 impl Protocol {
@@ -66,12 +71,13 @@ impl Protocol {
             Protocol::Grpc => "grpc",
             Protocol::GrpcWeb => "grpc-web",
             Protocol::Rest => "rest",
+            Protocol::WebSocket => "websocket",
         }
     }
 }
 
 /// Sorts a request: the admin and documentation paths first (they win over routes), then
-/// preflights, then by `content-type`.
+/// preflights, then WebSocket upgrades, then by `content-type`.
 pub(crate) fn classify<B>(request: &Request<B>, settings: &Settings) -> Kind {
     let (method, path) = (request.method(), request.uri().path());
     if let Some(admin) = AdminPath::of(method, path).filter(|_| settings.admin_on_main_port) {
@@ -82,6 +88,9 @@ pub(crate) fn classify<B>(request: &Request<B>, settings: &Settings) -> Kind {
     }
     if settings.cors.is_some() && is_preflight(method, request.headers()) {
         return Kind::Preflight;
+    }
+    if super::websocket::handshake::is_upgrade(request) {
+        return Kind::WebSocket;
     }
     content_kind(request.headers())
 }
@@ -128,6 +137,7 @@ impl Gateway {
             Kind::Grpc => self.handle_grpc(request).await,
             Kind::GrpcWeb => self.handle_grpc_web(request).await,
             Kind::Rest => self.handle_rest(request, peer).await,
+            Kind::WebSocket => self.handle_websocket(request, peer).await,
         };
         if let Some(cors) = &self.settings.cors {
             cors.decorate(origin.as_ref(), response.headers_mut());

@@ -20,6 +20,7 @@ use super::framing;
 use super::gateway::Gateway;
 use super::respond;
 use super::tags::{ErrorTag, RouteTag};
+use super::websocket::SessionHold;
 use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
 use crate::metrics::RequestLabels;
@@ -96,6 +97,14 @@ impl Gateway {
         reserved: usize,
         permits: Option<Permits>,
     ) -> Response<ResponseBody> {
+        // An accepted WebSocket keeps the permits for as long as its session lasts.
+        let permits = match response.extensions().get::<SessionHold>() {
+            Some(hold) => {
+                hold.keep(Box::new(permits));
+                None
+            }
+            None => permits,
+        };
         let held = Held {
             gateway: self.clone(),
             _permits: permits,
@@ -151,7 +160,7 @@ fn overloaded(protocol: Protocol, message: &str) -> Response<ResponseBody> {
         Protocol::Grpc | Protocol::GrpcWeb => {
             respond::grpc(&GatewayError::unavailable(message).from_source(ErrorSource::Gateway))
         }
-        Protocol::Rest => respond::rest_plain(
+        Protocol::Rest | Protocol::WebSocket => respond::rest_plain(
             &GatewayError::unavailable(message).from_source(ErrorSource::Gateway),
         ),
     };

@@ -105,7 +105,9 @@ fn builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(settings.max_concurrent_streams)
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(1024))
-        .keep_alive_interval(Duration::from_secs(30));
+        .keep_alive_interval(Duration::from_secs(30))
+        // RFC 8441: WebSockets over HTTP/2 streams (extended CONNECT).
+        .enable_connect_protocol();
     builder
 }
 
@@ -196,6 +198,6 @@ where
         }
     });
     builder
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned()
 }

@@ -44,6 +44,9 @@ pub struct Settings {
     pub cors: Option<CorsPolicy>,
     /// Where `/openapi.json` and `/docs` are served (on the serving port).
     pub docs: DocsSettings,
+    /// How often a WebSocket client is pinged; one that has answered nothing since the last
+    /// ping is gone. No flag: zero turns pings off.
+    pub websocket_ping_interval: Duration,
 }
 
 impl Default for Settings {
@@ -66,6 +69,7 @@ impl Default for Settings {
             max_header_bytes: 64 << 10,
             cors: None,
             docs: DocsSettings::default(),
+            websocket_ping_interval: Duration::from_secs(30),
         }
     }
 }

@@ -15,20 +15,18 @@ pub(crate) mod handshake;
 mod messages;
 mod session;
 
-use std::any::Any;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::sync::oneshot;
 
 use super::body::ResponseBody;
 use super::edge::REQUEST_ID;
 use super::gateway::Gateway;
 use super::respond;
-use super::tags::RouteTag;
+use super::tags::{RouteTag, SessionHold};
 use crate::error::GatewayError;
 use crate::route::{Lookup, RoutePlan};
 use crate::snapshot::Snapshot;
@@ -37,26 +35,6 @@ use messages::Mapping;
 /// A method no binding names: looking a path up under it lists every method it is bound
 /// under (or finds a `custom` binding of kind `*`).
 const PROBE: &[u8] = b"PROTOGATE-WEBSOCKET";
-
-/// What the edge hands to an accepted upgrade's session to keep while it lasts (the
-/// admission permits), put in the 101's extensions: a session counts against the
-/// concurrency limits until it closes, not only until its handshake is answered.
-#[derive(Debug, Clone)]
-pub(crate) struct SessionHold(Arc<Mutex<Option<oneshot::Sender<Box<dyn Any + Send>>>>>);
-
-impl SessionHold {
-    fn new() -> (SessionHold, oneshot::Receiver<Box<dyn Any + Send>>) {
-        let (tx, rx) = oneshot::channel();
-        (SessionHold(Arc::new(Mutex::new(Some(tx)))), rx)
-    }
-
-    /// Gives `held` to the session, to drop when it ends.
-    pub(crate) fn keep(&self, held: Box<dyn Any + Send>) {
-        if let Some(tx) = self.0.lock().ok().and_then(|mut slot| slot.take()) {
-            let _ = tx.send(held);
-        }
-    }
-}
 
 impl Gateway {
     /// Answers a WebSocket upgrade: the handshake that switches protocols (the session then

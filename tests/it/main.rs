@@ -31,3 +31,4 @@ mod rest_streaming;
 mod routing;
 mod upstream_tls;
 mod vps;
+mod websocket;

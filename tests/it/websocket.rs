@@ -1,0 +1,615 @@
+//! Streaming methods over WebSocket, against a real streaming gRPC backend: bidi, client and
+//! server streams in text and binary frames, how a call's end reaches the client (Close 1000,
+//! or an error frame and Close 4000 + code), the refusals before the upgrade, the bounds
+//! (message size, idle time, a client that vanishes or stops answering pings), HTTP/2
+//! extended CONNECT, and real clients other than tungstenite: Python's `websockets`, node's
+//! built-in WebSocket and headless Chromium's, from a page on another origin.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::support::*;
+use bytes::Bytes;
+use futures_util::{stream, SinkExt, StreamExt};
+use prost_reflect::DescriptorPool;
+use protogate::demo::backend::{self, Handlers, MessageStream, Reply, StreamCall};
+use protogate::descriptor::Sources;
+use protogate::server::{CorsPolicy, Settings};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn sources() -> Sources {
+    Sources {
+        protos: vec![
+            "testapi/v1/rest_streams.proto".into(),
+            "testapi/v1/library.proto".into(),
+        ],
+        includes: vec![repo_path("tests/protos")],
+        ..Sources::default()
+    }
+}
+
+/// What the backend tells the test.
+#[derive(Default)]
+struct Signals {
+    /// Notified when a response stream is dropped (its call was cancelled or finished).
+    dropped: Notify,
+    /// Request messages received, over every call.
+    received: AtomicUsize,
+    /// The metadata of the last streaming call.
+    metadata: Mutex<Option<tonic::metadata::MetadataMap>>,
+}
+
+struct DropSignal(Arc<Signals>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        self.0.dropped.notify_one();
+    }
+}
+
+fn tick(pool: &DescriptorPool, name: &str, n: i32, text: &str) -> Bytes {
+    encode_json(
+        pool,
+        "testapi.v1.Tick",
+        json!({"name": name, "n": n, "text": text}),
+    )
+}
+
+/// Ticks answers `count` ticks (then fails with ABORTED on `fail`, or hangs after the first
+/// on `hang`), Upload counts the messages, Chat echoes each as it arrives.
+fn handlers(pool: DescriptorPool, signals: Arc<Signals>) -> Handlers {
+    let paths = ["Ticks", "Upload", "Chat"]
+        .map(|m| format!("/testapi.v1.Streams/{m}"))
+        .to_vec();
+    let streaming = backend::stream_handler(move |call: StreamCall| {
+        let (pool, signals) = (pool.clone(), signals.clone());
+        async move { Ok((Default::default(), answer(pool, signals, call).await?)) }
+    });
+    Handlers {
+        unary: backend::handler(|_| async { Ok(Reply::default()) }),
+        streaming: Some((paths, streaming)),
+    }
+}
+
+async fn answer(
+    pool: DescriptorPool,
+    signals: Arc<Signals>,
+    mut call: StreamCall,
+) -> Result<MessageStream, tonic::Status> {
+    *signals.metadata.lock().unwrap() = Some(call.metadata.clone());
+    let method = call.path.rsplit('/').next().unwrap_or_default().to_string();
+    match method.as_str() {
+        "Upload" => {
+            let mut names = Vec::new();
+            while let Some(m) = call.messages.message().await? {
+                signals.received.fetch_add(1, Ordering::Relaxed);
+                let tick = decode_json(&pool, "testapi.v1.Tick", &m);
+                names.push(tick["name"].clone());
+            }
+            let summary = encode_json(
+                &pool,
+                "testapi.v1.Summary",
+                json!({"count": names.len(), "names": names}),
+            );
+            Ok(Box::pin(stream::iter([Ok(summary)])))
+        }
+        "Chat" => {
+            let state = (call.messages, pool, DropSignal(signals.clone()), signals);
+            let echoes = stream::unfold(state, |(mut messages, pool, guard, signals)| async move {
+                let m = messages.message().await.ok()??;
+                signals.received.fetch_add(1, Ordering::Relaxed);
+                let name = decode_json(&pool, "testapi.v1.Tick", &m)["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let echo = tick(&pool, &name, 0, &format!("echo:{name}"));
+                Some((Ok(echo), (messages, pool, guard, signals)))
+            });
+            Ok(Box::pin(echoes))
+        }
+        _ => {
+            let request = call.messages.message().await?.unwrap_or_default();
+            signals.received.fetch_add(1, Ordering::Relaxed);
+            let request = decode_json(&pool, "testapi.v1.TickRequest", &request);
+            Ok(ticks(pool, signals, request))
+        }
+    }
+}
+
+fn ticks(pool: DescriptorPool, signals: Arc<Signals>, request: Value) -> MessageStream {
+    let name = request["name"].as_str().unwrap_or_default().to_string();
+    let count = request["count"].as_i64().unwrap_or(0) as i32;
+    let fail = request["fail"].as_bool().unwrap_or(false);
+    let hang = request["hang"].as_bool().unwrap_or(false);
+    let state = (0, DropSignal(signals), pool);
+    Box::pin(stream::unfold(state, move |(i, guard, pool)| {
+        let name = name.clone();
+        async move {
+            if i == 1 && hang {
+                std::future::pending::<()>().await;
+            }
+            if i >= count {
+                let failure = (Err(tonic::Status::aborted("boom")), (i + 1, guard, pool));
+                return fail.then_some(failure).filter(|_| i == count);
+            }
+            let message = tick(&pool, &name, i, &format!("t{i}"));
+            Some((Ok(message), (i + 1, guard, pool)))
+        }
+    }))
+}
+
+struct Fixture {
+    gw: Gw,
+    signals: Arc<Signals>,
+    pool: DescriptorPool,
+    _backend: Served,
+}
+
+async fn fixture() -> Fixture {
+    fixture_with(Settings::default()).await
+}
+
+async fn fixture_with(settings: Settings) -> Fixture {
+    let pool = protogate::descriptor::load(&sources()).unwrap();
+    let signals = Arc::new(Signals::default());
+    let backend = serve_handlers(handlers(pool.clone(), signals.clone())).await;
+    let gw = start_gateway(sources(), &backend.url, settings).await;
+    Fixture {
+        gw,
+        signals,
+        pool,
+        _backend: backend,
+    }
+}
+
+impl Fixture {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gw.base.replacen("http://", "ws://", 1))
+    }
+
+    async fn connect(&self, path: &str) -> Ws {
+        connect_with(&self.url(path), &[]).await.unwrap()
+    }
+}
+
+async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Result<Ws, WsError> {
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    bounded(tokio_tungstenite::connect_async(request))
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// The next data or Close frame (pings are answered by reading on).
+async fn next(ws: &mut Ws) -> Message {
+    loop {
+        let message = bounded(ws.next())
+            .await
+            .expect("the gateway ended the stream without a Close")
+            .unwrap();
+        if message.is_text() || message.is_binary() || message.is_close() {
+            return message;
+        }
+    }
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    match next(ws).await {
+        Message::Text(text) => serde_json::from_str(&text).unwrap(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+async fn next_close(ws: &mut Ws) -> CloseFrame {
+    match next(ws).await {
+        Message::Close(Some(frame)) => frame,
+        other => panic!("expected a Close frame, got {other:?}"),
+    }
+}
+
+async fn send_text(ws: &mut Ws, text: &str) {
+    bounded(ws.send(Message::text(text))).await.unwrap();
+}
+
+/// Sends the client's Close (its half of the call ends; the gateway's answers still come).
+async fn close(ws: &mut Ws) {
+    bounded(ws.close(None)).await.unwrap();
+}
+
+#[tokio::test]
+async fn bidi_text_frames_are_answered_before_the_client_closes() {
+    let f = fixture().await;
+    let mut ws = f.connect("/v1/chat").await;
+    send_text(&mut ws, r#"{"name":"one"}"#).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"result": {"name": "one", "n": 0, "text": "echo:one"}})
+    );
+    send_text(&mut ws, r#"{"name":"two"}"#).await;
+    assert_eq!(next_json(&mut ws).await["result"]["text"], "echo:two");
+    close(&mut ws).await;
+    let closed = next_close(&mut ws).await;
+    assert_eq!(closed.code, CloseCode::Normal);
+}
+
+#[tokio::test]
+async fn a_client_stream_answers_after_the_clients_close() {
+    let f = fixture().await;
+    let mut ws = f.connect("/v1/upload/fromPath").await;
+    for name in ["a", "b", "c"] {
+        send_text(&mut ws, &format!(r#"{{"name":"{name}"}}"#)).await;
+    }
+    close(&mut ws).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"result": {"count": 3, "names": ["a", "b", "c"]}})
+    );
+    assert_eq!(next_close(&mut ws).await.code, CloseCode::Normal);
+}
+
+#[tokio::test]
+async fn a_server_stream_starts_with_the_first_frame_and_takes_path_and_query() {
+    let f = fixture().await;
+    let mut ws = f.connect("/v1/ticks/a?count=3").await;
+    send_text(&mut ws, "{}").await;
+    for n in 0..3 {
+        assert_eq!(
+            next_json(&mut ws).await,
+            json!({"result": {"name": "a", "n": n, "text": format!("t{n}")}})
+        );
+    }
+    assert_eq!(next_close(&mut ws).await.code, CloseCode::Normal);
+
+    // An empty frame is an empty message too.
+    let mut ws = f.connect("/v1/ticks/b?count=1").await;
+    send_text(&mut ws, "").await;
+    assert_eq!(next_json(&mut ws).await["result"]["name"], "b");
+    assert_eq!(next_close(&mut ws).await.code, CloseCode::Normal);
+}
+
+#[tokio::test]
+async fn binary_frames_carry_wire_bytes_with_path_and_query_applied_over_them() {
+    let f = fixture().await;
+    let mut ws = f.connect("/v1/chat").await;
+    let request = tick(&f.pool, "bin", 0, "");
+    bounded(ws.send(Message::binary(request))).await.unwrap();
+    let Message::Binary(answer) = next(&mut ws).await else {
+        panic!("a binary answer to a binary frame");
+    };
+    let answer = decode_json(&f.pool, "testapi.v1.Tick", &answer);
+    assert_eq!(answer["text"], "echo:bin");
+    // The kind of the client's last frame decides the kind of the answer.
+    send_text(&mut ws, r#"{"name":"txt"}"#).await;
+    assert_eq!(next_json(&mut ws).await["result"]["text"], "echo:txt");
+    close(&mut ws).await;
+    assert_eq!(next_close(&mut ws).await.code, CloseCode::Normal);
+
+    // The path variable and the query win over the wire bytes (protobuf merge semantics).
+    let mut ws = f.connect("/v1/ticks/fromPath?count=2").await;
+    let request = encode_json(
+        &f.pool,
+        "testapi.v1.TickRequest",
+        json!({"name": "fromBody", "count": 5}),
+    );
+    bounded(ws.send(Message::binary(request))).await.unwrap();
+    for n in 0..2 {
+        let Message::Binary(answer) = next(&mut ws).await else {
+            panic!("binary answers");
+        };
+        let answer = decode_json(&f.pool, "testapi.v1.Tick", &answer);
+        assert_eq!(answer["name"], "fromPath");
+        assert_eq!(answer["n"].as_i64().unwrap_or(0), n);
+    }
+    assert_eq!(next_close(&mut ws).await.code, CloseCode::Normal);
+}
+
+#[tokio::test]
+async fn a_failed_call_sends_its_status_then_closes_with_4000_plus_the_code() {
+    let f = fixture().await;
+    let mut ws = f.connect("/v1/ticks/a?count=1&fail=true").await;
+    // A binary client still gets the error as text.
+    let request = encode_json(&f.pool, "testapi.v1.TickRequest", json!({}));
+    bounded(ws.send(Message::binary(request))).await.unwrap();
+    assert!(next(&mut ws).await.is_binary());
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"error": {"code": 10, "message": "boom", "details": []}})
+    );
+    let closed = next_close(&mut ws).await;
+    assert_eq!(u16::from(closed.code), 4010);
+    assert_eq!(closed.reason.as_str(), "boom");
+}
+
+#[tokio::test]
+async fn a_bad_message_fails_the_call_with_invalid_argument() {
+    let f = fixture().await;
+    let mut ws = f.connect("/v1/chat").await;
+    send_text(&mut ws, r#"{"name": 7}"#).await;
+    let error = next_json(&mut ws).await;
+    assert_eq!(error["error"]["code"], 3, "{error}");
+    assert_eq!(u16::from(next_close(&mut ws).await.code), 4003);
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_closes_with_4014_and_names_no_address() {
+    let dead = dead_url().await;
+    let gw = start_gateway(sources(), &dead, Settings::default()).await;
+    let url = format!("{}/v1/chat", gw.base.replacen("http://", "ws://", 1));
+    let mut ws = connect_with(&url, &[]).await.unwrap();
+    send_text(&mut ws, r#"{"name":"one"}"#).await;
+    let error = next_json(&mut ws).await;
+    assert_eq!(error["error"]["code"], 14, "{error}");
+    let closed = next_close(&mut ws).await;
+    assert_eq!(u16::from(closed.code), 4014);
+    let port = dead.rsplit(':').next().unwrap();
+    for text in [error.to_string(), closed.reason.to_string()] {
+        assert!(!text.contains(port), "an internal address leaked: {text}");
+    }
+}
+
+#[tokio::test]
+async fn the_upgrades_headers_are_the_calls_metadata() {
+    let f = fixture().await;
+    let headers = [
+        ("authorization", "Bearer t0ken"),
+        ("grpc-metadata-tenant", "acme"),
+    ];
+    let mut ws = connect_with(&f.url("/v1/chat"), &headers).await.unwrap();
+    send_text(&mut ws, r#"{"name":"one"}"#).await;
+    next_json(&mut ws).await;
+    let metadata = f.signals.metadata.lock().unwrap().clone().unwrap();
+    assert_eq!(metadata.get("authorization").unwrap(), "Bearer t0ken");
+    assert_eq!(metadata.get("tenant").unwrap(), "acme");
+    assert!(metadata.get("sec-websocket-key").is_none());
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_cancels_the_call() {
+    let f = fixture().await;
+    let mut ws = f.connect("/v1/ticks/h?count=5&hang=true").await;
+    send_text(&mut ws, "{}").await;
+    next_json(&mut ws).await;
+    let dropped = f.signals.dropped.notified();
+    drop(ws); // the TCP connection closes without a Close frame
+    bounded(dropped).await;
+}
+
+#[tokio::test]
+async fn a_client_that_answers_no_ping_is_gone() {
+    let f = fixture_with(Settings {
+        websocket_ping_interval: Duration::from_millis(200),
+        ..Settings::default()
+    })
+    .await;
+    let mut ws = f.connect("/v1/ticks/h?count=5&hang=true").await;
+    send_text(&mut ws, "{}").await;
+    next_json(&mut ws).await;
+    // The client now reads nothing, so it answers no ping: the gateway gives up on it.
+    let dropped = f.signals.dropped.notified();
+    bounded(dropped).await;
+    drop(ws);
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays() {
+    let f = fixture_with(Settings {
+        websocket_ping_interval: Duration::from_millis(100),
+        ..Settings::default()
+    })
+    .await;
+    let mut ws = f.connect("/v1/chat").await;
+    // Reading answers the gateway's pings; a second at 100 ms is many pings.
+    let mut pings = 0;
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(message)) = ws.next().await {
+            pings += usize::from(message.is_ping());
+        }
+    })
+    .await;
+    assert!(
+        ended.is_err(),
+        "the session ended while the client answered"
+    );
+    assert!(pings >= 3, "{pings} pings in a second");
+    send_text(&mut ws, r#"{"name":"still"}"#).await;
+    assert_eq!(next_json(&mut ws).await["result"]["text"], "echo:still");
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_with_1009_and_is_not_forwarded() {
+    let f = fixture_with(Settings {
+        max_request_bytes: 1024,
+        ..Settings::default()
+    })
+    .await;
+    let mut ws = f.connect("/v1/chat").await;
+    send_text(&mut ws, r#"{"name":"small"}"#).await;
+    next_json(&mut ws).await;
+    let big = format!(r#"{{"name":"{}"}}"#, "x".repeat(2000));
+    // The gateway may close before the whole frame is written.
+    let _ = bounded(ws.send(Message::text(big))).await;
+    let closed = next_close(&mut ws).await;
+    assert_eq!(closed.code, CloseCode::Size);
+    assert!(closed.reason.contains("--max-request-bytes"), "{closed:?}");
+    assert_eq!(f.signals.received.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn no_message_either_way_for_the_idle_limit_closes_with_1001_and_cancels() {
+    let f = fixture_with(Settings {
+        stream_idle_timeout: Duration::from_millis(300),
+        ..Settings::default()
+    })
+    .await;
+    let mut ws = f.connect("/v1/ticks/h?count=5&hang=true").await;
+    send_text(&mut ws, "{}").await;
+    next_json(&mut ws).await;
+    let dropped = f.signals.dropped.notified();
+    let closed = next_close(&mut ws).await;
+    assert_eq!(closed.code, CloseCode::Away);
+    assert!(
+        closed.reason.contains("--stream-idle-timeout"),
+        "{closed:?}"
+    );
+    bounded(dropped).await;
+}
+
+/// The status and `google.rpc.Status` body of a refused handshake.
+async fn refused(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    match connect_with(url, headers).await {
+        Err(WsError::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            (response.status().as_u16(), json)
+        }
+        Ok(_) => panic!("the upgrade to {url} was accepted"),
+        Err(e) => panic!("the upgrade to {url} failed otherwise: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn unknown_paths_and_unary_methods_are_refused_before_the_upgrade() {
+    let f = fixture().await;
+    let (status, body) = refused(&f.url("/v1/nowhere"), &[]).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], 5, "{body}");
+    let (status, body) = refused(&f.url("/v1/shelves/s1/books"), &[]).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"].as_str().unwrap().contains("unary"),
+        "{body}"
+    );
+    assert_eq!(f.signals.received.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn origins_are_checked_before_the_upgrade() {
+    let policy = CorsPolicy::from_origins(&["http://app.example".into()]).unwrap();
+    let f = fixture_with(Settings {
+        cors: policy,
+        ..Settings::default()
+    })
+    .await;
+    let (status, body) = refused(&f.url("/v1/chat"), &[("origin", "http://evil.example")]).await;
+    assert_eq!(status, 403);
+    assert_eq!(body["code"], 7, "{body}");
+
+    let own = f.gw.base.clone();
+    for origin in ["http://app.example", own.as_str()] {
+        let mut ws = connect_with(&f.url("/v1/chat"), &[("origin", origin)])
+            .await
+            .unwrap_or_else(|e| panic!("{origin}: {e}"));
+        send_text(&mut ws, r#"{"name":"ok"}"#).await;
+        assert_eq!(next_json(&mut ws).await["result"]["text"], "echo:ok");
+    }
+    assert_eq!(f.signals.received.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn the_upgrade_is_counted_under_the_websocket_protocol() {
+    let f = fixture().await;
+    let mut ws = f.connect("/v1/chat").await;
+    send_text(&mut ws, r#"{"name":"m"}"#).await;
+    next_json(&mut ws).await;
+    let metrics = get(&format!("{}/metrics", f.gw.base)).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("protocol=\"websocket\"") && l.contains("status=\"101\"")),
+        "{text}"
+    );
+}
+
+/// RFC 8441: the same call over an HTTP/2 stream opened by an extended CONNECT.
+#[tokio::test]
+async fn http2_extended_connect_carries_a_websocket() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let f = fixture().await;
+    let addr = f.gw.base.trim_start_matches("http://").to_string();
+    let tcp = TokioIo::new(TcpStream::connect(&addr).await.unwrap());
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), tcp)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // A first request lets the server's SETTINGS (which enable CONNECT) arrive.
+    let empty = || http_body_util::Empty::<Bytes>::new();
+    let probe = http::Request::get(format!("{}/healthz", f.gw.base))
+        .body(empty())
+        .unwrap();
+    bounded(sender.send_request(probe)).await.unwrap();
+    let mut connect = http::Request::connect(format!("{}/v1/chat", f.gw.base))
+        .header("sec-websocket-version", "13")
+        .body(empty())
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = bounded(sender.send_request(connect)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let upgraded = bounded(hyper::upgrade::on(response)).await.unwrap();
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    bounded(ws.send(Message::text(r#"{"name":"h2"}"#)))
+        .await
+        .unwrap();
+    let answer = loop {
+        match bounded(ws.next()).await.unwrap().unwrap() {
+            Message::Text(text) => break serde_json::from_str::<Value>(&text).unwrap(),
+            _ => continue,
+        }
+    };
+    assert_eq!(answer["result"]["text"], "echo:h2");
+    bounded(ws.close(None)).await.unwrap();
+    let closed = loop {
+        match bounded(ws.next()).await.unwrap().unwrap() {
+            Message::Close(frame) => break frame.unwrap(),
+            _ => continue,
+        }
+    };
+    assert_eq!(closed.code, CloseCode::Normal);
+}
+
+/// An open session counts against `--max-concurrent-requests` until it closes.
+#[tokio::test]
+async fn a_session_holds_its_admission_until_it_closes() {
+    let f = fixture_with(Settings {
+        max_concurrent_requests: 1,
+        ..Settings::default()
+    })
+    .await;
+    let mut ws = f.connect("/v1/chat").await;
+    send_text(&mut ws, r#"{"name":"one"}"#).await;
+    next_json(&mut ws).await;
+    let (status, _) = refused(&f.url("/v1/chat"), &[]).await;
+    assert_eq!(status, 503);
+    close(&mut ws).await;
+    assert_eq!(next_close(&mut ws).await.code, CloseCode::Normal);
+    drop(ws);
+    // Once the session is over, the next one is admitted.
+    let again = bounded(async {
+        loop {
+            if let Ok(ws) = connect_with(&f.url("/v1/chat"), &[]).await {
+                return ws;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    drop(again);
+}

@@ -5,6 +5,7 @@
 //! extended CONNECT, and real clients other than tungstenite: Python's `websockets`, node's
 //! built-in WebSocket and headless Chromium's, from a page on another origin.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -612,4 +613,93 @@ async fn a_session_holds_its_admission_until_it_closes() {
     })
     .await;
     drop(again);
+}
+
+/// Soak: 200 sessions open at once through one gateway, messages both ways for a few
+/// seconds, every one closed cleanly at the end; afterwards the runtime holds no more tasks
+/// than before (no session, call or connection left behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_sessions_at_once_all_close_cleanly_and_leave_nothing_behind() {
+    const SESSIONS: usize = 200;
+    const FOR: Duration = Duration::from_secs(3);
+    let _ = rlimit::increase_nofile_limit(4 * SESSIONS as u64 + 256);
+    let f = fixture().await;
+    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    // One session first, so the upstream connections (which stay) are open.
+    let mut warm = f.connect("/v1/chat").await;
+    send_text(&mut warm, r#"{"name":"warm"}"#).await;
+    next_json(&mut warm).await;
+    close(&mut warm).await;
+    assert_eq!(next_close(&mut warm).await.code, CloseCode::Normal);
+    drop(warm);
+    let settle = |bound: usize| async move {
+        bounded(async {
+            loop {
+                let now = tasks();
+                if now <= bound {
+                    return now;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    };
+    let tasks_before = settle(usize::MAX).await;
+    let rss_before = vm_rss_kib();
+    let mut opened = Vec::new();
+    for _ in 0..SESSIONS {
+        opened.push(f.connect("/v1/chat").await);
+    }
+    assert!(tasks() > tasks_before + SESSIONS, "the sessions run as tasks");
+    let until = tokio::time::Instant::now() + FOR;
+    let sessions = opened.into_iter().enumerate().map(|(i, mut ws)| {
+        tokio::spawn(async move {
+            let mut exchanged = 0;
+            while tokio::time::Instant::now() < until {
+                send_text(&mut ws, &format!(r#"{{"name":"s{i}-{exchanged}"}}"#)).await;
+                let answer = next_json(&mut ws).await;
+                assert_eq!(
+                    answer["result"]["text"],
+                    format!("echo:s{i}-{exchanged}"),
+                    "{answer}"
+                );
+                exchanged += 1;
+            }
+            close(&mut ws).await;
+            assert_eq!(next_close(&mut ws).await.code, CloseCode::Normal);
+            exchanged
+        })
+    });
+    let exchanged: Vec<usize> = bounded(futures_util::future::join_all(sessions))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(exchanged.iter().all(|n| *n > 0), "{exchanged:?}");
+    let total: usize = exchanged.iter().sum();
+    // Every session's task, call and connection ends (bounded by the gateway's wait for
+    // Close answers, which the clients gave).
+    // A leak would be a task or more per session; a few come and go with the connections
+    // to the backend.
+    let settled = settle(tasks_before + 10).await;
+    let rss_after = vm_rss_kib();
+    let _ = writeln!(
+        std::io::stderr(),
+        "websocket soak: {SESSIONS} sessions, {total} messages each way in {FOR:?}; tasks \
+         {tasks_before} -> {settled}; VmRSS {rss_before} -> {rss_after} KiB (the whole test \
+         process, for information)"
+    );
+    assert!(total >= SESSIONS * 5, "only {total} messages exchanged");
+}
+
+/// The process's resident memory, in KiB (0 where `/proc` is missing).
+fn vm_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

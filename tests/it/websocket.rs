@@ -624,7 +624,11 @@ async fn two_hundred_sessions_at_once_all_close_cleanly_and_leave_nothing_behind
     const FOR: Duration = Duration::from_secs(3);
     let _ = rlimit::increase_nofile_limit(4 * SESSIONS as u64 + 256);
     let f = fixture().await;
-    let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
     // One session first, so the upstream connections (which stay) are open.
     let mut warm = f.connect("/v1/chat").await;
     send_text(&mut warm, r#"{"name":"warm"}"#).await;
@@ -650,7 +654,10 @@ async fn two_hundred_sessions_at_once_all_close_cleanly_and_leave_nothing_behind
     for _ in 0..SESSIONS {
         opened.push(f.connect("/v1/chat").await);
     }
-    assert!(tasks() > tasks_before + SESSIONS, "the sessions run as tasks");
+    assert!(
+        tasks() > tasks_before + SESSIONS,
+        "the sessions run as tasks"
+    );
     let until = tokio::time::Instant::now() + FOR;
     let sessions = opened.into_iter().enumerate().map(|(i, mut ws)| {
         tokio::spawn(async move {
@@ -702,4 +709,272 @@ fn vm_rss_kib() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Whether `tool` can run here; skips (with a message) or, under `CI=true`, fails.
+fn tool_present(found: bool, what: &str, install: &str) -> bool {
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{what} is missing under CI: .ci/run installs it ({install})"
+        );
+        // Straight to the terminal: libtest would swallow eprintln! of a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: the WebSocket client test needs {what} ({install}); CI installs it and \
+             runs this test"
+        );
+    }
+    found
+}
+
+/// The Python that has the tools: `PROTOGATE_PYTHON` (set by `.ci/run`), else the venv
+/// `ci/venv.sh` makes, else `python3`.
+fn python() -> std::path::PathBuf {
+    if let Some(path) = std::env::var_os("PROTOGATE_PYTHON") {
+        return path.into();
+    }
+    let venv = repo_path("target/ci-venv/bin/python");
+    if venv.exists() {
+        return venv;
+    }
+    "python3".into()
+}
+
+/// Runs `program` with `args` off the runtime's threads, within [`TIMEOUT`], and returns
+/// its standard output as JSON.
+async fn run_json(program: std::path::PathBuf, args: Vec<String>) -> Value {
+    let output = bounded(
+        tokio::process::Command::new(&program)
+            .args(&args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{} failed: {}\n{stdout}",
+        program.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Python's `websockets` (pinned in ci/python-tools.txt): a bidi stream with its own
+/// keepalive pings (answered by the gateway), and a failed call's Close as it sees it.
+const PYTHON_CLIENT: &str = r#"
+import json, sys, time
+from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
+
+base = sys.argv[1]
+out = {}
+with connect(base + "/v1/chat", proxy=None, ping_interval=0.2, ping_timeout=1) as ws:
+    answers = []
+    for name in ("py1", "py2"):
+        ws.send(json.dumps({"name": name}))
+        answers.append(json.loads(ws.recv(timeout=10)))
+        time.sleep(0.6)  # a few of the client's pings, each answered
+    ws.close()
+    out["answers"] = answers
+    out["close"] = [ws.close_code, ws.close_reason]
+with connect(base + "/v1/ticks/a?count=1&fail=true", proxy=None) as ws:
+    ws.send("{}")
+    frames = [json.loads(ws.recv(timeout=10)), json.loads(ws.recv(timeout=10))]
+    try:
+        ws.recv(timeout=10)
+    except ConnectionClosed as closed:
+        out["failed"] = {"frames": frames, "code": closed.rcvd.code, "reason": closed.rcvd.reason}
+print(json.dumps(out))
+"#;
+
+#[tokio::test]
+async fn python_websockets_client() {
+    let python = python();
+    let found = std::process::Command::new(&python)
+        .args(["-c", "import websockets.sync.client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !tool_present(found, "python's websockets", "bash ci/venv.sh") {
+        return;
+    }
+    let f = fixture().await;
+    let base = f.gw.base.replacen("http://", "ws://", 1);
+    let out = run_json(python, vec!["-c".into(), PYTHON_CLIENT.into(), base]).await;
+    assert_eq!(
+        out["answers"],
+        json!([
+            {"result": {"name": "py1", "n": 0, "text": "echo:py1"}},
+            {"result": {"name": "py2", "n": 0, "text": "echo:py2"}},
+        ]),
+        "{out}"
+    );
+    assert_eq!(out["close"], json!([1000, ""]), "{out}");
+    assert_eq!(
+        out["failed"],
+        json!({
+            "frames": [
+                {"result": {"name": "a", "n": 0, "text": "t0"}},
+                {"error": {"code": 10, "message": "boom", "details": []}},
+            ],
+            "code": 4010,
+            "reason": "boom",
+        }),
+        "{out}"
+    );
+}
+
+/// Node's built-in WebSocket (the WHATWG API browsers have; behind a flag before node 22): a
+/// bidi exchange, then the client's close and the gateway's 1000 as the API reports them.
+const NODE_CLIENT: &str = r#"
+const base = process.argv[1];
+const ws = new WebSocket(base + "/v1/chat");
+const answers = [];
+const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 15000);
+ws.onopen = () => ws.send(JSON.stringify({ name: "node1" }));
+ws.onmessage = (event) => {
+  answers.push(JSON.parse(event.data));
+  if (answers.length === 1) ws.send(JSON.stringify({ name: "node2" }));
+  else ws.close(1000);
+};
+ws.onclose = (event) => {
+  clearTimeout(timer);
+  console.log(JSON.stringify({ answers, code: event.code, clean: event.wasClean }));
+};
+"#;
+
+#[tokio::test]
+async fn node_websocket_client() {
+    let node_flags = ["--experimental-websocket", "--no-warnings"];
+    let probe = |flags: &[&str]| {
+        std::process::Command::new("node")
+            .args(flags)
+            .args(["-e", "if (typeof WebSocket !== 'function') process.exit(1)"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    // Node 22 and later have it without the flag (and may refuse the flag one day).
+    let flags: &[&str] = if probe(&[]) { &[] } else { &node_flags };
+    if !tool_present(
+        probe(flags),
+        "node (20.10 or later)",
+        "apt-get install nodejs",
+    ) {
+        return;
+    }
+    let f = fixture().await;
+    let base = f.gw.base.replacen("http://", "ws://", 1);
+    let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+    args.extend(["-e".into(), NODE_CLIENT.into(), base]);
+    let out = run_json("node".into(), args).await;
+    assert_eq!(
+        out["answers"],
+        json!([
+            {"result": {"name": "node1", "n": 0, "text": "echo:node1"}},
+            {"result": {"name": "node2", "n": 0, "text": "echo:node2"}},
+        ]),
+        "{out}"
+    );
+    assert_eq!(out["code"], 1000, "{out}");
+    assert_eq!(out["clean"], true, "{out}");
+}
+
+/// Serves one small HTML page to every request, on a loopback port of its own: a page whose
+/// origin is not the gateway's.
+async fn page_server() -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let page = "<!doctype html><title>another origin</title><p>ws client</p>";
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (origin, task)
+}
+
+/// The page's script: a bidi exchange over `new WebSocket(url)`, answers before its close,
+/// and how the close looked to it.
+fn browser_exchange(url: &str) -> String {
+    format!(
+        r#"(async () => {{
+            const ws = new WebSocket({url:?});
+            const answers = [];
+            return await new Promise((resolve, reject) => {{
+                setTimeout(() => reject(new Error('no close in time')), 15000);
+                ws.onopen = () => ws.send(JSON.stringify({{ name: 'browser1' }}));
+                ws.onmessage = (event) => {{
+                    answers.push(JSON.parse(event.data));
+                    if (answers.length === 1) ws.send(JSON.stringify({{ name: 'browser2' }}));
+                    else ws.close(1000);
+                }};
+                ws.onclose = (event) => resolve({{ answers, code: event.code,
+                    clean: event.wasClean, origin: location.origin }});
+            }});
+        }})()"#
+    )
+}
+
+/// Headless Chromium's own WebSocket, from a page on another origin: allowed by
+/// `--cors-allow-origin`, it holds a bidi stream; a gateway that does not allow that origin
+/// refuses the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_websocket_from_another_origin() {
+    let Some(binary) = crate::docs_page::chromium() else {
+        return;
+    };
+    let (origin, _pages) = page_server().await;
+    let allowing = fixture_with(Settings {
+        cors: CorsPolicy::from_origins(std::slice::from_ref(&origin)).unwrap(),
+        ..Settings::default()
+    })
+    .await;
+    let other = fixture().await;
+    let url = format!("{origin}/");
+    let browser = crate::docs_page::Browser::launch(&binary, &url);
+    let mut page = browser.page(&url).await;
+    bounded(async {
+        while page.eval("document.readyState === 'complete'").await != json!(true) {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+
+    let held = page
+        .eval(&browser_exchange(&allowing.url("/v1/chat")))
+        .await;
+    assert_eq!(held["origin"], origin.as_str(), "{held}");
+    assert_eq!(
+        held["answers"],
+        json!([
+            {"result": {"name": "browser1", "n": 0, "text": "echo:browser1"}},
+            {"result": {"name": "browser2", "n": 0, "text": "echo:browser2"}},
+        ]),
+        "{held}"
+    );
+    assert_eq!(held["code"], 1000, "{held}");
+    assert_eq!(held["clean"], true, "{held}");
+
+    let refused = page.eval(&browser_exchange(&other.url("/v1/chat"))).await;
+    assert_eq!(refused["answers"], json!([]), "{refused}");
+    assert_eq!(refused["code"], 1006, "{refused}");
+    assert_eq!(other.signals.received.load(Ordering::Relaxed), 0);
 }

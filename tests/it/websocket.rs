@@ -978,3 +978,53 @@ async fn chromium_websocket_from_another_origin() {
     assert_eq!(refused["code"], 1006, "{refused}");
     assert_eq!(other.signals.received.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test]
+async fn the_deadline_ends_the_call_with_4004() {
+    let f = fixture().await;
+    let url = f.url("/v1/ticks/h?count=5&hang=true");
+    let mut ws = connect_with(&url, &[("grpc-timeout", "300m")])
+        .await
+        .unwrap();
+    send_text(&mut ws, "{}").await;
+    assert_eq!(next_json(&mut ws).await["result"]["n"], 0);
+    let error = next_json(&mut ws).await;
+    assert_eq!(error["error"]["code"], 4, "{error}");
+    assert_eq!(u16::from(next_close(&mut ws).await.code), 4004);
+}
+
+#[tokio::test]
+async fn a_second_message_to_a_server_stream_is_refused() {
+    let f = fixture().await;
+    let mut ws = f.connect("/v1/ticks/h?count=5&hang=true").await;
+    send_text(&mut ws, "{}").await;
+    next_json(&mut ws).await;
+    let dropped = f.signals.dropped.notified();
+    send_text(&mut ws, "{}").await;
+    let error = next_json(&mut ws).await;
+    assert_eq!(error["error"]["code"], 3, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("one request message"),
+        "{error}"
+    );
+    assert_eq!(u16::from(next_close(&mut ws).await.code), 4003);
+    bounded(dropped).await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_marks_streaming_operations_as_websocket_routes() {
+    let f = fixture().await;
+    let doc = get(&format!("{}/openapi.json", f.gw.base)).await.json();
+    let chat = &doc["paths"]["/v1/chat"]["post"];
+    assert_eq!(chat["x-protogate-websocket"], true, "{chat}");
+    assert!(
+        chat["description"].as_str().unwrap().contains("WebSocket"),
+        "{chat}"
+    );
+    let unary = &doc["paths"]["/v1/shelves/{shelf}/books"]["get"];
+    assert!(unary.is_object(), "{}", doc["paths"]);
+    assert!(unary.get("x-protogate-websocket").is_none(), "{unary}");
+}

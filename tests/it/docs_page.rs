@@ -139,7 +139,22 @@ pub(crate) struct Cdp {
 }
 
 impl Cdp {
+    /// A command's result. A command that met the page between two documents (its first
+    /// load still replacing the blank one) is sent again, a bounded number of times.
     async fn call(&mut self, method: &str, params: Value) -> Value {
+        for _ in 0..200 {
+            match self.try_call(method, params.clone()).await {
+                Ok(result) => return result,
+                Err(reply) if reply.to_string().contains("context was destroyed") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                Err(reply) => panic!("{method}: {reply}"),
+            }
+        }
+        panic!("{method}: the page never settled");
+    }
+
+    async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next += 1;
         let id = self.next;
         let command = json!({ "id": id, "method": method, "params": params });
@@ -156,8 +171,10 @@ impl Cdp {
             };
             let reply: Value = serde_json::from_str(&text).unwrap();
             if reply["id"] == id {
-                assert!(reply.get("error").is_none(), "{method}: {reply}");
-                return reply["result"].clone();
+                return match reply.get("error") {
+                    None => Ok(reply["result"].clone()),
+                    Some(_) => Err(reply),
+                };
             }
         }
     }

@@ -952,7 +952,12 @@ async fn chromium_websocket_from_another_origin() {
     let browser = crate::docs_page::Browser::launch(&binary, &url);
     let mut page = browser.page(&url).await;
     bounded(async {
-        while page.eval("document.readyState === 'complete'").await != json!(true) {
+        // The page, not the blank one before it.
+        let loaded = format!(
+            "document.readyState === 'complete' && location.origin === {:?}",
+            origin
+        );
+        while page.eval(&loaded).await != json!(true) {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     })
@@ -1027,4 +1032,74 @@ async fn the_openapi_document_marks_streaming_operations_as_websocket_routes() {
     let unary = &doc["paths"]["/v1/shelves/{shelf}/books"]["get"];
     assert!(unary.is_object(), "{}", doc["paths"]);
     assert!(unary.get("x-protogate-websocket").is_none(), "{unary}");
+}
+
+/// The `/docs` page's WebSocket console, in headless Chromium: on the bidi route it
+/// connects, sends two messages from its text box, shows both answers, and shows the
+/// gateway's Close after its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docs_page_console_holds_a_bidi_stream() {
+    let Some(binary) = crate::docs_page::chromium() else {
+        return;
+    };
+    let f = fixture().await;
+    let url = format!("{}/docs", f.gw.base);
+    let browser = crate::docs_page::Browser::launch(&binary, &url);
+    let mut page = browser.page(&url).await;
+    let wait = |condition: &str| {
+        format!(
+            r#"(async () => {{
+                const started = Date.now();
+                while (!({condition})) {{
+                    if (Date.now() - started > 15000) throw new Error('waited in vain for {}');
+                    await new Promise((r) => setTimeout(r, 20));
+                }}
+                return true;
+            }})()"#,
+            condition.replace('\'', "")
+        )
+    };
+    let ready = "document.documentElement.dataset.ready === 'true'";
+    assert_eq!(page.eval(&wait(ready)).await, json!(true));
+    let opened = page
+        .eval(
+            r#"(() => {
+                document.querySelector('[data-route="POST /v1/chat"]').click();
+                document.getElementById('ws-connect').click();
+                return document.getElementById('ws-connect').disabled;
+            })()"#,
+        )
+        .await;
+    assert_eq!(opened, json!(true));
+    let open = "document.getElementById('ws-state').textContent === 'open'";
+    page.eval(&wait(open)).await;
+    for (i, name) in ["console1", "console2"].iter().enumerate() {
+        let send = format!(
+            r#"(() => {{
+                document.getElementById('ws-message').value = '{{"name": "{name}"}}';
+                document.getElementById('ws-send').click();
+                return true;
+            }})()"#
+        );
+        page.eval(&send).await;
+        let received = format!(
+            "document.getElementById('ws-log').dataset.received === '{}'",
+            i + 1
+        );
+        page.eval(&wait(&received)).await;
+    }
+    page.eval("document.getElementById('ws-close').click(); true")
+        .await;
+    page.eval(&wait("document.getElementById('ws-log').dataset.closed"))
+        .await;
+    let log = page
+        .eval("document.getElementById('ws-log').textContent")
+        .await;
+    let log = log.as_str().unwrap();
+    for needle in ["echo:console1", "echo:console2", "closed 1000"] {
+        assert!(
+            log.contains(needle),
+            "{needle} is not in the console:\n{log}"
+        );
+    }
 }

@@ -46,6 +46,8 @@ struct Signals {
     dropped: Notify,
     /// Request messages received, over every call.
     received: AtomicUsize,
+    /// Response messages produced, over every call.
+    produced: AtomicUsize,
     /// The metadata of the last streaming call.
     metadata: Mutex<Option<tonic::metadata::MetadataMap>>,
 }
@@ -67,7 +69,7 @@ fn tick(pool: &DescriptorPool, name: &str, n: i32, text: &str) -> Bytes {
 }
 
 /// Ticks answers `count` ticks (then fails with ABORTED on `fail`, or hangs after the first
-/// on `hang`), Upload counts the messages, Chat echoes each as it arrives.
+/// on `hang`; 1 KiB each for the name `flood`), Upload counts the messages, Chat echoes each as it arrives.
 fn handlers(pool: DescriptorPool, signals: Arc<Signals>) -> Handlers {
     let paths = ["Ticks", "Upload", "Chat"]
         .map(|m| format!("/testapi.v1.Streams/{m}"))
@@ -132,9 +134,9 @@ fn ticks(pool: DescriptorPool, signals: Arc<Signals>, request: Value) -> Message
     let count = request["count"].as_i64().unwrap_or(0) as i32;
     let fail = request["fail"].as_bool().unwrap_or(false);
     let hang = request["hang"].as_bool().unwrap_or(false);
-    let state = (0, DropSignal(signals), pool);
+    let state = (0, DropSignal(signals.clone()), pool);
     Box::pin(stream::unfold(state, move |(i, guard, pool)| {
-        let name = name.clone();
+        let (name, signals) = (name.clone(), signals.clone());
         async move {
             if i == 1 && hang {
                 std::future::pending::<()>().await;
@@ -143,7 +145,12 @@ fn ticks(pool: DescriptorPool, signals: Arc<Signals>, request: Value) -> Message
                 let failure = (Err(tonic::Status::aborted("boom")), (i + 1, guard, pool));
                 return fail.then_some(failure).filter(|_| i == count);
             }
-            let message = tick(&pool, &name, i, &format!("t{i}"));
+            signals.produced.fetch_add(1, Ordering::Relaxed);
+            let text = match name.as_str() {
+                "flood" => "x".repeat(1024),
+                _ => format!("t{i}"),
+            };
+            let message = tick(&pool, &name, i, &text);
             Some((Ok(message), (i + 1, guard, pool)))
         }
     }))
@@ -1102,4 +1109,36 @@ async fn the_docs_page_console_holds_a_bidi_stream() {
             "{needle} is not in the console:\n{log}"
         );
     }
+}
+
+/// A client that reads nothing holds the upstream back: the backend stops producing long
+/// before the stream's end instead of the gateway buffering it.
+#[tokio::test]
+async fn a_client_that_does_not_read_holds_the_upstream_back() {
+    let f = fixture().await;
+    let total = 100_000; // about 100 MB if nothing held the backend back
+    let mut ws = f.connect(&format!("/v1/ticks/flood?count={total}")).await;
+    send_text(&mut ws, "{}").await;
+    next_json(&mut ws).await;
+    // The client now reads nothing. Wait until the backend stops producing.
+    let mut last = 0;
+    let mut unchanged = 0;
+    for _ in 0..400 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let now = f.signals.produced.load(Ordering::Relaxed);
+        unchanged = if now == last { unchanged + 1 } else { 0 };
+        last = now;
+        if unchanged >= 8 {
+            break;
+        }
+    }
+    assert!(
+        unchanged >= 8,
+        "the backend never stopped: {last} messages produced"
+    );
+    assert!(
+        last < total / 4,
+        "{last} of {total} messages were produced for a client that reads nothing"
+    );
+    drop(ws);
 }

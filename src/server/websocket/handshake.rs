@@ -78,6 +78,9 @@ pub(super) fn check<B>(request: &Request<B>) -> Result<Accept, GatewayError> {
     if request.method() == Method::CONNECT {
         return Ok(Accept::Http2);
     }
+    if request.version() < Version::HTTP_11 {
+        return Err(refused("a WebSocket handshake needs HTTP/1.1 or later"));
+    }
     if !has_token(headers, &CONNECTION, "upgrade") {
         return Err(refused("a WebSocket handshake needs Connection: upgrade"));
     }

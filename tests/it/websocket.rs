@@ -389,12 +389,18 @@ async fn the_upgrades_headers_are_the_calls_metadata() {
 #[tokio::test]
 async fn a_client_that_vanishes_cancels_the_call() {
     let f = fixture().await;
-    let mut ws = f.connect("/v1/ticks/h?count=5&hang=true").await;
-    send_text(&mut ws, "{}").await;
-    next_json(&mut ws).await;
-    let dropped = f.signals.dropped.notified();
-    drop(ws); // the TCP connection closes without a Close frame
-    bounded(dropped).await;
+    for reset in [true, false] {
+        let mut ws = f.connect("/v1/ticks/h?count=5&hang=true").await;
+        send_text(&mut ws, "{}").await;
+        next_json(&mut ws).await;
+        let dropped = f.signals.dropped.notified();
+        // No Close frame: the connection is reset, or just closed.
+        if let (true, MaybeTlsStream::Plain(tcp)) = (reset, ws.get_ref()) {
+            tcp.set_zero_linger().unwrap();
+        }
+        drop(ws);
+        bounded(dropped).await;
+    }
 }
 
 #[tokio::test]

@@ -79,10 +79,10 @@ async fn accept_until(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // Upgraded connections (WebSocket sessions) are no longer hyper's: they are told apart.
+    gateway.close_sessions();
+    let drained = async { tokio::join!(graceful.shutdown(), gateway.sessions_closed()) };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(?grace, "connections still open after the grace period");
     }
 }

@@ -37,6 +37,16 @@ use messages::Mapping;
 const PROBE: &[u8] = b"PROTOGATE-WEBSOCKET";
 
 impl Gateway {
+    /// Tells every open WebSocket session to close (1001): the gateway is shutting down.
+    pub(super) fn close_sessions(&self) {
+        self.sessions_closing.send_replace(true);
+    }
+
+    /// Completes when no WebSocket session is open.
+    pub(super) async fn sessions_closed(&self) {
+        self.sessions_closing.closed().await;
+    }
+
     /// Answers a WebSocket upgrade: the handshake that switches protocols (the session then
     /// runs in a task of its own), or the error that refuses it.
     pub(super) async fn handle_websocket(

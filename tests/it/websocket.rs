@@ -1148,3 +1148,18 @@ async fn a_client_that_does_not_read_holds_the_upstream_back() {
     );
     drop(ws);
 }
+
+/// A shutdown closes open sessions with 1001 (and cancels their calls) within its grace.
+#[tokio::test]
+async fn a_shutdown_closes_open_sessions_with_1001() {
+    let f = fixture().await;
+    let mut ws = f.connect("/v1/ticks/h?count=5&hang=true").await;
+    send_text(&mut ws, "{}").await;
+    next_json(&mut ws).await;
+    let dropped = f.signals.dropped.notified();
+    drop(f.gw); // stops the gateway's server
+    let closed = next_close(&mut ws).await;
+    assert_eq!(closed.code, CloseCode::Away);
+    assert!(closed.reason.contains("shutting down"), "{closed:?}");
+    bounded(dropped).await;
+}

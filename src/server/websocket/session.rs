@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::{Instant, Interval};
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -123,14 +123,16 @@ impl Requests {
     }
 }
 
-/// The ping timer: every interval the client must have sent something since the last ping.
+/// The ping timer (every interval the client must have sent something since the last ping),
+/// and the gateway's shutdown.
 struct Pinger {
     interval: Option<Interval>,
     outstanding: bool,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Pinger {
-    fn new(every: Duration) -> Pinger {
+    fn new(every: Duration, shutdown: watch::Receiver<bool>) -> Pinger {
         let interval = (!every.is_zero()).then(|| {
             let mut interval = tokio::time::interval_at(Instant::now() + every, every);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -139,6 +141,14 @@ impl Pinger {
         Pinger {
             interval,
             outstanding: false,
+            shutdown,
+        }
+    }
+
+    /// Completes when the gateway shuts down.
+    async fn shutdown(shutdown: &mut watch::Receiver<bool>) {
+        if shutdown.wait_for(|closing| *closing).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -174,6 +184,8 @@ pub(super) async fn run(call: Call, socket: Socket) {
         ping: Mutex::new(None),
         pinged: Notify::new(),
     };
+    // Held until the session is over: a shutdown waits for it (within its grace).
+    let _open = call.gateway.sessions_closing.subscribe();
     let ending = call.exchange(&mut from, &mut to, &shared).await;
     call.finish(&mut from, &mut to, &shared, &ending).await;
     call.log(&ending, started);
@@ -272,7 +284,8 @@ impl Call {
 
     /// Starts the call and sends its responses until it ends.
     async fn write(&self, to: &mut ToClient, body: RequestBody, shared: &Shared) -> Ending {
-        let mut pinger = Pinger::new(self.gateway.settings().websocket_ping_interval);
+        let shutdown = self.gateway.sessions_closing.subscribe();
+        let mut pinger = Pinger::new(self.gateway.settings().websocket_ping_interval, shutdown);
         match self.respond(to, body, shared, &mut pinger).await {
             Ok(()) => Ending::Ok,
             Err(ending) => ending,
@@ -369,6 +382,9 @@ impl Call {
                     }
                 }
                 () = Pinger::tick(&mut pinger.interval) => self.ping(to, shared, pinger).await?,
+                () = Pinger::shutdown(&mut pinger.shutdown) => {
+                    return Err(Ending::Close(CloseCode::Away, "the gateway is shutting down".into()));
+                }
                 value = &mut work => return Ok(value),
             }
         }

@@ -1163,3 +1163,16 @@ async fn a_shutdown_closes_open_sessions_with_1001() {
     assert!(closed.reason.contains("shutting down"), "{closed:?}");
     bounded(dropped).await;
 }
+
+/// A message far larger than the socket reads at once arrives whole, both ways.
+#[tokio::test]
+async fn large_messages_pass_whole() {
+    let f = fixture().await;
+    let mut ws = f.connect("/v1/chat").await;
+    let name = "n".repeat(300_000);
+    send_text(&mut ws, &format!(r#"{{"name":"{name}"}}"#)).await;
+    let answer = next_json(&mut ws).await;
+    assert_eq!(answer["result"]["name"].as_str().map(str::len), Some(300_000));
+    close(&mut ws).await;
+    assert_eq!(next_close(&mut ws).await.code, CloseCode::Normal);
+}

@@ -47,6 +47,10 @@ type ToClient = WebSocketStream<WriteOnly<WriteHalf<Socket>>>;
 /// Request messages in flight between the client and the upstream call.
 const REQUEST_BUFFER: usize = 4;
 
+/// The piece of the socket read at once (tungstenite's default, 128 KiB, would be held by
+/// every idle session).
+const READ_BUFFER: usize = 16 << 10;
+
 /// How long the gateway waits for the client to answer its Close before closing the socket.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -167,14 +171,18 @@ pub(super) async fn run(call: Call, socket: Socket) {
     let started = std::time::Instant::now();
     let settings = call.gateway.settings();
     let limit = settings.max_request_bytes;
-    let config = WebSocketConfig::default()
+    // The reading half buffers at most one message, read in small pieces; the writing half
+    // reads nothing and writes each frame as it is sent.
+    let reading = WebSocketConfig::default()
         .max_message_size(Some(limit))
-        .max_frame_size(Some(limit));
+        .max_frame_size(Some(limit))
+        .read_buffer_size(READ_BUFFER);
+    let writing = WebSocketConfig::default().read_buffer_size(0);
     let (read, write) = tokio::io::split(socket);
     let mut from =
-        WebSocketStream::from_raw_socket(ReadOnly(read), Role::Server, Some(config)).await;
+        WebSocketStream::from_raw_socket(ReadOnly(read), Role::Server, Some(reading)).await;
     let mut to =
-        WebSocketStream::from_raw_socket(WriteOnly(write), Role::Server, Some(config)).await;
+        WebSocketStream::from_raw_socket(WriteOnly(write), Role::Server, Some(writing)).await;
     let shared = Shared {
         clock: CallClock::new(None, settings.stream_idle_timeout),
         binary: AtomicBool::new(false),

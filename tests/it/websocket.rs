@@ -69,7 +69,8 @@ fn tick(pool: &DescriptorPool, name: &str, n: i32, text: &str) -> Bytes {
 }
 
 /// Ticks answers `count` ticks (then fails with ABORTED on `fail`, or hangs after the first
-/// on `hang`; 1 KiB each for the name `flood`), Upload counts the messages, Chat echoes each as it arrives.
+/// on `hang`; 1 KiB each for the name `flood`), Upload counts the messages (and stops
+/// reading after the first one with the text `stall`), Chat echoes each as it arrives.
 fn handlers(pool: DescriptorPool, signals: Arc<Signals>) -> Handlers {
     let paths = ["Ticks", "Upload", "Chat"]
         .map(|m| format!("/testapi.v1.Streams/{m}"))
@@ -97,6 +98,10 @@ async fn answer(
             while let Some(m) = call.messages.message().await? {
                 signals.received.fetch_add(1, Ordering::Relaxed);
                 let tick = decode_json(&pool, "testapi.v1.Tick", &m);
+                if tick["text"] == "stall" {
+                    // Reads nothing more, ever.
+                    std::future::pending::<()>().await;
+                }
                 names.push(tick["name"].clone());
             }
             let summary = encode_json(
@@ -1172,7 +1177,36 @@ async fn large_messages_pass_whole() {
     let name = "n".repeat(300_000);
     send_text(&mut ws, &format!(r#"{{"name":"{name}"}}"#)).await;
     let answer = next_json(&mut ws).await;
-    assert_eq!(answer["result"]["name"].as_str().map(str::len), Some(300_000));
+    assert_eq!(
+        answer["result"]["name"].as_str().map(str::len),
+        Some(300_000)
+    );
     close(&mut ws).await;
     assert_eq!(next_close(&mut ws).await.code, CloseCode::Normal);
+}
+
+/// An upstream that takes no more messages holds the client back: its frames stop being
+/// read, and its sends stall, long before it has sent everything.
+#[tokio::test]
+async fn an_upstream_that_does_not_read_holds_the_client_back() {
+    let f = fixture().await;
+    let total = 1000; // 64 MB if nothing held the client back
+    let message = format!(r#"{{"name":"{}"}}"#, "x".repeat(64 << 10));
+    let mut ws = f.connect("/v1/upload/stall").await;
+    let mut sent = 0;
+    while sent < total {
+        let send = ws.send(Message::text(message.clone()));
+        if tokio::time::timeout(Duration::from_millis(500), send)
+            .await
+            .is_err()
+        {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(
+        sent < total / 2,
+        "{sent} of {total} messages of 64 KiB were taken from a client whose upstream reads nothing"
+    );
+    assert_eq!(f.signals.received.load(Ordering::Relaxed), 1);
 }

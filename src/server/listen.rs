@@ -79,7 +79,8 @@ async fn accept_until(
         }
     }
     drop(listener);
-    // Upgraded connections (WebSocket sessions) are no longer hyper's: they are told apart.
+    // Upgraded connections (WebSocket sessions) are no longer hyper's to drain: they are
+    // told to close, and waited for within the same grace.
     gateway.close_sessions();
     let drained = async { tokio::join!(graceful.shutdown(), gateway.sessions_closed()) };
     if tokio::time::timeout(grace, drained).await.is_err() {

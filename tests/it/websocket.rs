@@ -1210,3 +1210,70 @@ async fn an_upstream_that_does_not_read_holds_the_client_back() {
     );
     assert_eq!(f.signals.received.load(Ordering::Relaxed), 1);
 }
+
+/// `wss:`: the same session over TLS on the serving port, from the gateway's own `https`
+/// origin.
+#[tokio::test]
+async fn a_session_over_tls() {
+    use crate::support::certs::{client_tls, Pki};
+
+    let pool = protogate::descriptor::load(&sources()).unwrap();
+    let signals = Arc::new(Signals::default());
+    let backend = serve_handlers(handlers(pool, signals)).await;
+    let options = protogate::upstream::UpstreamOptions::default();
+    let (upstreams, map) =
+        protogate::upstream::build_all(Some(&backend.url), &[], &options).unwrap();
+    let snapshot =
+        protogate::snapshot::Snapshot::build(&sources(), &Default::default(), Some(&map)).unwrap();
+    let gateway = protogate::server::Gateway::new(snapshot, upstreams, Settings::default());
+    let pki = Pki::new("gateway");
+    let pair = pki.server("server", &["localhost"], "localhost");
+    let config = protogate::tls::server_config(&pair.cert, &pair.key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(protogate::server::serve_tls(
+        listener,
+        gateway,
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+
+    let connector = tokio_rustls::TlsConnector::from(client_tls(&pki.ca, &[b"http/1.1"]));
+    let tcp = bounded(TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = bounded(connector.connect(name, tcp)).await.unwrap();
+    let mut request = format!("wss://localhost:{port}/v1/chat")
+        .into_client_request()
+        .unwrap();
+    let origin = format!("https://localhost:{port}");
+    request
+        .headers_mut()
+        .insert("origin", origin.parse().unwrap());
+    let (mut ws, _) = bounded(tokio_tungstenite::client_async(request, tls))
+        .await
+        .unwrap();
+    bounded(ws.send(Message::text(r#"{"name":"tls"}"#)))
+        .await
+        .unwrap();
+    let answer = loop {
+        match bounded(ws.next()).await.unwrap().unwrap() {
+            Message::Text(text) => break serde_json::from_str::<Value>(&text).unwrap(),
+            _ => continue,
+        }
+    };
+    assert_eq!(answer["result"]["text"], "echo:tls");
+    bounded(ws.close(None)).await.unwrap();
+    let closed = loop {
+        match bounded(ws.next()).await.unwrap().unwrap() {
+            Message::Close(frame) => break frame.unwrap(),
+            _ => continue,
+        }
+    };
+    assert_eq!(closed.code, CloseCode::Normal);
+}

@@ -1277,3 +1277,45 @@ async fn a_session_over_tls() {
     };
     assert_eq!(closed.code, CloseCode::Normal);
 }
+
+/// The access log of the real binary: the upgrade's line (protocol `websocket`, status 101)
+/// and the session's closing line (close code, gRPC code), under one request id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_the_upgrade_and_the_sessions_end() {
+    let pool = protogate::descriptor::load(&sources()).unwrap();
+    let backend = serve_handlers(handlers(pool, Arc::new(Signals::default()))).await;
+    let process = spawn_gateway(&[
+        "--proto",
+        "testapi/v1/rest_streams.proto",
+        "-I",
+        "tests/protos",
+        "--upstream",
+        &backend.url,
+    ]);
+    let url = format!("{}/v1/chat", process.base.replacen("http://", "ws://", 1));
+    let mut ws = connect_with(&url, &[("x-request-id", "ws-log-1")])
+        .await
+        .unwrap();
+    send_text(&mut ws, r#"{"name":"logged"}"#).await;
+    next_json(&mut ws).await;
+    close(&mut ws).await;
+    assert_eq!(next_close(&mut ws).await.code, CloseCode::Normal);
+    let lines = tokio::task::spawn_blocking(move || {
+        process.log_until(|v| v["fields"]["event"] == "closed")
+    })
+    .await
+    .unwrap();
+    let ours: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["fields"]["request_id"] == "ws-log-1")
+        .collect();
+    assert_eq!(ours.len(), 2, "{lines:#?}");
+    let (upgrade, closed) = (&ours[0]["fields"], &ours[1]["fields"]);
+    assert_eq!(upgrade["protocol"], "websocket", "{upgrade}");
+    assert_eq!(upgrade["status"], 101, "{upgrade}");
+    assert_eq!(upgrade["route"], "POST /v1/chat", "{upgrade}");
+    assert_eq!(closed["protocol"], "websocket", "{closed}");
+    assert_eq!(closed["close_code"], 1000, "{closed}");
+    assert_eq!(closed["grpc_code"], "OK", "{closed}");
+    assert_eq!(closed["route"], "POST /v1/chat", "{closed}");
+}

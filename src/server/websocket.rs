@@ -1,6 +1,7 @@
 //! Streaming methods over WebSocket (RFC 6455 over HTTP/1.1, RFC 8441 over HTTP/2): a
 //! browser cannot send a streaming request body, but it can hold a WebSocket, so client and
-//! bidi streams reach browsers this way (and server streams, for symmetry).
+//! bidi streams reach browsers this way (and server streams, for symmetry; what a browser
+//! sees of a client stream's end is in `docs/behaviour.md`).
 //!
 //! An upgrade to the path of a streaming method's binding, whatever the binding's HTTP
 //! method, opens one call: each data frame from the client is a request message, each
@@ -8,7 +9,8 @@
 //! ended (`session.rs`). Everything that can be refused is refused before the upgrade, as an
 //! ordinary `google.rpc.Status` answer: a bad handshake or an untrusted origin
 //! (`handshake.rs`), an unknown path (404), a unary method (400). The upgrade's headers are
-//! the call's metadata, mapped as for REST.
+//! the call's metadata, mapped as for REST. The connection is read and written as two
+//! sockets (`halves.rs` says why).
 
 mod halves;
 pub(crate) mod handshake;

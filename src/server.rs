@@ -4,15 +4,18 @@
 //!    protocol, and `connection.rs` keeps what the gateway bounds per connection.
 //! 2. `edge.rs` takes every request: request id, admission, metrics, access log; HTTP/1.1
 //!    framing it refuses is in `framing.rs`.
-//! 3. `dispatch.rs` classifies it once (admin, docs, REST, gRPC, gRPC-Web, Connect; a REST
-//!    route wins over a Connect-shaped request; WebSocket will slot in there) and applies
-//!    CORS (`cors.rs`).
+//! 3. `dispatch.rs` classifies it once (admin, docs, REST, gRPC, gRPC-Web, Connect,
+//!    WebSocket; a REST route wins over a Connect-shaped request) and applies CORS
+//!    (`cors.rs`).
 //! 4. The protocol's handler: `admin.rs`, `docs.rs`, `rest.rs` (unary) and `rest_stream.rs`
 //!    (streams), with content codings in `rest_compression.rs`; `passthrough.rs` (native
 //!    gRPC), `grpc_web.rs`, `reflection.rs`; `connect.rs` (Connect: `connect/unary.rs`,
-//!    `get.rs`, `stream.rs`, its framing in `envelope.rs`, its codings in `coding.rs`).
-//! 5. REST transcodes with `crate::transcode` along the route's plan (`crate::route`); Connect
-//!    with its whole-message functions (`json_to_wire`, `wire_to_json`).
+//!    `get.rs`, `stream.rs`, its framing in `envelope.rs`, its codings in `coding.rs`);
+//!    `websocket.rs` (the upgrade; its session then runs in `websocket/session.rs`, reading
+//!    the upstream's responses as `rest_stream.rs` does).
+//! 5. REST and WebSocket transcode with `crate::transcode` along the route's plan
+//!    (`crate::route`); Connect with its whole-message functions (`json_to_wire`,
+//!    `wire_to_json`).
 //! 6. The upstream call: `crate::upstream::call` (`src/upstream/call.rs`), with the deadline
 //!    from `deadline.rs` and the time bounds from `call_clock.rs`.
 //! 7. The response goes back through the edge; every error is written by `respond.rs`, the
@@ -45,6 +48,7 @@ mod rest_compression;
 mod rest_stream;
 mod settings;
 mod tags;
+mod websocket;
 
 pub use admin::serve_admin;
 pub use body::{BoxError, ResponseBody};

@@ -345,6 +345,9 @@ fn operation(
         streaming_kind(plan).map_or(String::new(), |k| format!(" ({k} streaming)")),
         plan.rule
     ));
+    if streaming_kind(plan).is_some() {
+        notes.push(WEBSOCKET_NOTE.into());
+    }
     let mut parameters: Vec<Value> = params
         .iter()
         .zip(names)
@@ -378,8 +381,21 @@ fn operation(
         op.insert("deprecated".into(), true.into());
     }
     op.insert("x-grpc-method".into(), plan.grpc_path.as_str().into());
+    if streaming_kind(plan).is_some() {
+        op.insert("x-protogate-websocket".into(), true.into());
+    }
     Value::Object(op)
 }
+
+/// How a streaming operation is also served (`x-protogate-websocket: true` marks it).
+const WEBSOCKET_NOTE: &str = "Also served over WebSocket: a `GET` upgrade (or HTTP/2 extended \
+    `CONNECT`) to this path, whatever the operation's method. Each text frame is one request \
+    message as JSON (as this operation's body; path and query parameters apply to every \
+    message), each binary frame its protobuf wire bytes. Each response message comes back as \
+    `{\"result\": ...}` in a text frame (wire bytes in a binary frame to a client whose last \
+    frame was binary). The client's Close ends its request stream; the gateway closes with \
+    1000 when the call succeeds, or sends `{\"error\": status}` and closes with 4000 + the \
+    gRPC code.";
 
 fn streaming_kind(plan: &RoutePlan) -> Option<&'static str> {
     match (

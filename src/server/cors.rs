@@ -128,6 +128,13 @@ impl CorsPolicy {
     }
 }
 
+impl CorsPolicy {
+    /// Whether `origin` may call the gateway (a WebSocket upgrade's check).
+    pub(super) fn allows(&self, origin: &HeaderValue) -> bool {
+        self.allow(origin).is_some()
+    }
+}
+
 /// A serialized origin as browsers send it in `Origin`: scheme, host, optional port, no path.
 fn parse_origin(text: &str) -> Result<HeaderValue, String> {
     let text = text.trim().trim_end_matches('/');

@@ -1,8 +1,8 @@
 //! Classify each request once, then hand it to the code that speaks its protocol: the admin
 //! endpoints, the API's documentation, a CORS preflight, REST (transcoded), native gRPC
-//! (passed through), gRPC-Web (translated, then passed through) or Connect (translated to
-//! gRPC). WebSocket upgrades will be one more kind here. CORS headers are added here, and
-//! only here.
+//! (passed through), gRPC-Web (translated, then passed through), Connect (translated to
+//! gRPC) or a WebSocket upgrade (a streaming call over frames). CORS headers are added here,
+//! and only here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,6 +37,8 @@ pub(crate) enum Kind {
     GrpcWeb,
     /// The Connect protocol: a unary `POST`, a stream, or a unary `GET`.
     Connect(ConnectKind),
+    /// An HTTP/1.1 `GET` with `Upgrade: websocket`, or an HTTP/2 extended `CONNECT` for one.
+    WebSocket,
 }
 
 impl Kind {
@@ -52,6 +54,7 @@ impl Kind {
             Kind::Grpc => Protocol::Grpc,
             Kind::GrpcWeb => Protocol::GrpcWeb,
             Kind::Connect(kind) => Protocol::Connect(kind),
+            Kind::WebSocket => Protocol::WebSocket,
             _ => Protocol::Rest,
         }
     }
@@ -65,6 +68,7 @@ pub(crate) enum Protocol {
     Rest,
     /// Connect, and which of its forms (its errors are written differently).
     Connect(ConnectKind),
+    WebSocket,
 }
 
 impl Protocol {
@@ -73,6 +77,7 @@ impl Protocol {
             Protocol::Grpc => "grpc",
             Protocol::GrpcWeb => "grpc-web",
             Protocol::Rest => "rest",
+            Protocol::WebSocket => "websocket",
             Protocol::Connect(_) => "connect",
         }
     }
@@ -101,7 +106,8 @@ impl Gateway {
 }
 
 /// Sorts a request: the admin and documentation paths first (they win over routes), then
-/// preflights, then Connect (by method, headers and query), then by `content-type`.
+/// preflights, then WebSocket upgrades, then Connect (by method, headers and query), then
+/// by `content-type`.
 pub(crate) fn classify<B>(request: &Request<B>, settings: &Settings) -> Kind {
     let (method, path) = (request.method(), request.uri().path());
     if let Some(admin) = AdminPath::of(method, path).filter(|_| settings.admin_on_main_port) {
@@ -112,6 +118,9 @@ pub(crate) fn classify<B>(request: &Request<B>, settings: &Settings) -> Kind {
     }
     if settings.cors.is_some() && is_preflight(method, request.headers()) {
         return Kind::Preflight;
+    }
+    if super::websocket::handshake::is_upgrade(request) {
+        return Kind::WebSocket;
     }
     if let Some(kind) = connect::kind_of(method, request.headers(), request.uri().query()) {
         return Kind::Connect(kind);
@@ -162,6 +171,7 @@ impl Gateway {
             Kind::GrpcWeb => self.handle_grpc_web(request).await,
             Kind::Rest => self.handle_rest(request, peer).await,
             Kind::Connect(kind) => self.handle_connect(kind, request).await,
+            Kind::WebSocket => self.handle_websocket(request, peer).await,
         };
         if let Some(cors) = &self.settings.cors {
             cors.decorate(origin.as_ref(), response.headers_mut());

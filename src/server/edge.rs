@@ -19,7 +19,7 @@ use super::dispatch::Protocol;
 use super::framing;
 use super::gateway::Gateway;
 use super::respond;
-use super::tags::{ErrorTag, RouteTag};
+use super::tags::{ErrorTag, RouteTag, SessionHold};
 use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
 use crate::metrics::RequestLabels;
@@ -98,6 +98,14 @@ impl Gateway {
         reserved: usize,
         permits: Option<Permits>,
     ) -> Response<ResponseBody> {
+        // An accepted WebSocket keeps the permits for as long as its session lasts.
+        let permits = match response.extensions().get::<SessionHold>() {
+            Some(hold) => {
+                hold.keep(Box::new(permits));
+                None
+            }
+            None => permits,
+        };
         let held = Held {
             gateway: self.clone(),
             _permits: permits,
@@ -158,7 +166,7 @@ impl Gateway {
         let error = GatewayError::unavailable(message).from_source(ErrorSource::Gateway);
         let mut response = match protocol {
             Protocol::Grpc | Protocol::GrpcWeb => respond::grpc(&error),
-            Protocol::Rest => respond::rest_plain(&error),
+            Protocol::Rest | Protocol::WebSocket => respond::rest_plain(&error),
             Protocol::Connect(kind) => self.connect_error(kind, headers, &error),
         };
         response

@@ -38,6 +38,8 @@ pub struct Gateway {
     current: ArcSwap<Current>,
     pub(super) upstreams: Vec<Arc<Upstream>>,
     pub(super) settings: Settings,
+    /// Set on shutdown: open WebSocket sessions close (each holds a receiver until it ends).
+    pub(super) sessions_closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -62,6 +64,7 @@ impl Gateway {
             current: ArcSwap::from_pointee(Current::new(snapshot)),
             upstreams,
             settings,
+            sessions_closing: tokio::sync::watch::Sender::new(false),
         })
     }
 

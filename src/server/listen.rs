@@ -79,10 +79,11 @@ async fn accept_until(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    // Upgraded connections (WebSocket sessions) are no longer hyper's to drain: they are
+    // told to close, and waited for within the same grace.
+    gateway.close_sessions();
+    let drained = async { tokio::join!(graceful.shutdown(), gateway.sessions_closed()) };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(?grace, "connections still open after the grace period");
     }
 }
@@ -105,7 +106,9 @@ fn builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(settings.max_concurrent_streams)
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(1024))
-        .keep_alive_interval(Duration::from_secs(30));
+        .keep_alive_interval(Duration::from_secs(30))
+        // RFC 8441: WebSockets over HTTP/2 streams (extended CONNECT).
+        .enable_connect_protocol();
     builder
 }
 
@@ -196,6 +199,6 @@ where
         }
     });
     builder
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned()
 }

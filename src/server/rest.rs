@@ -178,7 +178,7 @@ impl Gateway {
     }
 
     /// The upstream metadata and deadline of a request.
-    fn call_setup(
+    pub(super) fn call_setup(
         &self,
         parts: &Parts,
         peer: SocketAddr,

@@ -243,7 +243,7 @@ fn empty_stream(format: StreamFormat, upstream: &HeaderMap) -> Response<Response
 }
 
 /// What the upstream's response body yields next.
-enum Event {
+pub(super) enum Event {
     Message(Bytes),
     End(Result<(), GatewayError>),
 }
@@ -260,7 +260,7 @@ struct StreamCall {
 }
 
 /// Reads response frames and the final status, within the deadline and the idle limit.
-struct Events {
+pub(super) struct Events {
     body: UpstreamResponseBody,
     decoder: Decoder,
     /// The largest message, decoded.
@@ -272,7 +272,7 @@ struct Events {
 }
 
 impl Events {
-    async fn next(&mut self) -> Event {
+    pub(super) async fn next(&mut self) -> Event {
         loop {
             match self.decoder.next_frame() {
                 Err(e) => return Event::End(Err(call::frame_error(e))),
@@ -337,6 +337,28 @@ impl Events {
     /// A failure, unless the request pump failed first: then that is the real cause.
     fn failed(&self, error: GatewayError) -> Event {
         Event::End(Err(pumped(&self.pump_error).unwrap_or(error)))
+    }
+}
+
+impl Events {
+    /// The events of a call whose response has begun, for protocols other than REST (the
+    /// WebSocket session): no request pump to report, each message counted on `clock`.
+    pub(super) fn of_call(
+        body: UpstreamResponseBody,
+        headers: HeaderMap,
+        limit: usize,
+        deadline: Option<(Instant, Duration)>,
+        clock: CallClock,
+    ) -> Events {
+        Events {
+            body,
+            decoder: Decoder::new(limit),
+            limit,
+            headers,
+            deadline,
+            pump_error: PumpError::default(),
+            clock,
+        }
     }
 }
 

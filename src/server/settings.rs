@@ -49,6 +49,9 @@ pub struct Settings {
     pub docs: DocsSettings,
     /// Codings offered for REST responses, in order of preference; empty: none.
     pub response_compression: Vec<Encoding>,
+    /// How often a WebSocket client is pinged; one that has answered nothing since the last
+    /// ping is gone. No flag: zero turns pings off.
+    pub websocket_ping_interval: Duration,
 }
 
 impl Default for Settings {
@@ -73,6 +76,7 @@ impl Default for Settings {
             cors: None,
             docs: DocsSettings::default(),
             response_compression: compression::DEFAULT_RESPONSE.to_vec(),
+            websocket_ping_interval: Duration::from_secs(30),
         }
     }
 }

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 /// The chromium binary, or `None` (after saying why) when the test cannot run here.
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     let candidates = [
         std::env::var("CHROMIUM").ok(),
         Some("chromium".into()),
@@ -49,7 +49,7 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// A headless chromium, killed when dropped.
-struct Browser {
+pub(crate) struct Browser {
     child: Child,
     devtools: String,
     _profile: tempfile::TempDir,
@@ -64,7 +64,7 @@ impl Drop for Browser {
 
 impl Browser {
     /// Starts chromium on `url` with DevTools on a loopback port it reports on stderr.
-    fn launch(binary: &PathBuf, url: &str) -> Browser {
+    pub(crate) fn launch(binary: &PathBuf, url: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(binary)
             .args([
@@ -115,7 +115,7 @@ impl Browser {
     }
 
     /// The DevTools connection of the page showing `url`.
-    async fn page(&self, url: &str) -> Cdp {
+    pub(crate) async fn page(&self, url: &str) -> Cdp {
         let targets = get(&format!("{}/json/list", self.devtools)).await.json();
         let target = targets
             .as_array()
@@ -131,7 +131,7 @@ impl Browser {
 }
 
 /// A minimal Chrome DevTools Protocol client: commands and their results, events skipped.
-struct Cdp {
+pub(crate) struct Cdp {
     socket: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
@@ -139,7 +139,22 @@ struct Cdp {
 }
 
 impl Cdp {
+    /// A command's result. A command that met the page between two documents (its first
+    /// load still replacing the blank one) is sent again, a bounded number of times.
     async fn call(&mut self, method: &str, params: Value) -> Value {
+        for _ in 0..200 {
+            match self.try_call(method, params.clone()).await {
+                Ok(result) => return result,
+                Err(reply) if reply.to_string().contains("context was destroyed") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                Err(reply) => panic!("{method}: {reply}"),
+            }
+        }
+        panic!("{method}: the page never settled");
+    }
+
+    async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next += 1;
         let id = self.next;
         let command = json!({ "id": id, "method": method, "params": params });
@@ -156,14 +171,16 @@ impl Cdp {
             };
             let reply: Value = serde_json::from_str(&text).unwrap();
             if reply["id"] == id {
-                assert!(reply.get("error").is_none(), "{method}: {reply}");
-                return reply["result"].clone();
+                return match reply.get("error") {
+                    None => Ok(reply["result"].clone()),
+                    Some(_) => Err(reply),
+                };
             }
         }
     }
 
     /// Evaluates `expression` in the page (awaiting a promise) and returns its value.
-    async fn eval(&mut self, expression: &str) -> Value {
+    pub(crate) async fn eval(&mut self, expression: &str) -> Value {
         let params = json!({
             "expression": expression,
             "awaitPromise": true,

@@ -33,3 +33,4 @@ mod rest_streaming;
 mod routing;
 mod upstream_tls;
 mod vps;
+mod websocket;

@@ -114,6 +114,24 @@ read_case() {
   fi
 }
 
+# The case's body type: its `content-type` header line, else JSON. (Its other headers are sent
+# as they are; the content type goes through the load generator's own option.)
+body_type() {
+  local header
+  for header in "${HTTP_HEADERS[@]}"; do
+    [[ "${header,,}" == content-type:* ]] && { echo "${header#*: }"; return; }
+  done
+  echo application/json
+}
+
+# HTTP_HEADERS without its content type (sent by body_type).
+other_headers() {
+  local header
+  for header in "${HTTP_HEADERS[@]}"; do
+    [[ "${header,,}" == content-type:* ]] || echo "$header"
+  done
+}
+
 cpu_ticks() { # utime + stime of a process, in clock ticks
   awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
@@ -147,9 +165,9 @@ reset_peak_rss() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
 oha_run() {
   local out="$1" seconds="$2" clients="$3"
   local args=(-z "${seconds}s" -c "$clients" --no-tui --output-format json -m "$HTTP_METHOD")
-  [[ "$HTTP_BODY" != "-" ]] && args+=(-D "$HTTP_BODY" -T application/json)
+  [[ "$HTTP_BODY" != "-" ]] && args+=(-D "$HTTP_BODY" -T "$(body_type)")
   local header
-  for header in "${HTTP_HEADERS[@]}"; do args+=(-H "$header"); done
+  while read -r header; do [[ -n "$header" ]] && args+=(-H "$header"); done < <(other_headers)
   oha "${args[@]}" "http://$GATEWAY_ADDR$HTTP_TARGET" >"$out"
 }
 
@@ -165,9 +183,9 @@ h2load_run() {
 # Checks one request each way answers OK before measuring.
 check_case() {
   local case="$1" args=(-s -o /dev/null -w '%{http_code}' -X "$HTTP_METHOD")
-  [[ "$HTTP_BODY" != "-" ]] && args+=(--data-binary "@$HTTP_BODY" -H 'content-type: application/json')
+  [[ "$HTTP_BODY" != "-" ]] && args+=(--data-binary "@$HTTP_BODY" -H "content-type: $(body_type)")
   local header
-  for header in "${HTTP_HEADERS[@]}"; do args+=(-H "$header"); done
+  while read -r header; do [[ -n "$header" ]] && args+=(-H "$header"); done < <(other_headers)
   local code; code="$(curl "${args[@]}" "http://$GATEWAY_ADDR$HTTP_TARGET")"
   [[ "$code" == 200 ]] || die "$case: the gateway answered HTTP $code"
   nghttp -v -d "$FRAME" -H 'content-type: application/grpc' -H 'te: trailers' \

@@ -23,7 +23,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DURATION="${DURATION:-10}"
 RUNS="${RUNS:-3}"
 CONCURRENCY="${CONCURRENCY:-32 64}"
-CASES="${CASES:-small_post get_query vps vps_gzip}"
+CASES="${CASES:-small_post get_query vps vps_gzip vps_connect_json vps_connect_proto vps_protobuf vps_multipart}"
 WARMUP="${WARMUP:-2}"
 IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-1000}"
 SOAK="${SOAK:-0}"
@@ -46,6 +46,10 @@ read -r vps_method vps_target vps_body <"$OUT/vps.http" || true
 gzip -c "$vps_body" >"$OUT/vps_gzip.json.gz"
 echo "$vps_method $vps_target $OUT/vps_gzip.json.gz" >"$OUT/vps_gzip.http"
 printf 'content-encoding: gzip\naccept-encoding: gzip\n' >"$OUT/vps_gzip.headers"
+# The same VPS request in the other forms a client may send it: Connect with JSON and with
+# binary protobuf (to the method's own path), REST with a binary protobuf body, and REST as
+# multipart/form-data with the camera image as a raw file part (no base64).
+python3 "$ROOT/bench/vps_variants.py" "$OUT" "$vps_method" "$vps_target" "$vps_body"
 start_backend "$OUT"
 start_gateway "$OUT"
 log "backend $BACKEND_ADDR (pid $BACKEND_PID), gateway $GATEWAY_ADDR (pid $GATEWAY_PID); results in $OUT"

@@ -99,3 +99,55 @@ async fn the_demo_backend_answers_the_sample_through_the_gateway() {
     assert_eq!(resp.json()["code"], 3);
     assert!(resp.json()["message"].as_str().unwrap().contains("imgData"));
 }
+
+/// The VPS request without base64: curl's own `-F` upload of the metadata as the `*` JSON part
+/// and the camera frame as a raw file part is answered exactly as the JSON sample, and the
+/// backend receives the same message.
+#[tokio::test]
+async fn a_curl_multipart_upload_is_answered_as_the_json_sample() {
+    let pool = protogate::descriptor::load(&protogate::demo::vps_sources()).unwrap();
+    let reply = encode_json(
+        &pool,
+        "vpresult.VPService_t",
+        serde_json::json!({"stVPResult": {"u64KeyFrameIndex": "9"}}),
+    );
+    let backend = Backend::start(reply_with(reply)).await;
+    let gw = start_gateway(
+        protogate::demo::vps_sources(),
+        &backend.url,
+        Settings::default(),
+    )
+    .await;
+    let url = format!("{}/skvps/locdata", gw.base);
+    let json = send("POST", &url, &[], sample()).await;
+    assert_eq!(json.status, 200);
+
+    let mut meta: serde_json::Value = serde_json::from_slice(&sample()).unwrap();
+    let image = meta["stVPBody"]["stCamera"]
+        .as_object_mut()
+        .unwrap()
+        .remove("imgData")
+        .unwrap();
+    let frame = base64::engine::general_purpose::STANDARD
+        .decode(image.as_str().unwrap())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("meta.json"), meta.to_string()).unwrap();
+    std::fs::write(dir.path().join("frame.png"), &frame).unwrap();
+    let output = tokio::process::Command::new("curl")
+        .current_dir(dir.path())
+        .args(["-s", "-S", "-F", "*=@meta.json;type=application/json"])
+        .args(["-F", "stVPBody.stCamera.imgData=@frame.png", &url])
+        .kill_on_drop(true)
+        .output();
+    let output = bounded(output).await.expect("curl runs");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&json.body),
+        "the same answer"
+    );
+    let calls = backend.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].message, calls[1].message, "the same message");
+}

@@ -22,11 +22,9 @@ mod unary;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, TE};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Method, Request, Response, Version};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 use prost_reflect::MethodDescriptor;
 
@@ -36,16 +34,13 @@ use super::passthrough::strip_hop_by_hop;
 use super::respond;
 use super::tags::RouteTag;
 use crate::error::{quoted, ErrorSource, GatewayError};
-use crate::grpc::{status, timeout, Code};
+use crate::grpc::{status, Code};
 use crate::snapshot::Snapshot;
 use crate::upstream::call;
-use crate::upstream::{ReplayBody, Upstream, UpstreamBody, UpstreamResponseBody};
+use crate::upstream::{Upstream, UpstreamResponseBody};
 
 /// The header that marks a unary Connect request.
 const PROTOCOL_VERSION: &str = "connect-protocol-version";
-
-const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
-const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 
 /// Which form of the Connect protocol a request takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,14 +309,7 @@ fn upstream_metadata(client: &HeaderMap, deadline: Option<Duration>) -> HeaderMa
             metadata.append(name.clone(), value.clone());
         }
     }
-    metadata.insert(CONTENT_TYPE, GRPC);
-    metadata.insert(TE, TRAILERS);
-    metadata.insert("grpc-accept-encoding", call::ACCEPT_ENCODING);
-    if let Some(d) = deadline {
-        if let Ok(v) = HeaderValue::from_str(&timeout::format(d)) {
-            metadata.insert("grpc-timeout", v);
-        }
-    }
+    call::insert_grpc_headers(&mut metadata, deadline);
     metadata
 }
 
@@ -331,32 +319,12 @@ fn upstream_metadata(client: &HeaderMap, deadline: Option<Duration>) -> HeaderMa
 async fn send(
     target: &Target,
     metadata: HeaderMap,
-    body: CallBody,
+    body: call::CallBody,
 ) -> Result<Response<UpstreamResponseBody>, GatewayError> {
-    let (body, replay) = match body {
-        CallBody::Whole(frame) => {
-            let full = Full::new(frame.clone()).map_err(|never| match never {});
-            (full.boxed_unsync(), Some(ReplayBody(frame)))
-        }
-        CallBody::Streamed(body) => (body, None),
-    };
-    let mut request = Request::new(body);
-    if let Some(replay) = replay {
-        request.extensions_mut().insert(replay);
-    }
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = target.upstream.uri(&target.path)?;
-    *request.version_mut() = Version::HTTP_2;
-    *request.headers_mut() = metadata;
+    let request = call::request_to(&target.upstream, &target.path, body, metadata)?;
     let mut response = target.upstream.send(request).await?;
     status::sanitize_details(response.headers_mut());
     Ok(response)
-}
-
-/// What a call sends upstream.
-enum CallBody {
-    Whole(Bytes),
-    Streamed(UpstreamBody),
 }
 
 /// The earlier of `call` and the deadline.
@@ -375,6 +343,7 @@ async fn within<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::timeout;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -74,8 +74,34 @@ fn grpc_request(
     upstream: &Upstream,
     plan: &RoutePlan,
     body: CallBody,
-    metadata: HeaderMap,
+    mut metadata: HeaderMap,
     deadline: Option<Duration>,
+) -> Result<Request<UpstreamBody>, GatewayError> {
+    metadata.insert(USER_AGENT, AGENT);
+    insert_grpc_headers(&mut metadata, deadline);
+    request_to(upstream, &plan.grpc_path, body, metadata)
+}
+
+/// The gRPC request headers every call carries: its content type, `te: trailers`, the codings
+/// the gateway decodes, and the deadline as `grpc-timeout`.
+pub(crate) fn insert_grpc_headers(headers: &mut HeaderMap, deadline: Option<Duration>) {
+    headers.insert(CONTENT_TYPE, GRPC);
+    headers.insert(TE, TRAILERS);
+    headers.insert("grpc-accept-encoding", ACCEPT_ENCODING);
+    if let Some(d) = deadline {
+        if let Ok(v) = HeaderValue::from_str(&timeout::format(d)) {
+            headers.insert("grpc-timeout", v);
+        }
+    }
+}
+
+/// An HTTP/2 `POST` of `body` to `path` on `upstream`, with exactly `headers`. A whole single
+/// frame is kept so that it can be sent again if the upstream refuses the stream.
+pub(crate) fn request_to(
+    upstream: &Upstream,
+    path: &http::uri::PathAndQuery,
+    body: CallBody,
+    headers: HeaderMap,
 ) -> Result<Request<UpstreamBody>, GatewayError> {
     let (body, replay) = match body {
         CallBody::Whole(frame) => {
@@ -89,19 +115,9 @@ fn grpc_request(
         request.extensions_mut().insert(replay);
     }
     *request.method_mut() = Method::POST;
-    *request.uri_mut() = upstream.uri(&plan.grpc_path)?;
+    *request.uri_mut() = upstream.uri(path)?;
     *request.version_mut() = Version::HTTP_2;
-    let headers = request.headers_mut();
-    *headers = metadata;
-    headers.insert(CONTENT_TYPE, GRPC);
-    headers.insert(TE, TRAILERS);
-    headers.insert(USER_AGENT, AGENT);
-    headers.insert("grpc-accept-encoding", ACCEPT_ENCODING);
-    if let Some(d) = deadline {
-        if let Ok(v) = HeaderValue::from_str(&timeout::format(d)) {
-            headers.insert("grpc-timeout", v);
-        }
-    }
+    *request.headers_mut() = headers;
     Ok(request)
 }
 

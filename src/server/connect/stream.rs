@@ -23,7 +23,7 @@ use prost_reflect::MessageDescriptor;
 use tokio::time::{Instant, Sleep};
 
 use super::envelope::{self, EnvelopeError, RequestDecoder};
-use super::{codec_of, coding, send, upstream_metadata, CallBody, Codec, Target};
+use super::{codec_of, coding, send, upstream_metadata, Codec, Target};
 use crate::compression::Encoding;
 use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::frame::{self, Decoder};
@@ -149,7 +149,7 @@ impl Gateway {
         let request_body = Counted::new(inbound.boxed_unsync(), clock.clone()).boxed_unsync();
         let ends = call.deadline.map(|d| (Instant::now() + d, d));
         let started = async {
-            let body = CallBody::Streamed(request_body);
+            let body = call::CallBody::Streamed(request_body);
             tokio::select! {
                 started = send(&call.target, call.metadata.clone(), body) => started,
                 expiry = clock.expired() => Err(expiry.error()),

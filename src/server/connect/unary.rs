@@ -11,9 +11,7 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::{
-    codec_of, coding, send, upstream_metadata, within, CallBody, Codec, Target, PROTOCOL_VERSION,
-};
+use super::{codec_of, coding, send, upstream_metadata, within, Codec, Target, PROTOCOL_VERSION};
 use crate::compression::Encoding;
 use crate::error::{quoted, ErrorSource, GatewayError};
 use crate::grpc::frame::{self, Decoder, Frame};
@@ -99,7 +97,7 @@ impl Gateway {
         let metadata = upstream_metadata(call.headers, call.deadline);
         let limit = self.settings.max_response_bytes;
         let exchange = async {
-            let body = CallBody::Whole(frame::encode_raw(&wire));
+            let body = call::CallBody::Whole(frame::encode_raw(&wire));
             let response = send(call.target, metadata, body).await?;
             read_reply(response, limit, call.target).await
         };

@@ -13,6 +13,7 @@ mod architecture;
 mod balancing;
 mod bounds;
 mod cli;
+mod clients;
 mod docs;
 mod docs_page;
 mod downstream_tls;

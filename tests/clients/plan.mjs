@@ -3,12 +3,13 @@
 // and the browser one (browser.mjs); it knows nothing of either runtime.
 //
 // A call: { id, service, method, kind?, request?, requests?, headers?, timeoutMs?, interleave?,
-//           path? }
+//           path?, pathService? }
 //   kind       "unary" | "server" | "client" | "bidi"; by default the method's own kind
 //   request    the request message as JSON (unary and server streams)
 //   requests   the request messages as JSON (client and bidi streams)
 //   interleave bidi only: send each request only after the answer to the previous one came
 //   path       call this method name instead (same types), e.g. one the server does not know
+//   pathService  and this service name instead
 // Events: {call, headers} {call, message} {call, trailers} {call, error: {code, message,
 // metadata}} and last {call, done: true} when the call ended without an error.
 
@@ -55,11 +56,15 @@ async function runCall(transport, registry, call, emit, defaultTimeoutMs) {
   if (!service) throw new Error(`no service ${call.service} in the descriptor set`);
   let method = service.methods.find((m) => m.name === call.method);
   if (!method) throw new Error(`no method ${call.method} in ${call.service}`);
-  if (call.path) {
-    method = { ...method, name: call.path, localName: call.path };
+  let target = service;
+  if (call.path || call.pathService) {
+    // The same types under another name: a method or service the server does not know.
+    target = { ...service, typeName: call.pathService ?? service.typeName };
+    method = { ...method, name: call.path ?? method.name, parent: target };
+    target.methods = [method];
+    target.method = { [method.localName]: method };
   }
-  const fakeService = { ...service, methods: [method], method: { [method.localName]: method } };
-  const client = createClient(call.path ? fakeService : service, transport);
+  const client = createClient(target, transport);
   const fn = client[method.localName].bind(client);
   const kind = call.kind ?? KINDS[method.methodKind];
   const toMessage = (json) => fromJson(method.input, json ?? {}, { registry });

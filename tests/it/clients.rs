@@ -373,8 +373,8 @@ const EVERY_KIND: Kinds = Kinds {
     bidi: true,
 };
 
-/// Calls of each kind, a failing call, a stream that breaks midway and a method the gateway
-/// does not know.
+/// Calls of each kind, a failing call, a stream that breaks midway, a method of a known service
+/// that the backend does not know, and a service nobody knows (the gateway answers).
 fn relay_calls(kinds: Kinds) -> Vec<Value> {
     let mut calls = vec![
         json!({"id": "say", "service": SERVICE, "method": "Say",
@@ -386,6 +386,8 @@ fn relay_calls(kinds: Kinds) -> Vec<Value> {
                "request": {"text": "fail"}}),
         json!({"id": "unknown", "service": SERVICE, "method": "Say", "path": "Nope",
                "request": {"text": "hello"}}),
+        json!({"id": "no-service", "service": SERVICE, "method": "Say",
+               "pathService": "testapi.v1.Nowhere", "request": {"text": "hello"}}),
     ];
     if kinds.client {
         calls.push(
@@ -439,6 +441,11 @@ fn check(events: &Events, kinds: Kinds, client: &str) {
     assert_eq!(
         unknown.error["code"], "unimplemented",
         "{client}: {unknown:?}"
+    );
+    let no_service = events.of("no-service");
+    assert_eq!(
+        no_service.error["code"], "unimplemented",
+        "{client}: {no_service:?}"
     );
 
     if kinds.client {

@@ -20,6 +20,7 @@
 mod admin;
 mod body;
 mod call_clock;
+mod connect;
 mod connection;
 mod cors;
 mod deadline;

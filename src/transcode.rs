@@ -4,14 +4,14 @@
 mod codec;
 mod json_in;
 mod json_keys;
-mod message;
 pub mod json_out;
+mod message;
 mod options;
 mod query;
 mod request;
 mod response;
-mod schemas;
 pub mod scalar;
+mod schemas;
 pub mod stream;
 mod strict_json;
 pub mod well_known;

@@ -167,6 +167,27 @@ fn valid_details(headers: &HeaderMap) -> Option<Bytes> {
     (status.code == code).then_some(bytes)
 }
 
+/// The details of a serialized `google.rpc.Status`: each `Any`'s full type name (its type
+/// URL after the last `/`) and value; none when it does not decode.
+pub fn status_details(status: &[u8]) -> Vec<(String, Bytes)> {
+    let Ok(status) = RpcStatus::decode(status) else {
+        return Vec::new();
+    };
+    status
+        .details
+        .into_iter()
+        .map(|any| {
+            let name = any
+                .type_url
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            (name, Bytes::from(any.value))
+        })
+        .collect()
+}
+
 /// Sets `grpc-status` and `grpc-message` (percent-encoded) of trailers, or of the headers of a
 /// trailers-only response.
 pub fn insert_status(headers: &mut HeaderMap, code: Code, message: &str) {

@@ -1,6 +1,6 @@
 //! The deadline of an upstream call, decided here for every protocol: the client's own
-//! (`grpc-timeout`), lowered to what the gateway configures for the method (its own
-//! `--method-timeout`, its service's, or `--timeout`).
+//! (`grpc-timeout`, or a Connect client's `connect-timeout-ms`), lowered to what the gateway
+//! configures for the method (its own `--method-timeout`, its service's, or `--timeout`).
 
 use std::time::Duration;
 
@@ -13,6 +13,9 @@ use crate::grpc::timeout;
 /// The header that carries a client's deadline.
 pub(super) const GRPC_TIMEOUT: &str = "grpc-timeout";
 
+/// The header that carries a Connect client's deadline, in milliseconds.
+pub(super) const CONNECT_TIMEOUT: &str = "connect-timeout-ms";
+
 /// The deadline for `method` (`package.Service/Method`) given the client's `headers`: `None`
 /// when neither sets one. A `grpc-timeout` that does not parse is the client's error.
 pub(super) fn deadline(
@@ -20,7 +23,6 @@ pub(super) fn deadline(
     method: &str,
     headers: &HeaderMap,
 ) -> Result<Option<Duration>, GatewayError> {
-    let configured = configured(settings, method);
     let client = match headers.get(GRPC_TIMEOUT) {
         None => None,
         Some(v) => Some(v.to_str().ok().and_then(timeout::parse).ok_or_else(|| {
@@ -28,10 +30,45 @@ pub(super) fn deadline(
             GatewayError::invalid_argument(format!("invalid Grpc-Timeout header {}", quoted(&text)))
         })?),
     };
-    Ok(match (client, configured) {
+    Ok(lowered(client, configured(settings, method)))
+}
+
+/// The deadline for `method` of a Connect call: its `connect-timeout-ms` (a positive integer
+/// of at most 10 digits), lowered to the configured one. One that does not parse is the
+/// client's error.
+pub(super) fn connect_deadline(
+    settings: &Settings,
+    method: &str,
+    headers: &HeaderMap,
+) -> Result<Option<Duration>, GatewayError> {
+    let client = match headers.get(CONNECT_TIMEOUT) {
+        None => None,
+        Some(v) => Some(connect_timeout(v.as_bytes()).ok_or_else(|| {
+            let text = String::from_utf8_lossy(v.as_bytes());
+            GatewayError::invalid_argument(format!(
+                "invalid Connect-Timeout-Ms header {}",
+                quoted(&text)
+            ))
+        })?),
+    };
+    Ok(lowered(client, configured(settings, method)))
+}
+
+/// A `connect-timeout-ms` value: 1 to 10 ASCII digits.
+fn connect_timeout(value: &[u8]) -> Option<Duration> {
+    if value.is_empty() || value.len() > 10 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let ms = std::str::from_utf8(value).ok()?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
+/// The earlier of the client's deadline and the configured one.
+fn lowered(client: Option<Duration>, configured: Option<Duration>) -> Option<Duration> {
+    match (client, configured) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
-    })
+    }
 }
 
 /// The deadline the gateway configures for `method`: its own, its service's, or the default.
@@ -95,6 +132,36 @@ mod tests {
         assert_eq!(
             deadline(&Settings::default(), "a.B/C", &none).unwrap(),
             None
+        );
+    }
+
+    #[test]
+    fn connect_timeouts_are_milliseconds_and_lowered_too() {
+        let s = settings();
+        let header = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(CONNECT_TIMEOUT, v.parse().unwrap());
+            h
+        };
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(
+            connect_deadline(&s, "pkg.Svc/Slow", &header("250")).unwrap(),
+            ms(250)
+        );
+        assert_eq!(
+            connect_deadline(&s, "pkg.Fast/Any", &header("9999999999")).unwrap(),
+            ms(1000)
+        );
+        for bad in ["", "-1", "1.5", "12345678901", "1s"] {
+            assert!(
+                connect_deadline(&s, "pkg.Svc/Slow", &header(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        // A gRPC header is not a Connect client's deadline.
+        assert_eq!(
+            connect_deadline(&s, "pkg.Svc/Slow", &with_client("1S")).unwrap(),
+            ms(60_000)
         );
     }
 }

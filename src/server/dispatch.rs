@@ -1,7 +1,8 @@
 //! Classify each request once, then hand it to the code that speaks its protocol: the admin
 //! endpoints, the API's documentation, a CORS preflight, REST (transcoded), native gRPC
-//! (passed through) or gRPC-Web (translated, then passed through). The Connect protocol and
-//! WebSocket upgrades will be two more kinds here. CORS headers are added here, and only here.
+//! (passed through), gRPC-Web (translated, then passed through) or Connect (translated to
+//! gRPC). WebSocket upgrades will be one more kind here. CORS headers are added here, and
+//! only here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use hyper::body::Incoming;
 
 use super::admin::AdminPath;
 use super::body::ResponseBody;
+use super::connect::{self, ConnectKind};
 use super::docs::DocsPage;
 use super::gateway::Gateway;
 use super::respond;
@@ -33,6 +35,8 @@ pub(crate) enum Kind {
     Grpc,
     /// `application/grpc-web`, `application/grpc-web+proto`, `application/grpc-web-text`, ...
     GrpcWeb,
+    /// The Connect protocol: a unary `POST`, a stream, or a unary `GET`.
+    Connect(ConnectKind),
 }
 
 impl Kind {
@@ -47,6 +51,7 @@ impl Kind {
         match self {
             Kind::Grpc => Protocol::Grpc,
             Kind::GrpcWeb => Protocol::GrpcWeb,
+            Kind::Connect(kind) => Protocol::Connect(kind),
             _ => Protocol::Rest,
         }
     }
@@ -58,6 +63,8 @@ pub(crate) enum Protocol {
     Grpc,
     GrpcWeb,
     Rest,
+    /// Connect, and which of its forms (its errors are written differently).
+    Connect(ConnectKind),
 }
 
 impl Protocol {
@@ -66,12 +73,32 @@ impl Protocol {
             Protocol::Grpc => "grpc",
             Protocol::GrpcWeb => "grpc-web",
             Protocol::Rest => "rest",
+            Protocol::Connect(_) => "connect",
         }
     }
 }
 
+impl Gateway {
+    /// Sorts a request as [`classify`] does, except that a request that looks like Connect but
+    /// matches a REST route is REST: routes win, as they did before Connect was served.
+    pub(crate) fn classify<B>(&self, request: &Request<B>) -> Kind {
+        match classify(request, &self.settings) {
+            Kind::Connect(_) if self.is_routed(request) => Kind::Rest,
+            kind => kind,
+        }
+    }
+
+    fn is_routed<B>(&self, request: &Request<B>) -> bool {
+        let snapshot = self.snapshot();
+        let lookup = snapshot
+            .routes
+            .lookup(request.method(), request.uri().path());
+        matches!(lookup, crate::route::Lookup::Found { .. })
+    }
+}
+
 /// Sorts a request: the admin and documentation paths first (they win over routes), then
-/// preflights, then by `content-type`.
+/// preflights, then Connect (by method, headers and query), then by `content-type`.
 pub(crate) fn classify<B>(request: &Request<B>, settings: &Settings) -> Kind {
     let (method, path) = (request.method(), request.uri().path());
     if let Some(admin) = AdminPath::of(method, path).filter(|_| settings.admin_on_main_port) {
@@ -82,6 +109,9 @@ pub(crate) fn classify<B>(request: &Request<B>, settings: &Settings) -> Kind {
     }
     if settings.cors.is_some() && is_preflight(method, request.headers()) {
         return Kind::Preflight;
+    }
+    if let Some(kind) = connect::kind_of(method, request.headers(), request.uri().query()) {
+        return Kind::Connect(kind);
     }
     content_kind(request.headers())
 }
@@ -128,6 +158,7 @@ impl Gateway {
             Kind::Grpc => self.handle_grpc(request).await,
             Kind::GrpcWeb => self.handle_grpc_web(request).await,
             Kind::Rest => self.handle_rest(request, peer).await,
+            Kind::Connect(kind) => self.handle_connect(kind, request).await,
         };
         if let Some(cors) = &self.settings.cors {
             cors.decorate(origin.as_ref(), response.headers_mut());
@@ -201,6 +232,33 @@ mod tests {
             kind_of("GET", "/openapi.json", &settings),
             Kind::Docs(DocsPage::Document)
         );
+        let connect = |method: &str, uri: &str, headers: &[(&str, &str)]| {
+            let mut request = Request::builder().method(method).uri(uri);
+            for (k, v) in headers {
+                request = request.header(*k, *v);
+            }
+            classify(&request.body(()).unwrap(), &settings)
+        };
+        let v1 = ("connect-protocol-version", "1");
+        let json = ("content-type", "application/json; charset=utf-8");
+        assert_eq!(
+            connect("POST", "/a.B/C", &[json, v1]),
+            Kind::Connect(ConnectKind::Unary)
+        );
+        assert_eq!(connect("POST", "/a.B/C", &[json]), Kind::Rest);
+        assert_eq!(
+            connect(
+                "POST",
+                "/a.B/C",
+                &[("content-type", "application/connect+proto")]
+            ),
+            Kind::Connect(ConnectKind::Stream)
+        );
+        assert_eq!(
+            connect("GET", "/a.B/C?encoding=json&connect=v1&message=%7B%7D", &[]),
+            Kind::Connect(ConnectKind::Get)
+        );
+        assert_eq!(connect("GET", "/a.B/C?encoding=json", &[]), Kind::Rest);
         let moved = Settings {
             admin_on_main_port: false,
             ..Settings::default()

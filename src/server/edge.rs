@@ -15,7 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::body::ResponseBody;
 use super::connection::{Connection, Outgoing};
-use super::dispatch::{classify, Protocol};
+use super::dispatch::Protocol;
 use super::framing;
 use super::gateway::Gateway;
 use super::respond;
@@ -34,7 +34,7 @@ impl Gateway {
         connection: &Arc<Connection>,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
-        let kind = classify(&request, &self.settings);
+        let kind = self.classify(&request);
         let protocol = kind.protocol();
         let request_id = request_id(&mut request);
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
@@ -43,7 +43,9 @@ impl Gateway {
         let response = match framing::refusal(request.version(), request.headers()) {
             Some(refusal) => closing(respond::rest_plain(&refusal)),
             None => match &permits {
-                Err(refusal) if !kind.bypasses_admission() => overloaded(protocol, refusal),
+                Err(refusal) if !kind.bypasses_admission() => {
+                    self.overloaded(protocol, request.headers(), refusal)
+                }
                 _ => self.dispatch(kind, request, connection.peer).await,
             },
         };
@@ -145,20 +147,25 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("0"))
 }
 
-/// Refused at once: the gateway or the connection is at its concurrency limit.
-fn overloaded(protocol: Protocol, message: &str) -> Response<ResponseBody> {
-    let mut response = match protocol {
-        Protocol::Grpc | Protocol::GrpcWeb => {
-            respond::grpc(&GatewayError::unavailable(message).from_source(ErrorSource::Gateway))
-        }
-        Protocol::Rest => respond::rest_plain(
-            &GatewayError::unavailable(message).from_source(ErrorSource::Gateway),
-        ),
-    };
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+impl Gateway {
+    /// Refused at once: the gateway or the connection is at its concurrency limit.
+    fn overloaded(
+        &self,
+        protocol: Protocol,
+        headers: &http::HeaderMap,
+        message: &str,
+    ) -> Response<ResponseBody> {
+        let error = GatewayError::unavailable(message).from_source(ErrorSource::Gateway);
+        let mut response = match protocol {
+            Protocol::Grpc | Protocol::GrpcWeb => respond::grpc(&error),
+            Protocol::Rest => respond::rest_plain(&error),
+            Protocol::Connect(kind) => self.connect_error(kind, headers, &error),
+        };
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    }
 }
 
 /// Counts a complete body against the connection's bound of unsent bytes, and how many; past

@@ -6,6 +6,10 @@
 //!   `Grpc-Metadata-*` and `Grpc-Trailer-*`, `Allow` for a 405, `WWW-Authenticate` for 401.
 //! - native gRPC: a trailers-only response, the status in `grpc-status` and `grpc-message`.
 //! - gRPC-Web: the same in the headers, under a gRPC-Web content type.
+//! - Connect, unary: the status of the Connect table in `error.rs` and its JSON error,
+//!   `{"code":"not_found","message":...,"details":[{"type","value","debug"}]}`, the upstream's
+//!   metadata as headers and its trailers as `Trailer-*` headers.
+//! - Connect streams: HTTP 200 and one end-stream message, `{"error":...,"metadata":...}`.
 //!
 //! Each response carries an [`ErrorTag`] for the edge's metrics and access log.
 
@@ -15,7 +19,7 @@ use http::{HeaderMap, Response};
 
 use super::body::{full, ResponseBody};
 use super::tags::ErrorTag;
-use crate::error::{ErrorExtra, GatewayError};
+use crate::error::{connect_code, connect_http_status, ErrorExtra, GatewayError};
 use crate::grpc::{metadata, status, Code};
 use crate::snapshot::Snapshot;
 use crate::transcode::{self, JsonOptions};
@@ -98,6 +102,156 @@ pub(crate) fn status_trailers(error: &GatewayError) -> HeaderMap {
     let mut trailers = HeaderMap::new();
     status::insert_status(&mut trailers, error.code, &error.message);
     trailers
+}
+
+/// A Connect unary error response (also the answer to a `GET`), the upstream's details
+/// rendered with `snapshot`'s descriptors.
+pub(crate) fn connect(
+    error: &GatewayError,
+    snapshot: &Snapshot,
+    json: &JsonOptions,
+) -> Response<ResponseBody> {
+    let body = connect_error(error, snapshot, json);
+    let mut response = Response::new(full(Bytes::from(body.to_string())));
+    *response.status_mut() = connect_status(error);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, JSON);
+    if let Some(extra) = &error.extra {
+        add_connect_headers(extra, headers);
+    }
+    tagged(response, error)
+}
+
+/// The status of a Connect unary error: the Connect table's, except for the refusals that are
+/// about HTTP itself (405, 415, 505), which keep theirs.
+fn connect_status(error: &GatewayError) -> http::StatusCode {
+    match error.http_status {
+        Some(status) if matches!(status.as_u16(), 405 | 415 | 505) => status,
+        _ => connect_http_status(error.code),
+    }
+}
+
+fn add_connect_headers(extra: &ErrorExtra, headers: &mut HeaderMap) {
+    if let Some(upstream) = &extra.upstream_headers {
+        metadata::response_metadata(upstream, "", headers);
+    }
+    if let Some(trailers) = &extra.upstream_trailers {
+        metadata::response_metadata(trailers, "trailer-", headers);
+    }
+    if let Some(allow) = &extra.allow {
+        headers.insert(ALLOW, allow.clone());
+    }
+}
+
+/// A Connect stream that fails before it starts: HTTP 200 under the stream's `content_type`,
+/// the upstream's headers, and the end-stream message carrying the error.
+pub(crate) fn connect_stream(
+    error: &GatewayError,
+    snapshot: &Snapshot,
+    json: &JsonOptions,
+    content_type: HeaderValue,
+) -> Response<ResponseBody> {
+    let trailers = error
+        .extra
+        .as_ref()
+        .and_then(|e| e.upstream_trailers.as_ref());
+    let end = connect_end_stream(Some(error), trailers, snapshot, json);
+    let mut response = Response::new(full(end));
+    let headers = response.headers_mut();
+    if let Some(upstream) = error
+        .extra
+        .as_ref()
+        .and_then(|e| e.upstream_headers.as_ref())
+    {
+        metadata::response_metadata(upstream, "", headers);
+    }
+    headers.insert(CONTENT_TYPE, content_type);
+    tagged(response, error)
+}
+
+/// The end-stream message of a Connect stream (the envelope flagged `0x02`): its error, if it
+/// failed, and the upstream's trailers as `metadata`.
+pub(crate) fn connect_end_stream(
+    error: Option<&GatewayError>,
+    trailers: Option<&HeaderMap>,
+    snapshot: &Snapshot,
+    json: &JsonOptions,
+) -> Bytes {
+    let mut end = serde_json::Map::new();
+    if let Some(error) = error {
+        end.insert("error".into(), connect_error(error, snapshot, json));
+    }
+    if let Some(trailers) = trailers {
+        let metadata = connect_metadata(trailers);
+        if !metadata.is_empty() {
+            end.insert("metadata".into(), serde_json::Value::Object(metadata));
+        }
+    }
+    let body = serde_json::Value::Object(end).to_string();
+    super::connect::envelope::encode(super::connect::envelope::END_STREAM, body.as_bytes())
+}
+
+/// Metadata as the end-stream message carries it: each key with the list of its values.
+fn connect_metadata(upstream: &HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    let mut kept = HeaderMap::new();
+    metadata::response_metadata(upstream, "", &mut kept);
+    let mut out = serde_json::Map::new();
+    for key in kept.keys() {
+        let values = kept
+            .get_all(key)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| serde_json::Value::String(v.to_string()))
+            .collect();
+        out.insert(key.as_str().to_string(), serde_json::Value::Array(values));
+    }
+    out
+}
+
+/// The Connect JSON error: `code` by its Connect name, `message` when there is one, and the
+/// upstream's `google.rpc.Status` details as `type`, `value` (unpadded base64) and, when the
+/// loaded descriptors know the type, `debug` (its JSON).
+fn connect_error(
+    error: &GatewayError,
+    snapshot: &Snapshot,
+    json: &JsonOptions,
+) -> serde_json::Value {
+    let mut body = serde_json::Map::new();
+    body.insert("code".into(), connect_code(error.code).into());
+    if !error.message.is_empty() {
+        body.insert("message".into(), error.message.clone().into());
+    }
+    let details: Vec<serde_json::Value> = error
+        .status_details()
+        .map(|d| status::status_details(d))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| connect_detail(name, value, snapshot, json))
+        .collect();
+    if !details.is_empty() {
+        body.insert("details".into(), details.into());
+    }
+    serde_json::Value::Object(body)
+}
+
+fn connect_detail(
+    name: String,
+    value: Bytes,
+    snapshot: &Snapshot,
+    json: &JsonOptions,
+) -> serde_json::Value {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(&value);
+    let debug = snapshot
+        .pool
+        .get_message_by_name(&name)
+        .and_then(|desc| transcode::wire_to_json(&snapshot.schemas, &desc, value, json).ok())
+        .and_then(|rendered| serde_json::from_slice::<serde_json::Value>(&rendered).ok());
+    let mut detail = serde_json::json!({"type": name, "value": encoded});
+    if let (Some(debug), Some(object)) = (debug, detail.as_object_mut()) {
+        object.insert("debug".into(), debug);
+    }
+    detail
 }
 
 fn tagged(mut response: Response<ResponseBody>, error: &GatewayError) -> Response<ResponseBody> {

@@ -1,0 +1,220 @@
+//! Unary Connect calls: the request message (from a `POST` body or a `GET` query) goes
+//! upstream as one gRPC frame, and the single response message comes back bare, its headers
+//! as headers and its trailers as `Trailer-*` headers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::{
+    check_encoding, codec_of, send, upstream_metadata, within, CallBody, Codec, Target,
+    PROTOCOL_VERSION,
+};
+use crate::error::{quoted, ErrorSource, GatewayError};
+use crate::grpc::frame::{self, Decoder};
+use crate::grpc::status::{self, Status};
+use crate::grpc::{metadata, Code};
+use crate::server::body::{full, ResponseBody};
+use crate::server::deadline;
+use crate::server::gateway::Gateway;
+use crate::server::respond;
+use crate::snapshot::Snapshot;
+use crate::transcode;
+use crate::upstream::call::{self, UnaryReply};
+use crate::upstream::UpstreamResponseBody;
+
+/// One unary call, ready to go upstream.
+pub(super) struct UnaryCall<'a> {
+    pub target: &'a Target,
+    pub codec: Codec,
+    /// The request message as the client wrote it.
+    pub message: Bytes,
+    pub headers: &'a HeaderMap,
+    pub deadline: Option<Duration>,
+}
+
+impl Gateway {
+    /// A unary `POST`; errors are Connect JSON errors.
+    pub(super) async fn connect_unary(
+        self: &Arc<Self>,
+        snapshot: &Arc<Snapshot>,
+        request: Request<Incoming>,
+        label: &mut Option<Arc<str>>,
+    ) -> Response<ResponseBody> {
+        let json = &self.settings.json;
+        match self.unary_post(snapshot, request, label).await {
+            Ok(response) => response,
+            Err(error) => respond::connect(&error, snapshot, json),
+        }
+    }
+
+    async fn unary_post(
+        &self,
+        snapshot: &Snapshot,
+        request: Request<Incoming>,
+        label: &mut Option<Arc<str>>,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let (parts, body) = request.into_parts();
+        let target = self.connect_target(snapshot, parts.uri.path())?;
+        *label = Some(target.label.clone());
+        check_unary(&target)?;
+        let codec = codec_of(&parts.headers, "application/")?;
+        check_version(&parts.headers)?;
+        check_encoding(&parts.headers, "content-encoding")?;
+        let deadline = deadline::connect_deadline(&self.settings, target.name(), &parts.headers)?;
+        let message = self.read_body(body).await?;
+        let call = UnaryCall {
+            target: &target,
+            codec,
+            message,
+            headers: &parts.headers,
+            deadline,
+        };
+        self.unary_call(snapshot, call).await
+    }
+
+    /// Calls the upstream and answers with its message in the client's codec.
+    pub(super) async fn unary_call(
+        &self,
+        snapshot: &Snapshot,
+        call: UnaryCall<'_>,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let json = &self.settings.json;
+        let wire = match call.codec {
+            Codec::Proto => call.message,
+            Codec::Json => {
+                let input = call.target.method.input();
+                transcode::json_to_wire(&snapshot.schemas, &input, &call.message, json)?
+            }
+        };
+        let metadata = upstream_metadata(call.headers, call.deadline);
+        let limit = self.settings.max_response_bytes;
+        let exchange = async {
+            let body = CallBody::Whole(frame::encode_raw(&wire));
+            let response = send(call.target, metadata, body).await?;
+            read_reply(response, limit, call.target).await
+        };
+        let reply = within(call.deadline, exchange).await?;
+        let body = match call.codec {
+            Codec::Proto => reply.message,
+            Codec::Json => {
+                let output = call.target.method.output();
+                let rendered =
+                    transcode::wire_to_json(&snapshot.schemas, &output, reply.message, json)
+                        .map_err(|e| e.from_source(ErrorSource::Upstream))?;
+                Bytes::from(rendered)
+            }
+        };
+        Ok(success(body, call.codec, &reply.headers, &reply.trailers))
+    }
+}
+
+/// A unary call's answer: the message, the upstream's headers, its trailers as `trailer-*`.
+fn success(
+    body: Bytes,
+    codec: Codec,
+    headers: &HeaderMap,
+    trailers: &HeaderMap,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(full(body));
+    let out = response.headers_mut();
+    metadata::response_metadata(headers, "", out);
+    metadata::response_metadata(trailers, "trailer-", out);
+    out.insert(CONTENT_TYPE, codec.unary_content_type());
+    response
+}
+
+/// A streaming method called as unary is the client's mistake: 415, as for any content type
+/// the method does not take.
+pub(super) fn check_unary(target: &Target) -> Result<(), GatewayError> {
+    let method = &target.method;
+    if !method.is_client_streaming() && !method.is_server_streaming() {
+        return Ok(());
+    }
+    Err(super::unsupported_media(format!(
+        "{} is a streaming method; call it with application/connect+proto or +json",
+        target.name()
+    )))
+}
+
+/// `Connect-Protocol-Version` must be `1`.
+fn check_version(headers: &HeaderMap) -> Result<(), GatewayError> {
+    match headers.get(PROTOCOL_VERSION).map(|v| v.as_bytes()) {
+        None | Some(b"1") => Ok(()),
+        Some(other) => Err(GatewayError::invalid_argument(format!(
+            "Connect-Protocol-Version {} is not supported; use 1",
+            quoted(&String::from_utf8_lossy(other))
+        ))),
+    }
+}
+
+/// Reads the upstream's single response message and its trailers; an error status, a
+/// missing or second message, or a broken frame is the call's error.
+async fn read_reply(
+    response: Response<UpstreamResponseBody>,
+    limit: usize,
+    target: &Target,
+) -> Result<UnaryReply, GatewayError> {
+    let (parts, mut body) = response.into_parts();
+    if let Some(status) = Status::from_headers(&parts.headers) {
+        return Err(match status.code {
+            Code::Ok => no_message(target),
+            _ => call::status_failure(status, parts.headers, HeaderMap::new()),
+        });
+    }
+    call::check_grpc_response(parts.status, &parts.headers)?;
+    let mut decoder = Decoder::new(limit);
+    let mut message = None;
+    let mut trailers = HeaderMap::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| call::stream_error(&e))?;
+        match frame.into_data() {
+            Ok(data) => decoder.push(&data),
+            Err(frame) => trailers = frame.into_trailers().unwrap_or_default(),
+        }
+        while let Some(f) = decoder.next_frame().map_err(call::frame_error)? {
+            let f = call::check_compression(f, &parts.headers)?;
+            if message.replace(f.payload).is_some() {
+                return Err(GatewayError::upstream(
+                    Code::Internal,
+                    format!(
+                        "upstream sent several response messages for unary method {}",
+                        target.name()
+                    ),
+                ));
+            }
+        }
+    }
+    decoder.finish().map_err(call::frame_error)?;
+    status::sanitize_details(&mut trailers);
+    let status = Status::from_headers(&trailers).ok_or_else(|| {
+        GatewayError::upstream(
+            Code::Internal,
+            format!("upstream ended {} without a grpc-status", target.name()),
+        )
+    })?;
+    if status.code != Code::Ok {
+        return Err(call::status_failure(status, parts.headers, trailers));
+    }
+    let message = message.ok_or_else(|| no_message(target))?;
+    Ok(UnaryReply {
+        message,
+        headers: parts.headers,
+        trailers,
+    })
+}
+
+fn no_message(target: &Target) -> GatewayError {
+    GatewayError::upstream(
+        Code::Internal,
+        format!(
+            "upstream sent no response message for unary method {}",
+            target.name()
+        ),
+    )
+}

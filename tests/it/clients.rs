@@ -112,32 +112,48 @@ impl Scripts {
         Events::parse(&output)
     }
 
-    /// `buf curl` of `method` with `request`, its extra `args` first; returns the messages
-    /// it printed.
-    async fn buf_curl(&self, args: &[&str], url: &str, request: &Value) -> Vec<Value> {
+    /// `buf curl` of `url` with `request`, its extra `args` first: the messages it printed,
+    /// or the error it printed when it failed.
+    async fn buf_curl(
+        &self,
+        args: &[&str],
+        url: &str,
+        request: &Value,
+    ) -> Result<Vec<Value>, Value> {
         let native = self.node_modules.join("@bufbuild/buf-linux-x64/bin/buf");
         let buf = if native.is_file() {
             native
         } else {
             self.node_modules.join(".bin/buf")
         };
-        let output = run(tokio::process::Command::new(buf)
-            .env("BUF_CACHE_DIR", self.path("buf-cache"))
-            .arg("curl")
-            .args(["--schema", &self.descriptor_set()])
-            .args(args)
-            .args([
-                "--connect-timeout",
-                "5",
-                "--data",
-                &request.to_string(),
-                url,
-            ]))
+        let output = run_unchecked(
+            tokio::process::Command::new(buf)
+                .env("BUF_CACHE_DIR", self.path("buf-cache"))
+                .arg("curl")
+                .args(["--schema", &self.descriptor_set()])
+                .args(args)
+                .args([
+                    "--connect-timeout",
+                    "5",
+                    "--data",
+                    &request.to_string(),
+                    url,
+                ]),
+        )
         .await;
-        serde_json::Deserializer::from_str(&output)
-            .into_iter::<Value>()
-            .collect::<Result<_, _>>()
-            .unwrap_or_else(|e| panic!("buf curl printed no JSON ({e}): {output}"))
+        let json = |bytes: &[u8]| -> Vec<Value> {
+            let text = String::from_utf8_lossy(bytes);
+            serde_json::Deserializer::from_str(&text)
+                .into_iter::<Value>()
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("buf curl printed no JSON ({e}): {text}"))
+        };
+        if output.status.success() {
+            return Ok(json(&output.stdout));
+        }
+        let mut errors = json(&output.stderr);
+        assert_eq!(errors.len(), 1, "buf curl {args:?} {url}: {errors:?}");
+        Err(errors.remove(0))
     }
 
     /// Bundles `browser.mjs` for the page with esbuild, into the same folder.
@@ -164,11 +180,9 @@ impl Scripts {
     }
 }
 
-/// Runs `command` in its own folder to the end (at most [`TIMEOUT`]; killed when that passes)
-/// and returns its standard output, failing the test with its standard error unless it
-/// exited 0.
-async fn run(command: &mut tokio::process::Command) -> String {
-    let output = bounded(
+/// Runs `command` to the end (at most [`TIMEOUT`]; killed when that passes).
+async fn run_unchecked(command: &mut tokio::process::Command) -> std::process::Output {
+    bounded(
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -177,7 +191,13 @@ async fn run(command: &mut tokio::process::Command) -> String {
             .output(),
     )
     .await
-    .expect("the client starts");
+    .expect("the client starts")
+}
+
+/// Runs `command` to the end and returns its standard output, failing the test with its
+/// standard error unless it exited 0.
+async fn run(command: &mut tokio::process::Command) -> String {
+    let output = run_unchecked(command).await;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -537,14 +557,18 @@ async fn connect_node_grpc_web_transport_over_http1_and_http2() {
     }
 }
 
-/// The Connect protocol from connect-node, `codec` over both HTTP versions: unary and server
-/// streams over each, client and bidi streams over HTTP/2 (the only one that carries them).
+/// The Connect protocol from connect-node, `codec` over both HTTP versions: unary, server and
+/// client streams over each, bidi streams over HTTP/2 (the only one that carries them).
 async fn connect_node(codec: &str) {
     let Some(modules) = node_modules() else {
         return;
     };
     let fx = Fixture::start(modules, Settings::default()).await;
-    for (http, kinds) in [("1.1", HTTP1), ("2", EVERY_KIND)] {
+    let http1 = Kinds {
+        client: true,
+        ..HTTP1
+    };
+    for (http, kinds) in [("1.1", http1), ("2", EVERY_KIND)] {
         let events = fx.node("connect", codec, http, relay_calls(kinds)).await;
         check(&events, kinds, &format!("connect {codec} over HTTP/{http}"));
     }
@@ -584,32 +608,36 @@ async fn connect_node_connect_transport_binary() {
     connect_node("binary").await;
 }
 
-/// `buf curl` with `protocol_args`: a unary call and a server stream.
+/// `buf curl` with `protocol_args`: a unary call, a server stream, and a call that fails.
 async fn buf_curl(protocol_args: &[&str]) {
     let Some(modules) = node_modules() else {
         return;
     };
-    let fx = Fixture::start(modules, Settings::default()).await;
-    let say = format!("{}{SAY}", fx.gw.base);
-    let answer = fx
-        .scripts
-        .buf_curl(protocol_args, &say, &json!({"text": "hello", "n": 7}))
-        .await;
+    let fx = &Fixture::start(modules, Settings::default()).await;
+    let curl = |path: &str, request: Value| {
+        let url = format!("{}{path}", fx.gw.base);
+        async move { fx.scripts.buf_curl(protocol_args, &url, &request).await }
+    };
+    let answer = curl(SAY, json!({"text": "hello", "n": 7})).await;
     assert_eq!(
         answer,
-        [json!({"text": "hello", "n": 7})],
+        Ok(vec![json!({"text": "hello", "n": 7})]),
         "{protocol_args:?}"
     );
-    let listen = format!("{}{LISTEN}", fx.gw.base);
-    let ticks = fx
-        .scripts
-        .buf_curl(protocol_args, &listen, &json!({"n": 2}))
-        .await;
-    let expected = [
+    let ticks = curl(LISTEN, json!({"n": 2})).await;
+    let expected = vec![
         json!({"text": "tick", "n": 1}),
         json!({"text": "tick", "n": 2}),
     ];
-    assert_eq!(ticks, expected, "{protocol_args:?}");
+    assert_eq!(ticks, Ok(expected), "{protocol_args:?}");
+    let error = curl(SAY, json!({"text": "fail"}))
+        .await
+        .expect_err("an error");
+    assert_eq!(
+        error["code"], "failed_precondition",
+        "{protocol_args:?}: {error}"
+    );
+    assert_eq!(error["message"], "not now: 100% busy", "{protocol_args:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

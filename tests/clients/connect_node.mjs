@@ -4,6 +4,7 @@
 //
 // Plan: { baseUrl, protocol: "connect" | "grpc" | "grpcweb", codec: "json" | "binary",
 //         httpVersion: "1.1" | "2", descriptorSet: path of a FileDescriptorSet file,
+//         useHttpGet?: Connect calls methods without side effects with GET,
 //         timeoutMs?: per call, deadlineMs?: the whole run, calls: [...] }
 
 import { readFileSync } from "node:fs";
@@ -32,7 +33,7 @@ const options = {
 };
 const transport =
   plan.protocol === "connect"
-    ? createConnectTransport(options)
+    ? createConnectTransport({ ...options, useHttpGet: plan.useHttpGet ?? false })
     : plan.protocol === "grpcweb"
       ? createGrpcWebTransport(options)
       : plan.protocol === "grpc"

@@ -52,6 +52,7 @@ export async function runPlan(transport, registry, calls, emit, defaultTimeoutMs
 
 async function runCall(transport, registry, call, emit, defaultTimeoutMs) {
   const id = call.id;
+  call.onStart?.();
   const service = registry.getService(call.service);
   if (!service) throw new Error(`no service ${call.service} in the descriptor set`);
   let method = service.methods.find((m) => m.name === call.method);

@@ -37,6 +37,18 @@ const LISTEN: &str = "/testapi.v1.Relay/Listen";
 const COLLECT: &str = "/testapi.v1.Relay/Collect";
 const CONVERSE: &str = "/testapi.v1.Relay/Converse";
 const NOTE: &str = "testapi.v1.Note";
+const LOOKUP: &str = "clients.v1.Lookup";
+const FIND: &str = "/clients.v1.Lookup/Find";
+
+/// The test API's `Relay` and `clients.v1.Lookup` (a method clients may call with GET).
+fn client_sources() -> protogate::descriptor::Sources {
+    let mut sources = relay_sources();
+    sources
+        .protos
+        .push(PathBuf::from("clients/v1/lookup.proto"));
+    sources.includes.push(repo_path("tests/clients/protos"));
+    sources
+}
 
 /// The installed packages, or `None` (after saying why) when these tests cannot run here.
 fn node_modules() -> Option<PathBuf> {
@@ -220,6 +232,8 @@ struct Outcome {
     trailers: Value,
     error: Value,
     done: bool,
+    /// The requests a browser made for it: method and URL.
+    requests: Vec<String>,
 }
 
 impl Events {
@@ -244,6 +258,12 @@ impl Events {
                 outcome.trailers = t.clone();
             } else if let Some(e) = event.get("error") {
                 outcome.error = e.clone();
+            } else if let Some(f) = event.get("fetch") {
+                outcome.requests.push(format!(
+                    "{} {}",
+                    f["method"].as_str().unwrap_or("?"),
+                    f["url"].as_str().unwrap_or("?")
+                ));
             } else if event["done"] == true {
                 outcome.done = true;
             }
@@ -256,7 +276,7 @@ fn note(pool: &DescriptorPool, text: &str, n: i32) -> Bytes {
     encode_json(pool, NOTE, json!({"text": text, "n": n}))
 }
 
-/// The backend of `Relay`: `Say` echoes with `x-answer: yes` (or fails with
+/// The backend of `Relay` and `Lookup`: `Find` answers "found" and the text, `Say` echoes with `x-answer: yes` (or fails with
 /// `FAILED_PRECONDITION` and `x-reason: because` on "fail"), `Listen` streams `n` ticks with
 /// `x-stream: on` (or breaks after two on "fail"), `Collect` joins the texts it got and counts
 /// them, `Converse` echoes each message as it arrives.
@@ -283,6 +303,14 @@ fn relay_handlers(pool: &DescriptorPool) -> Handlers {
 }
 
 fn say(pool: &DescriptorPool, call: Call) -> Result<Reply, Status> {
+    if call.path == FIND {
+        let text = decode_json(pool, NOTE, &call.message)["text"].clone();
+        let found = format!("found {}", text.as_str().unwrap_or_default());
+        return Ok(Reply {
+            message: note(pool, &found, 1),
+            metadata: MetadataMap::new(),
+        });
+    }
     if call.path != SAY {
         return Err(Status::unimplemented("not here"));
     }
@@ -351,9 +379,9 @@ struct Fixture {
 
 impl Fixture {
     async fn start(node_modules: PathBuf, settings: Settings) -> Fixture {
-        let pool = protogate::descriptor::load(&relay_sources()).expect("the test API loads");
+        let pool = protogate::descriptor::load(&client_sources()).expect("the test API loads");
         let backend = serve_handlers(relay_handlers(&pool)).await;
-        let gw = start_gateway(relay_sources(), &backend.url, settings).await;
+        let gw = start_gateway(client_sources(), &backend.url, settings).await;
         Fixture {
             gw,
             scripts: Scripts::new(node_modules, &pool),
@@ -368,6 +396,7 @@ impl Fixture {
             "protocol": protocol,
             "codec": codec,
             "httpVersion": http,
+            "useHttpGet": protocol == "connect",
             "timeoutMs": 10_000,
             "calls": calls,
         });
@@ -417,6 +446,8 @@ fn relay_calls(kinds: Kinds) -> Vec<Value> {
         json!({"id": "fail", "service": SERVICE, "method": "Say", "request": {"text": "fail"}}),
         json!({"id": "broken", "service": SERVICE, "method": "Listen",
                "request": {"text": "fail"}}),
+        json!({"id": "find", "service": LOOKUP, "method": "Find",
+               "request": {"text": "it"}}),
     ];
     if kinds.unknown {
         calls.push(
@@ -492,6 +523,14 @@ fn check(events: &Events, kinds: Kinds, client: &str) {
     );
     assert_eq!(fail.error["message"], "not now: 100% busy", "{client}");
     assert_eq!(fail.error["metadata"]["x-reason"], "because", "{client}");
+
+    let find = events.of("find");
+    assert!(find.done, "{client}: {find:?}");
+    assert_eq!(
+        find.messages,
+        [json!({"text": "found it", "n": 1})],
+        "{client}"
+    );
 
     let broken = events.of("broken");
     let two = [
@@ -710,7 +749,7 @@ async fn browser(protocol: &str, codec: &str) {
     let Some(chromium) = chromium() else {
         return;
     };
-    let pool = protogate::descriptor::load(&relay_sources()).expect("the test API loads");
+    let pool = protogate::descriptor::load(&client_sources()).expect("the test API loads");
     let scripts = Scripts::new(modules.clone(), &pool);
     let bundle = scripts.bundle().await;
     let page = "<!doctype html><html><head><meta charset=utf-8><title>clients</title>\
@@ -740,12 +779,25 @@ async fn browser(protocol: &str, codec: &str) {
         "protocol": protocol,
         "codec": codec,
         "descriptorSet": "/api.binpb",
+        "useHttpGet": protocol == "connect",
         "timeoutMs": 10_000,
         "calls": relay_calls(HTTP1),
     });
     let events = cdp.eval(&format!("window.runPlan({plan})")).await;
     let events = Events(events.as_array().cloned().unwrap_or_default());
     check(&events, HTTP1, &format!("connect-web {protocol} {codec}"));
+    // Connect calls a method without side effects with GET, the rest with POST.
+    let find = format!("{}{FIND}", fx.gw.base);
+    let method = if protocol == "connect" { "GET" } else { "POST" };
+    let requests = events.of("find").requests;
+    assert!(
+        requests.len() == 1 && requests[0].starts_with(&format!("{method} {find}")),
+        "{requests:?}"
+    );
+    assert_eq!(
+        events.of("say").requests,
+        [format!("POST {}{SAY}", fx.gw.base)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -806,6 +806,11 @@ async fn connect_web_grpc_web_transport_in_chromium_from_another_origin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_web_connect_transport_in_chromium_from_another_origin() {
+async fn connect_web_connect_transport_json_in_chromium_from_another_origin() {
     browser("connect", "json").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_web_connect_transport_binary_in_chromium_from_another_origin() {
+    browser("connect", "binary").await;
 }

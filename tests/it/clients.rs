@@ -63,7 +63,8 @@ fn node_modules() -> Option<PathBuf> {
         .status()
         .is_ok_and(|s| s.success());
     if installed && node {
-        return Some(dir);
+        // Absolute, for the link to it in each scripts folder.
+        return Some(dir.canonicalize().unwrap_or(dir));
     }
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),

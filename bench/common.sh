@@ -5,6 +5,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 CLK_TCK="$(getconf CLK_TCK)"
 PIDS=()
+HTTP_HEADERS=()
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -101,12 +102,16 @@ write_frames() {
 }
 
 # CASE fields from DIR/CASE.http: sets HTTP_METHOD, HTTP_TARGET, HTTP_BODY ("-" for none),
-# GRPC_PATH and FRAME.
+# GRPC_PATH and FRAME; HTTP_HEADERS (an array of `name: value`) from DIR/CASE.headers, if any.
 read_case() {
   local dir="$1" case="$2"
   read -r HTTP_METHOD HTTP_TARGET HTTP_BODY <"$dir/$case.http" || [[ -n "${HTTP_BODY:-}" ]]
   GRPC_PATH="$(cat "$dir/$case.rpc")"
   FRAME="$dir/$case.grpc"
+  HTTP_HEADERS=()
+  if [[ -f "$dir/$case.headers" ]]; then
+    mapfile -t HTTP_HEADERS <"$dir/$case.headers"
+  fi
 }
 
 cpu_ticks() { # utime + stime of a process, in clock ticks
@@ -143,6 +148,8 @@ oha_run() {
   local out="$1" seconds="$2" clients="$3"
   local args=(-z "${seconds}s" -c "$clients" --no-tui --output-format json -m "$HTTP_METHOD")
   [[ "$HTTP_BODY" != "-" ]] && args+=(-D "$HTTP_BODY" -T application/json)
+  local header
+  for header in "${HTTP_HEADERS[@]}"; do args+=(-H "$header"); done
   oha "${args[@]}" "http://$GATEWAY_ADDR$HTTP_TARGET" >"$out"
 }
 
@@ -159,6 +166,8 @@ h2load_run() {
 check_case() {
   local case="$1" args=(-s -o /dev/null -w '%{http_code}' -X "$HTTP_METHOD")
   [[ "$HTTP_BODY" != "-" ]] && args+=(--data-binary "@$HTTP_BODY" -H 'content-type: application/json')
+  local header
+  for header in "${HTTP_HEADERS[@]}"; do args+=(-H "$header"); done
   local code; code="$(curl "${args[@]}" "http://$GATEWAY_ADDR$HTTP_TARGET")"
   [[ "$code" == 200 ]] || die "$case: the gateway answered HTTP $code"
   nghttp -v -d "$FRAME" -H 'content-type: application/grpc' -H 'te: trailers' \

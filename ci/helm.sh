@@ -78,7 +78,8 @@ render configmap --set adminPort=null --set descriptors.source=configMap \
   --set probes.startup.enabled=true --set autoscaling.enabled=true --set autoscaling.targetMemoryUtilizationPercentage=80 \
   --set podDisruptionBudget.maxUnavailable=null --set podDisruptionBudget.minAvailable=50% \
   --set 'config.forward-header={x-tenant-id,x-user}' --set config.max-request-bytes=16777216 \
-  --set config.use-proto-names=true --set 'extraArgs={--reject-unknown-fields}' --set preStopSleepSeconds=0
+  --set config.use-proto-names=true --set 'config.response-compression={gzip,br}' \
+  --set 'extraArgs={--reject-unknown-fields}' --set preStopSleepSeconds=0
 # `lookup` answers nothing offline: the checksum of an existing ConfigMap is of an empty one.
 render configmap-lookup --set descriptors.source=configMap --set descriptors.existingConfigMap=api-descriptors \
   --set 'descriptors.names={api.binpb}'

@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use http::header::HeaderName;
 
+use crate::compression;
 use crate::descriptor::Sources;
 use crate::route::{RouteOptions, Unescape};
 use crate::server::{self, Settings};
@@ -286,6 +287,16 @@ pub struct ServingArgs {
         default_value = "/docs"
     )]
     pub docs_path: String,
+    /// Codings offered for REST responses over 1 KiB, in order of preference, when the
+    /// client's Accept-Encoding takes them (`zstd,br,gzip,deflate`); `none` turns it off.
+    #[arg(
+        long,
+        value_name = "LIST",
+        env = "PROTOGATE_RESPONSE_COMPRESSION",
+        value_delimiter = ',',
+        default_value = "zstd,br,gzip"
+    )]
+    pub response_compression: Vec<String>,
     #[command(flatten)]
     pub json: JsonArgs,
 }
@@ -437,6 +448,8 @@ impl ServingArgs {
                 .map_err(anyhow::Error::msg)?,
             docs: server::DocsSettings::from_paths(&self.openapi_path, &self.docs_path)
                 .map_err(anyhow::Error::msg)?,
+            response_compression: compression::parse_offer(&self.response_compression)
+                .map_err(|e| anyhow::anyhow!("--response-compression: {e}"))?,
             ..Settings::default()
         })
     }

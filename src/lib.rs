@@ -27,6 +27,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
 pub mod app;
+pub mod compression;
 pub mod config;
 pub mod demo;
 pub mod descriptor;

@@ -4,11 +4,15 @@
 //!    protocol, and `connection.rs` keeps what the gateway bounds per connection.
 //! 2. `edge.rs` takes every request: request id, admission, metrics, access log; HTTP/1.1
 //!    framing it refuses is in `framing.rs`.
-//! 3. `dispatch.rs` classifies it once (admin, docs, REST, gRPC, gRPC-Web; Connect and
-//!    WebSocket will slot in there) and applies CORS (`cors.rs`).
+//! 3. `dispatch.rs` classifies it once (admin, docs, REST, gRPC, gRPC-Web, Connect; a REST
+//!    route wins over a Connect-shaped request; WebSocket will slot in there) and applies
+//!    CORS (`cors.rs`).
 //! 4. The protocol's handler: `admin.rs`, `docs.rs`, `rest.rs` (unary) and `rest_stream.rs`
-//!    (streams), `passthrough.rs` (native gRPC), `grpc_web.rs`, `reflection.rs`.
-//! 5. REST transcodes with `crate::transcode` along the route's plan (`crate::route`).
+//!    (streams), with content codings in `rest_compression.rs`; `passthrough.rs` (native
+//!    gRPC), `grpc_web.rs`, `reflection.rs`; `connect.rs` (Connect: `connect/unary.rs`,
+//!    `get.rs`, `stream.rs`, its framing in `envelope.rs`, its codings in `coding.rs`).
+//! 5. REST transcodes with `crate::transcode` along the route's plan (`crate::route`); Connect
+//!    with its whole-message functions (`json_to_wire`, `wire_to_json`).
 //! 6. The upstream call: `crate::upstream::call` (`src/upstream/call.rs`), with the deadline
 //!    from `deadline.rs` and the time bounds from `call_clock.rs`.
 //! 7. The response goes back through the edge; every error is written by `respond.rs`, the
@@ -36,6 +40,7 @@ mod passthrough;
 mod reflection;
 mod respond;
 mod rest;
+mod rest_compression;
 mod rest_stream;
 mod settings;
 mod tags;

@@ -33,7 +33,7 @@ pub enum FrameError {
     BadFlag(u8),
     #[error("gRPC message is compressed but the upstream sent no grpc-encoding")]
     CompressedWithoutEncoding,
-    #[error("gRPC message is compressed with {0:?}, which the gateway did not accept")]
+    #[error("gRPC message is compressed with {0:?}, which the gateway cannot decode")]
     UnsupportedEncoding(String),
     #[error("gRPC stream ended inside a frame ({0} bytes left over)")]
     Truncated(usize),

@@ -10,9 +10,10 @@
 //!
 //! Metadata goes upstream as the gRPC passthrough sends it (every header but the hop-by-hop
 //! ones and the protocol's own); the deadline is `Connect-Timeout-Ms`, lowered to the
-//! configured one (`deadline.rs`). Errors are written by `respond.rs`. Only the `identity`
-//! encoding is accepted: a compressed request is `unimplemented`, naming it.
+//! configured one (`deadline.rs`). Errors are written by `respond.rs`; compression is
+//! `coding.rs`.
 
+mod coding;
 pub(super) mod envelope;
 mod get;
 mod stream;
@@ -37,13 +38,11 @@ use super::tags::RouteTag;
 use crate::error::{quoted, ErrorSource, GatewayError};
 use crate::grpc::{status, timeout, Code};
 use crate::snapshot::Snapshot;
+use crate::upstream::call;
 use crate::upstream::{ReplayBody, Upstream, UpstreamBody, UpstreamResponseBody};
 
 /// The header that marks a unary Connect request.
 const PROTOCOL_VERSION: &str = "connect-protocol-version";
-
-/// The encodings the gateway accepts from Connect clients.
-const ENCODINGS: &str = "identity";
 
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
@@ -162,26 +161,6 @@ fn unsupported_media(message: String) -> GatewayError {
     GatewayError::new(Code::Unimplemented, message)
         .with_status(http::StatusCode::UNSUPPORTED_MEDIA_TYPE)
         .from_source(ErrorSource::Client)
-}
-
-/// Checks the request's `header` (`content-encoding`, `connect-content-encoding`) names an
-/// encoding the gateway accepts.
-fn check_encoding(headers: &HeaderMap, header: &str) -> Result<(), GatewayError> {
-    match headers.get(header).map(HeaderValue::as_bytes) {
-        None | Some(b"identity") => Ok(()),
-        Some(other) => Err(unsupported_encoding(&String::from_utf8_lossy(other))),
-    }
-}
-
-fn unsupported_encoding(name: &str) -> GatewayError {
-    GatewayError::new(
-        Code::Unimplemented,
-        format!(
-            "compression {} is not supported; supported: {ENCODINGS}",
-            quoted(name)
-        ),
-    )
-    .from_source(ErrorSource::Client)
 }
 
 /// The method a Connect request calls, and the upstream that serves it.
@@ -306,6 +285,7 @@ fn upstream_metadata(client: &HeaderMap, deadline: Option<Duration>) -> HeaderMa
     }
     metadata.insert(CONTENT_TYPE, GRPC);
     metadata.insert(TE, TRAILERS);
+    metadata.insert("grpc-accept-encoding", call::ACCEPT_ENCODING);
     if let Some(d) = deadline {
         if let Ok(v) = HeaderValue::from_str(&timeout::format(d)) {
             metadata.insert("grpc-timeout", v);
@@ -420,6 +400,7 @@ mod tests {
             [
                 "authorization",
                 "content-type",
+                "grpc-accept-encoding",
                 "grpc-timeout",
                 "te",
                 "x-custom-bin"
@@ -428,21 +409,5 @@ mod tests {
         assert_eq!(out["content-type"], "application/grpc");
         let sent = out["grpc-timeout"].to_str().unwrap();
         assert_eq!(timeout::parse(sent), Some(Duration::from_millis(250)));
-    }
-
-    #[test]
-    fn compression_other_than_identity_is_unimplemented() {
-        assert!(check_encoding(
-            &headers(&[("content-encoding", "identity")]),
-            "content-encoding"
-        )
-        .is_ok());
-        let error = check_encoding(
-            &headers(&[("content-encoding", "gzip")]),
-            "content-encoding",
-        )
-        .unwrap_err();
-        assert_eq!(error.code, Code::Unimplemented);
-        assert!(error.message.contains("identity"), "{}", error.message);
     }
 }

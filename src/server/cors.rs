@@ -1,4 +1,4 @@
-//! CORS for browser clients (gRPC-Web and REST alike), off unless `--cors-allow-origin` is
+//! CORS for browser clients (gRPC-Web, Connect and REST alike), off unless `--cors-allow-origin` is
 //! given: then preflights are answered here, before any routing, and every response to an
 //! allowed origin carries `Access-Control-Allow-Origin` and the exposed headers.
 //!
@@ -18,12 +18,14 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use super::body::ResponseBody;
 
 /// Response headers a browser script may read. The gRPC status trio is what gRPC-Web clients
-/// need when a call fails trailers-only; `x-request-id`, `retry-after`, `allow` and
-/// `www-authenticate` matter to REST clients. The final `*` exposes every other header too
+/// need when a call fails trailers-only; Connect clients read the encodings of a stream
+/// (`connect-content-encoding`, `connect-accept-encoding`) and of a unary answer;
+/// `x-request-id`, `retry-after`, `allow` and `www-authenticate` matter to REST clients. The final `*` exposes every other header too
 /// (custom gRPC metadata, `Grpc-Metadata-*`), which cannot be listed in advance; browsers that
 /// predate the wildcard still get the named ones.
 const EXPOSED: HeaderValue = HeaderValue::from_static(
     "grpc-status, grpc-message, grpc-status-details-bin, grpc-encoding, grpc-accept-encoding, \
+     connect-content-encoding, connect-accept-encoding, content-encoding, \
      x-request-id, retry-after, allow, www-authenticate, *",
 );
 
@@ -89,7 +91,8 @@ impl CorsPolicy {
         let out = response.headers_mut();
         out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
         // Echoing what was asked for allows custom verbs (google.api.http `custom` rules) and
-        // every metadata header a gRPC-Web client may send (x-grpc-web, grpc-timeout, ...).
+        // every metadata header a gRPC-Web or Connect client may send (x-grpc-web,
+        // grpc-timeout, connect-protocol-version, connect-timeout-ms, ...).
         let requested_method = headers.get(ACCESS_CONTROL_REQUEST_METHOD).cloned();
         out.insert(
             ACCESS_CONTROL_ALLOW_METHODS,

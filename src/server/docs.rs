@@ -152,6 +152,10 @@ pub(super) fn landing(settings: &Settings, headers: &http::HeaderMap) -> Respons
 
 const LANDING_TITLE: &str = "protogate: a gRPC gateway";
 
+/// Where clients of the RPC protocols call, beside the REST routes.
+const CALLS: &str = "gRPC, gRPC-Web and Connect clients call every loaded method at \
+                     /<package.Service>/<Method> on this port.";
+
 fn landing_text(links: &[(&str, &str)]) -> String {
     let mut text = format!("{LANDING_TITLE}\n\n");
     for (name, path) in links {
@@ -160,6 +164,7 @@ fn landing_text(links: &[(&str, &str)]) -> String {
     if links.is_empty() {
         text.push_str("No documentation is served on this port.\n");
     }
+    text.push_str(&format!("\n{CALLS}\n"));
     text
 }
 
@@ -175,7 +180,8 @@ fn landing_html(links: &[(&str, &str)]) -> String {
         .collect();
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{LANDING_TITLE}</title>\
-         </head><body><h1>{LANDING_TITLE}</h1><ul>{items}</ul></body></html>\n"
+         </head><body><h1>{LANDING_TITLE}</h1><ul>{items}</ul><p>{}</p></body></html>\n",
+        html_escape(CALLS)
     )
 }
 

@@ -18,6 +18,7 @@ use super::body::ResponseBody;
 use super::deadline;
 use super::gateway::Gateway;
 use super::respond::{self, JSON};
+use super::rest_compression::{self, ResponseCoding};
 use super::tags::RouteTag;
 use crate::error::GatewayError;
 use crate::grpc::metadata;
@@ -44,7 +45,12 @@ impl Gateway {
         let mut route = None;
         let mut response = match self.rest(&snapshot, request, peer, &mut route).await {
             Ok(response) => response,
-            Err(error) => respond::rest(&error, &snapshot, &self.settings.json),
+            Err(error) => {
+                let mut response = respond::rest(&error, &snapshot, &self.settings.json);
+                let status = response.status();
+                rest_compression::mark_unsupported(response.headers_mut(), status);
+                response
+            }
         };
         if let Some(label) = route {
             response.extensions_mut().insert(RouteTag(label));
@@ -79,7 +85,8 @@ impl Gateway {
                 .stream(snapshot, plan, vars.to_vec(), parts, body, setup)
                 .await;
         }
-        let body = self.read_body(body).await?;
+        let coding = ResponseCoding::of(&self.settings, &parts.headers);
+        let body = self.read_request_body(&parts.headers, body).await?;
         let input = RequestInput {
             body: &body,
             content_type: content_type(&parts.headers),
@@ -90,7 +97,20 @@ impl Gateway {
         let reply = self
             .call_unary(&plan, call::single_frame(frame), setup)
             .await?;
-        self.success_response(&plan, reply)
+        self.success_response(&plan, reply, coding)
+    }
+
+    /// Reads the whole request body and decodes its `Content-Encoding`: both the body as sent
+    /// and as decoded are bounded by `--max-request-bytes`. An unknown coding is refused
+    /// before the body is read.
+    pub(super) async fn read_request_body(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+    ) -> Result<Bytes, GatewayError> {
+        let encoding = rest_compression::request_encoding(headers)?;
+        let body = self.read_body(body).await?;
+        rest_compression::decode_request(encoding, body, self.settings.max_request_bytes)
     }
 
     /// Reads the whole request body within the size and time limits, counting its bytes.
@@ -152,23 +172,28 @@ impl Gateway {
         }
     }
 
+    /// The response to a unary reply, compressed as `coding` says.
     pub(super) fn success_response(
         &self,
         plan: &RoutePlan,
         reply: UnaryReply,
+        coding: ResponseCoding,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let rendered = transcode::render_response(plan, &self.settings.json, reply.message)?;
         let (content_type, body) = match rendered {
             RenderedBody::Json(json) => (JSON, Bytes::from(json)),
             RenderedBody::Raw { content_type, data } => (raw_content_type(&content_type), data),
         };
-        let mut response = Response::new(full(body));
+        let mut headers = HeaderMap::new();
         let mut status = http::StatusCode::OK;
-        metadata::apply_http_overrides(&reply.headers, &mut status, response.headers_mut());
+        metadata::apply_http_overrides(&reply.headers, &mut status, &mut headers);
+        metadata::response_metadata(&reply.headers, "grpc-metadata-", &mut headers);
+        metadata::response_metadata(&reply.trailers, "grpc-trailer-", &mut headers);
+        let body = coding.whole(&content_type, body, &mut headers);
+        headers.insert(CONTENT_TYPE, content_type);
+        let mut response = Response::new(full(body));
         *response.status_mut() = status;
-        metadata::response_metadata(&reply.headers, "grpc-metadata-", response.headers_mut());
-        metadata::response_metadata(&reply.trailers, "grpc-trailer-", response.headers_mut());
-        response.headers_mut().insert(CONTENT_TYPE, content_type);
+        *response.headers_mut() = headers;
         Ok(response)
     }
 }

@@ -17,6 +17,7 @@ use http::{HeaderMap, Response};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -27,6 +28,7 @@ use super::deadline;
 use super::gateway::Gateway;
 use super::respond;
 use super::rest::{content_type, raw_content_type, CallSetup};
+use super::rest_compression::{self, ResponseCoding, StreamReader};
 use crate::error::GatewayError;
 use crate::grpc::frame::{self, Decoder};
 use crate::grpc::status::Status;
@@ -44,6 +46,9 @@ type PumpError = Arc<Mutex<Option<GatewayError>>>;
 /// Request messages in flight between the client's body and the upstream's.
 const PUMP_BUFFER: usize = 4;
 
+/// Bytes of a client stream read (and decoded) at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
 impl Gateway {
     /// Serves a streaming method over REST.
     pub(super) async fn stream(
@@ -56,9 +61,16 @@ impl Gateway {
         setup: CallSetup,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let pump_error: PumpError = Arc::default();
+        let coding = ResponseCoding::of(&self.settings, &parts.headers);
+        let encoding = rest_compression::request_encoding(&parts.headers)?;
         let clock = CallClock::new(None, self.settings.stream_idle_timeout);
         let request_body = match plan.method.is_client_streaming() {
             true => {
+                let body = rest_compression::stream_reader(
+                    body,
+                    encoding,
+                    self.settings.max_request_bytes,
+                );
                 let pumped = self.pump(&plan, vars, &parts, body, pump_error.clone());
                 call::CallBody::Streamed(Counted::new(pumped, clock.clone()).boxed_unsync())
             }
@@ -70,7 +82,7 @@ impl Gateway {
                 expiry = clock.expired() => Err(expiry.error()),
             };
             let reply = reply.map_err(|f| pumped(&pump_error).map_or(f, GatewayError::from))?;
-            return self.success_response(&plan, reply);
+            return self.success_response(&plan, reply, coding);
         }
         let format = stream_format(&parts.headers, &plan);
         let call = StreamCall {
@@ -78,6 +90,7 @@ impl Gateway {
             request_body,
             setup,
             format,
+            coding,
             pump_error,
             clock,
         };
@@ -91,7 +104,7 @@ impl Gateway {
         parts: &Parts,
         body: Incoming,
     ) -> Result<call::CallBody, GatewayError> {
-        let body = self.read_body(body).await?;
+        let body = self.read_request_body(&parts.headers, body).await?;
         let input = RequestInput {
             body: &body,
             content_type: content_type(&parts.headers),
@@ -113,6 +126,7 @@ impl Gateway {
             request_body,
             setup,
             format,
+            coding,
             pump_error,
             clock,
         } = call;
@@ -140,6 +154,7 @@ impl Gateway {
         let mut events = Events {
             body,
             decoder: Decoder::new(self.settings.max_response_bytes),
+            limit: self.settings.max_response_bytes,
             headers: head.headers.clone(),
             deadline,
             pump_error,
@@ -151,6 +166,7 @@ impl Gateway {
             snapshot: snapshot.clone(),
             json: self.settings.json.clone(),
             format,
+            coding,
         };
         writer.respond(first, events, &head.headers)
     }
@@ -161,7 +177,7 @@ impl Gateway {
         plan: &Arc<RoutePlan>,
         vars: Vec<String>,
         parts: &Parts,
-        body: Incoming,
+        body: StreamReader,
         error: PumpError,
     ) -> UpstreamBody {
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(PUMP_BUFFER);
@@ -230,6 +246,7 @@ struct StreamCall {
     request_body: call::CallBody,
     setup: CallSetup,
     format: StreamFormat,
+    coding: ResponseCoding,
     pump_error: PumpError,
     clock: CallClock,
 }
@@ -238,6 +255,8 @@ struct StreamCall {
 struct Events {
     body: UpstreamResponseBody,
     decoder: Decoder,
+    /// The largest message, decoded.
+    limit: usize,
     headers: HeaderMap,
     deadline: Option<(Instant, Duration)>,
     pump_error: PumpError,
@@ -251,8 +270,8 @@ impl Events {
                 Err(e) => return Event::End(Err(call::frame_error(e))),
                 Ok(Some(f)) => {
                     self.clock.message();
-                    return match call::check_compression(f, &self.headers) {
-                        Ok(f) => Event::Message(f.payload),
+                    return match call::decompress(f, &self.headers, self.limit) {
+                        Ok(payload) => Event::Message(payload),
                         Err(e) => Event::End(Err(e)),
                     };
                 }
@@ -319,6 +338,7 @@ struct Writer {
     snapshot: Arc<Snapshot>,
     json: transcode::JsonOptions,
     format: StreamFormat,
+    coding: ResponseCoding,
 }
 
 impl Writer {
@@ -335,6 +355,7 @@ impl Writer {
             Event::Message(payload) => self.render(payload)?,
         };
         let content_type = first_chunk.1.clone();
+        let coding = self.coding;
         let chunks = stream::unfold(
             (Some(first_chunk.0), events, self, false),
             |(pending, mut events, writer, done)| async move {
@@ -348,10 +369,13 @@ impl Writer {
                 Some((item?, (None, events, writer, end)))
             },
         );
-        let mut response = Response::new(StreamBody::new(chunks).boxed_unsync());
-        let headers = response.headers_mut();
-        metadata::response_metadata(upstream, "grpc-metadata-", headers);
+        let mut headers = HeaderMap::new();
+        metadata::response_metadata(upstream, "grpc-metadata-", &mut headers);
+        let body = StreamBody::new(chunks).boxed_unsync();
+        let body = coding.stream(&content_type, body, &mut headers);
         headers.insert(CONTENT_TYPE, content_type);
+        let mut response = Response::new(body);
+        *response.headers_mut() = headers;
         Ok(response)
     }
 
@@ -401,29 +425,21 @@ struct Pump {
 impl Pump {
     async fn run(
         &self,
-        mut body: Incoming,
+        mut body: StreamReader,
         tx: &mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
     ) -> Result<(), GatewayError> {
         let mut splitter = JsonSplitter::new(self.limit);
+        let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             while let Some(value) = splitter.next_value().map_err(invalid)? {
                 if tx.send(Ok(Frame::data(self.frame(&value)?))).await.is_err() {
                     return Ok(());
                 }
             }
-            match body.frame().await {
-                None => return splitter.finish().map_err(invalid),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        splitter.push(&data);
-                    }
-                }
-                Some(Err(e)) => {
-                    return Err(GatewayError::new(
-                        Code::Cancelled,
-                        format!("the client's request stream failed: {e}"),
-                    ))
-                }
+            match body.read(&mut chunk).await {
+                Ok(0) => return splitter.finish().map_err(invalid),
+                Ok(n) => splitter.push(&chunk[..n]),
+                Err(e) => return Err(read_failure(&e)),
             }
         }
     }
@@ -437,6 +453,23 @@ impl Pump {
         };
         let message = transcode::request_message(&self.plan, &self.json, input)?;
         Ok(frame::encode(&message))
+    }
+}
+
+/// A client stream that failed: its connection (cancelled), or its coding (a bad request).
+fn read_failure(error: &std::io::Error) -> GatewayError {
+    let from_body = error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<hyper::Error>());
+    match from_body {
+        true => GatewayError::new(
+            Code::Cancelled,
+            format!("the client's request stream failed: {error}"),
+        ),
+        false => GatewayError::invalid_argument(format!(
+            "cannot decode the request stream: {}",
+            crate::error::clipped(&error.to_string())
+        )),
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use http::header::HeaderName;
 
 use super::cors::CorsPolicy;
+use crate::compression::{self, Encoding};
 use crate::transcode::JsonOptions;
 
 /// Request handling settings that do not change with the descriptors.
@@ -44,6 +45,8 @@ pub struct Settings {
     pub cors: Option<CorsPolicy>,
     /// Where `/openapi.json` and `/docs` are served (on the serving port).
     pub docs: DocsSettings,
+    /// Codings offered for REST responses, in order of preference; empty: none.
+    pub response_compression: Vec<Encoding>,
 }
 
 impl Default for Settings {
@@ -66,6 +69,7 @@ impl Default for Settings {
             max_header_bytes: 64 << 10,
             cors: None,
             docs: DocsSettings::default(),
+            response_compression: compression::DEFAULT_RESPONSE.to_vec(),
         }
     }
 }

@@ -9,6 +9,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 
 use super::{ReplayBody, Upstream, UpstreamBody, UpstreamResponseBody};
+use crate::compression::{self, DecodeError, Encoding};
 use crate::error::{code_from_upstream_http, GatewayError};
 use crate::grpc::frame::{Decoder, Frame, FrameError};
 use crate::grpc::status::Status;
@@ -17,6 +18,10 @@ use crate::route::RoutePlan;
 
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+const GRPC_ENCODING: &str = "grpc-encoding";
+/// The codings the gateway decodes in response messages, in its order of preference.
+const ACCEPTED: [Encoding; 3] = [Encoding::Gzip, Encoding::Zstd, Encoding::Deflate];
+pub(crate) const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("gzip, zstd, deflate");
 const AGENT: HeaderValue =
     HeaderValue::from_static(concat!("protogate/", env!("CARGO_PKG_VERSION")));
 
@@ -91,6 +96,7 @@ fn grpc_request(
     headers.insert(CONTENT_TYPE, GRPC);
     headers.insert(TE, TRAILERS);
     headers.insert(USER_AGENT, AGENT);
+    headers.insert("grpc-accept-encoding", ACCEPT_ENCODING);
     if let Some(d) = deadline {
         if let Ok(v) = HeaderValue::from_str(&timeout::format(d)) {
             headers.insert("grpc-timeout", v);
@@ -207,8 +213,8 @@ async fn read_single(
             Err(frame) => trailers = frame.into_trailers().unwrap_or_default(),
         }
         while let Some(f) = decoder.next_frame().map_err(frame_error)? {
-            let f = check_compression(f, headers)?;
-            if message.replace(f.payload).is_some() {
+            let payload = decompress(f, headers, limit)?;
+            if message.replace(payload).is_some() {
                 return Err(several_messages(plan));
             }
         }
@@ -227,15 +233,36 @@ fn several_messages(plan: &RoutePlan) -> GatewayError {
     )
 }
 
-pub(crate) fn check_compression(frame: Frame, headers: &HeaderMap) -> Result<Frame, GatewayError> {
+/// The payload of a response frame, decoded when its compressed flag is set: with the
+/// response's `grpc-encoding`, to at most `limit` bytes (the limit a frame has on the wire).
+pub(crate) fn decompress(
+    frame: Frame,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
     if !frame.compressed {
-        return Ok(frame);
+        return Ok(frame.payload);
     }
-    let error = match headers.get("grpc-encoding").and_then(|v| v.to_str().ok()) {
-        None | Some("identity") => FrameError::CompressedWithoutEncoding,
-        Some(other) => FrameError::UnsupportedEncoding(other.to_string()),
+    let header = headers
+        .get(GRPC_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?"));
+    let encoding = match header.map(|h| (h, Encoding::parse(h))) {
+        None | Some((_, Some(Encoding::Identity))) => {
+            return Err(frame_error(FrameError::CompressedWithoutEncoding))
+        }
+        Some((_, Some(encoding))) if ACCEPTED.contains(&encoding) => encoding,
+        Some((token, _)) => {
+            let token = crate::error::clipped(token);
+            return Err(frame_error(FrameError::UnsupportedEncoding(token)));
+        }
     };
-    Err(frame_error(error))
+    compression::decode(encoding, &frame.payload, limit).map_err(|e| {
+        let code = match e {
+            DecodeError::TooLarge { .. } => Code::ResourceExhausted,
+            DecodeError::Corrupt { .. } => Code::Internal,
+        };
+        GatewayError::upstream(code, format!("upstream response: {encoding} message: {e}"))
+    })
 }
 
 pub(crate) fn frame_error(error: FrameError) -> GatewayError {

@@ -14,6 +14,8 @@ mod balancing;
 mod bounds;
 mod cli;
 mod clients;
+mod compression;
+mod connect;
 mod docs;
 mod docs_page;
 mod downstream_tls;

@@ -28,7 +28,9 @@ pub(crate) fn encode(flags: u8, payload: &[u8]) -> Bytes {
 pub(crate) enum EnvelopeError {
     #[error("request message of {len} bytes exceeds the limit of {limit} bytes")]
     TooLarge { len: usize, limit: usize },
-    #[error("request message is flagged compressed, but no Connect-Content-Encoding was agreed")]
+    #[error(
+        "request message is flagged compressed, but the request has no Connect-Content-Encoding"
+    )]
     Compressed,
     #[error("request message carries the end-stream flag, which only responses set")]
     EndStream,
@@ -48,7 +50,14 @@ impl From<EnvelopeError> for GatewayError {
     }
 }
 
-/// Splits a client's request stream into message payloads, refusing a message over the limit
+/// One request message: its payload, and whether it is compressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    pub compressed: bool,
+    pub payload: Bytes,
+}
+
+/// Splits a client's request stream into messages, refusing a message over the limit
 /// as soon as its prefix arrives (before it is buffered).
 #[derive(Debug)]
 pub(crate) struct RequestDecoder {
@@ -69,13 +78,13 @@ impl RequestDecoder {
     }
 
     /// The next complete message, if one is buffered.
-    pub(crate) fn next_message(&mut self) -> Result<Option<Bytes>, EnvelopeError> {
+    pub(crate) fn next_message(&mut self) -> Result<Option<Envelope>, EnvelopeError> {
         if self.buf.len() < PREFIX_LEN {
             return Ok(None);
         }
-        match self.buf[0] {
-            0 => {}
-            COMPRESSED => return Err(EnvelopeError::Compressed),
+        let flags = self.buf[0];
+        match flags {
+            0 | COMPRESSED => {}
             flags if flags & END_STREAM != 0 => return Err(EnvelopeError::EndStream),
             flags => return Err(EnvelopeError::Flags(flags)),
         }
@@ -91,7 +100,10 @@ impl RequestDecoder {
             return Ok(None);
         }
         self.buf.advance(PREFIX_LEN);
-        Ok(Some(self.buf.split_to(len).freeze()))
+        Ok(Some(Envelope {
+            compressed: flags == COMPRESSED,
+            payload: self.buf.split_to(len).freeze(),
+        }))
     }
 
     /// Checks that the stream ended between messages.
@@ -107,7 +119,7 @@ impl RequestDecoder {
 mod tests {
     use super::*;
 
-    fn decode(bytes: &[u8], limit: usize) -> Result<Vec<Bytes>, EnvelopeError> {
+    fn decode(bytes: &[u8], limit: usize) -> Result<Vec<Envelope>, EnvelopeError> {
         let mut decoder = RequestDecoder::new(limit);
         let mut out = Vec::new();
         for byte in bytes {
@@ -125,16 +137,16 @@ mod tests {
         let mut stream = encode(0, b"one").to_vec();
         stream.extend_from_slice(&encode(0, b""));
         stream.extend_from_slice(&encode(0, b"three"));
+        stream.extend_from_slice(&encode(COMPRESSED, b"four"));
         let messages = decode(&stream, 10).unwrap();
-        assert_eq!(messages, [&b"one"[..], b"", b"three"]);
+        let payloads: Vec<&[u8]> = messages.iter().map(|m| &m.payload[..]).collect();
+        assert_eq!(payloads, [&b"one"[..], b"", b"three", b"four"]);
+        let flags: Vec<bool> = messages.iter().map(|m| m.compressed).collect();
+        assert_eq!(flags, [false, false, false, true]);
     }
 
     #[test]
     fn broken_streams() {
-        assert_eq!(
-            decode(&encode(COMPRESSED, b"x"), 10),
-            Err(EnvelopeError::Compressed)
-        );
         assert_eq!(
             decode(&encode(END_STREAM, b"{}"), 10),
             Err(EnvelopeError::EndStream)

@@ -14,7 +14,8 @@ use hyper::body::Incoming;
 use prost_reflect::MethodDescriptor;
 
 use super::unary::{check_unary, UnaryCall};
-use super::{unsupported_encoding, unsupported_media, Codec};
+use super::{coding, unsupported_media, Codec};
+use crate::compression::Encoding;
 use crate::error::{quoted, GatewayError};
 use crate::server::body::ResponseBody;
 use crate::server::deadline;
@@ -30,6 +31,7 @@ const NO_SIDE_EFFECTS: i32 = 1;
 pub(super) struct GetQuery {
     pub codec: Codec,
     pub message: Bytes,
+    pub encoding: Encoding,
 }
 
 impl Gateway {
@@ -70,6 +72,7 @@ impl Gateway {
             target: &target,
             codec: query.codec,
             message: query.message,
+            encoding: query.encoding,
             headers: &parts.headers,
             deadline,
         };
@@ -115,9 +118,10 @@ pub(super) fn parse(query: &str, limit: usize) -> Result<GetQuery, GatewayError>
             quoted(&String::from_utf8_lossy(&encoding))
         ))
     })?;
-    if let Some(name) = compression.filter(|c| c.as_ref() != b"identity") {
-        return Err(unsupported_encoding(&String::from_utf8_lossy(&name)));
-    }
+    let encoding = match compression {
+        None => Encoding::Identity,
+        Some(name) => coding::named(&String::from_utf8_lossy(&name))?,
+    };
     let raw = message.ok_or_else(|| missing("message"))?;
     let message = match base64 {
         true => from_base64(&decoded(raw))?,
@@ -129,6 +133,7 @@ pub(super) fn parse(query: &str, limit: usize) -> Result<GetQuery, GatewayError>
     Ok(GetQuery {
         codec,
         message: Bytes::from(message),
+        encoding,
     })
 }
 
@@ -179,8 +184,10 @@ mod tests {
             parse("encoding=xml&message=x", 100).unwrap_err().status(),
             415
         );
-        let gzip = parse("encoding=json&message=x&compression=gzip", 100).unwrap_err();
-        assert!(gzip.message.contains("identity"), "{}", gzip.message);
+        let q = parse("encoding=json&message=x&compression=gzip", 100).unwrap();
+        assert_eq!(q.encoding, Encoding::Gzip);
+        let snappy = parse("encoding=json&message=x&compression=snappy", 100).unwrap_err();
+        assert!(snappy.message.contains("identity"), "{}", snappy.message);
         let big = parse("encoding=json&message=xxxx", 3).unwrap_err();
         assert_eq!(big.code, crate::grpc::Code::ResourceExhausted);
     }

@@ -22,8 +22,9 @@ use hyper::body::Incoming;
 use prost_reflect::MessageDescriptor;
 use tokio::time::{Instant, Sleep};
 
-use super::envelope::{self, RequestDecoder};
-use super::{check_encoding, codec_of, send, upstream_metadata, CallBody, Codec, Target};
+use super::envelope::{self, EnvelopeError, RequestDecoder};
+use super::{codec_of, coding, send, upstream_metadata, CallBody, Codec, Target};
+use crate::compression::Encoding;
 use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::frame::{self, Decoder};
 use crate::grpc::status::{self, Status};
@@ -57,6 +58,10 @@ struct Translation {
     codec: Codec,
     snapshot: Arc<Snapshot>,
     json: JsonOptions,
+    /// The coding of the client's compressed messages (`Connect-Content-Encoding`).
+    request_coding: Encoding,
+    /// The coding of the answer's (from `Connect-Accept-Encoding`), if any.
+    response_coding: Option<Encoding>,
 }
 
 impl Gateway {
@@ -87,17 +92,23 @@ impl Gateway {
         if let Err(refusal) = check_streaming(&target, parts.version) {
             return respond::connect(&refusal, snapshot, json);
         }
-        let deadline = check_encoding(&parts.headers, "connect-content-encoding").and_then(|()| {
-            deadline::connect_deadline(&self.settings, target.name(), &parts.headers)
+        let request_coding = coding::request(&parts.headers, "connect-content-encoding");
+        let deadline = request_coding.and_then(|coding| {
+            let deadline =
+                deadline::connect_deadline(&self.settings, target.name(), &parts.headers);
+            deadline.map(|deadline| (coding, deadline))
         });
-        let deadline = match deadline {
-            Ok(deadline) => deadline,
+        let (request_coding, deadline) = match deadline {
+            Ok(found) => found,
             Err(error) => return fail(error),
         };
+        let offer = &self.settings.response_compression;
         let translation = Translation {
             codec,
             snapshot: snapshot.clone(),
             json: json.clone(),
+            request_coding,
+            response_coding: coding::response(&parts.headers, "connect-accept-encoding", offer),
         };
         let call = StreamCall {
             target,
@@ -134,6 +145,7 @@ impl Gateway {
         let inbound = Inbound {
             body,
             decoder: RequestDecoder::new(settings.max_request_bytes),
+            limit: settings.max_request_bytes,
             desc: target.method.input(),
             translation: translation.clone(),
             failure: failure.clone(),
@@ -164,6 +176,7 @@ impl Gateway {
         let outbound = Outbound {
             inner: Some(timed),
             decoder: Decoder::new(settings.max_response_bytes),
+            limit: settings.max_response_bytes,
             desc: target.method.output(),
             headers: head.headers.clone(),
             translation: translation.clone(),
@@ -174,6 +187,10 @@ impl Gateway {
         let out = response.headers_mut();
         metadata::response_metadata(&head.headers, "", out);
         out.insert(CONTENT_TYPE, translation.codec.stream_content_type());
+        if let Some(encoding) = translation.response_coding {
+            let value = http::HeaderValue::from_static(encoding.token());
+            out.insert("connect-content-encoding", value);
+        }
         Ok(response)
     }
 }
@@ -250,6 +267,8 @@ fn trailers_only(
 struct Inbound {
     body: Incoming,
     decoder: RequestDecoder,
+    /// The most bytes a message may decode to.
+    limit: usize,
     desc: MessageDescriptor,
     translation: Translation,
     failure: Failure,
@@ -260,7 +279,15 @@ impl Inbound {
     /// The gRPC frames of every message complete so far, if any.
     fn frames(&mut self) -> Result<Option<Bytes>, GatewayError> {
         let mut out = BytesMut::new();
-        while let Some(message) = self.decoder.next_message()? {
+        while let Some(envelope) = self.decoder.next_message()? {
+            let coding = self.translation.request_coding;
+            if envelope.compressed && coding.is_identity() {
+                return Err(EnvelopeError::Compressed.into());
+            }
+            let message = match envelope.compressed {
+                true => coding::decode(coding, &envelope.payload, self.limit)?,
+                false => envelope.payload,
+            };
             let wire = match self.translation.codec {
                 Codec::Proto => message,
                 Codec::Json => {
@@ -330,6 +357,8 @@ struct Outbound {
     /// `None` once the end-stream message is written (dropping the upstream's body).
     inner: Option<Timed<ResponseBody>>,
     decoder: Decoder,
+    /// The most bytes a message may decode to.
+    limit: usize,
     desc: MessageDescriptor,
     /// The upstream's response headers (its `grpc-encoding`).
     headers: HeaderMap,
@@ -345,24 +374,35 @@ impl Outbound {
     fn envelopes(&mut self) -> Result<Option<Bytes>, GatewayError> {
         let mut out = BytesMut::new();
         while let Some(f) = self.decoder.next_frame().map_err(call::frame_error)? {
-            let f = call::check_compression(f, &self.headers)?;
-            let message = match self.translation.codec {
-                Codec::Proto => f.payload,
-                Codec::Json => {
-                    let t = &self.translation;
-                    let json = transcode::wire_to_json(
-                        &t.snapshot.schemas,
-                        &self.desc,
-                        f.payload,
-                        &t.json,
-                    )
-                    .map_err(|e| e.from_source(ErrorSource::Upstream))?;
-                    Bytes::from(json)
-                }
-            };
-            out.extend_from_slice(&envelope::encode(0, &message));
+            out.extend_from_slice(&self.envelope(f)?);
         }
         Ok((!out.is_empty()).then(|| out.freeze()))
+    }
+
+    /// One upstream message as an envelope: passed on compressed when the client accepts the
+    /// upstream's coding (binary codec), else decoded, rendered, and compressed for the client
+    /// when that is worth it.
+    fn envelope(&self, frame: frame::Frame) -> Result<Bytes, GatewayError> {
+        let t = &self.translation;
+        let upstream = coding::upstream(&self.headers);
+        let same = upstream.is_some() && upstream == t.response_coding;
+        if t.codec == Codec::Proto && frame.compressed && same {
+            return Ok(envelope::encode(envelope::COMPRESSED, &frame.payload));
+        }
+        let message = call::decompress(frame, &self.headers, self.limit)?;
+        let message = match t.codec {
+            Codec::Proto => message,
+            Codec::Json => {
+                let json =
+                    transcode::wire_to_json(&t.snapshot.schemas, &self.desc, message, &t.json)
+                        .map_err(|e| e.from_source(ErrorSource::Upstream))?;
+                Bytes::from(json)
+            }
+        };
+        Ok(match coding::encode(t.response_coding, &message) {
+            Some(compressed) => envelope::encode(envelope::COMPRESSED, &compressed),
+            None => envelope::encode(0, &message),
+        })
     }
 
     /// Writes the end-stream message: the client's failure if its stream broke, else `error`.

@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::{
-    check_encoding, codec_of, send, upstream_metadata, within, CallBody, Codec, Target,
-    PROTOCOL_VERSION,
+    codec_of, coding, send, upstream_metadata, within, CallBody, Codec, Target, PROTOCOL_VERSION,
 };
+use crate::compression::Encoding;
 use crate::error::{quoted, ErrorSource, GatewayError};
-use crate::grpc::frame::{self, Decoder};
+use crate::grpc::frame::{self, Decoder, Frame};
 use crate::grpc::status::{self, Status};
 use crate::grpc::{metadata, Code};
 use crate::server::body::{full, ResponseBody};
@@ -25,15 +25,16 @@ use crate::server::gateway::Gateway;
 use crate::server::respond;
 use crate::snapshot::Snapshot;
 use crate::transcode;
-use crate::upstream::call::{self, UnaryReply};
+use crate::upstream::call;
 use crate::upstream::UpstreamResponseBody;
 
 /// One unary call, ready to go upstream.
 pub(super) struct UnaryCall<'a> {
     pub target: &'a Target,
     pub codec: Codec,
-    /// The request message as the client wrote it.
+    /// The request message as the client wrote it, and its coding.
     pub message: Bytes,
+    pub encoding: Encoding,
     pub headers: &'a HeaderMap,
     pub deadline: Option<Duration>,
 }
@@ -65,13 +66,14 @@ impl Gateway {
         check_unary(&target)?;
         let codec = codec_of(&parts.headers, "application/")?;
         check_version(&parts.headers)?;
-        check_encoding(&parts.headers, "content-encoding")?;
+        let encoding = coding::request(&parts.headers, "content-encoding")?;
         let deadline = deadline::connect_deadline(&self.settings, target.name(), &parts.headers)?;
         let message = self.read_body(body).await?;
         let call = UnaryCall {
             target: &target,
             codec,
             message,
+            encoding,
             headers: &parts.headers,
             deadline,
         };
@@ -85,11 +87,13 @@ impl Gateway {
         call: UnaryCall<'_>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let json = &self.settings.json;
+        let limit = self.settings.max_request_bytes;
+        let message = coding::decode(call.encoding, &call.message, limit)?;
         let wire = match call.codec {
-            Codec::Proto => call.message,
+            Codec::Proto => message,
             Codec::Json => {
                 let input = call.target.method.input();
-                transcode::json_to_wire(&snapshot.schemas, &input, &call.message, json)?
+                transcode::json_to_wire(&snapshot.schemas, &input, &message, json)?
             }
         };
         let metadata = upstream_metadata(call.headers, call.deadline);
@@ -100,18 +104,65 @@ impl Gateway {
             read_reply(response, limit, call.target).await
         };
         let reply = within(call.deadline, exchange).await?;
+        let offer = &self.settings.response_compression;
+        let accepted = coding::response(call.headers, "accept-encoding", offer);
+        let (body, encoding) =
+            self.answer(snapshot, &call, reply.frame, &reply.headers, accepted)?;
+        let mut response = success(body, call.codec, &reply.headers, &reply.trailers);
+        if let Some(encoding) = encoding {
+            let value = HeaderValue::from_static(encoding.token());
+            response.headers_mut().insert(CONTENT_ENCODING, value);
+        }
+        if !offer.is_empty() {
+            response
+                .headers_mut()
+                .append(VARY, HeaderValue::from_static("accept-encoding"));
+        }
+        Ok(response)
+    }
+
+    /// The answer's body in the client's codec, and its coding: the upstream's compressed
+    /// message as it is when the client accepts its coding (binary codec), else decoded,
+    /// rendered, and compressed for the client when that is worth it.
+    fn answer(
+        &self,
+        snapshot: &Snapshot,
+        call: &UnaryCall<'_>,
+        frame: Frame,
+        headers: &HeaderMap,
+        accepted: Option<Encoding>,
+    ) -> Result<(Bytes, Option<Encoding>), GatewayError> {
+        let upstream = coding::upstream(headers);
+        if call.codec == Codec::Proto
+            && frame.compressed
+            && upstream.is_some()
+            && upstream == accepted
+        {
+            return Ok((frame.payload, accepted));
+        }
+        let message = call::decompress(frame, headers, self.settings.max_response_bytes)?;
         let body = match call.codec {
-            Codec::Proto => reply.message,
+            Codec::Proto => message,
             Codec::Json => {
                 let output = call.target.method.output();
-                let rendered =
-                    transcode::wire_to_json(&snapshot.schemas, &output, reply.message, json)
-                        .map_err(|e| e.from_source(ErrorSource::Upstream))?;
+                let json = &self.settings.json;
+                let rendered = transcode::wire_to_json(&snapshot.schemas, &output, message, json)
+                    .map_err(|e| e.from_source(ErrorSource::Upstream))?;
                 Bytes::from(rendered)
             }
         };
-        Ok(success(body, call.codec, &reply.headers, &reply.trailers))
+        Ok(match coding::encode(accepted, &body) {
+            Some(compressed) => (compressed, accepted),
+            None => (body, None),
+        })
     }
+}
+
+/// The upstream's single message, still framed (perhaps compressed), with its metadata.
+struct RawReply {
+    frame: Frame,
+    headers: HeaderMap,
+    trailers: HeaderMap,
 }
 
 /// A unary call's answer: the message, the upstream's headers, its trailers as `trailer-*`.
@@ -159,12 +210,13 @@ async fn read_reply(
     response: Response<UpstreamResponseBody>,
     limit: usize,
     target: &Target,
-) -> Result<UnaryReply, GatewayError> {
+) -> Result<RawReply, GatewayError> {
     let (parts, mut body) = response.into_parts();
     if let Some(status) = Status::from_headers(&parts.headers) {
         return Err(match status.code {
             Code::Ok => no_message(target),
-            _ => call::status_failure(status, parts.headers, HeaderMap::new()),
+            // A trailers-only response's headers are its trailers.
+            _ => call::status_failure(status, HeaderMap::new(), parts.headers),
         });
     }
     call::check_grpc_response(parts.status, &parts.headers)?;
@@ -178,8 +230,7 @@ async fn read_reply(
             Err(frame) => trailers = frame.into_trailers().unwrap_or_default(),
         }
         while let Some(f) = decoder.next_frame().map_err(call::frame_error)? {
-            let f = call::check_compression(f, &parts.headers)?;
-            if message.replace(f.payload).is_some() {
+            if message.replace(f).is_some() {
                 return Err(GatewayError::upstream(
                     Code::Internal,
                     format!(
@@ -202,8 +253,8 @@ async fn read_reply(
         return Err(call::status_failure(status, parts.headers, trailers));
     }
     let message = message.ok_or_else(|| no_message(target))?;
-    Ok(UnaryReply {
-        message,
+    Ok(RawReply {
+        frame: message,
         headers: parts.headers,
         trailers,
     })

@@ -5,10 +5,12 @@
 // Plan: { baseUrl, protocol: "connect" | "grpc" | "grpcweb", codec: "json" | "binary",
 //         httpVersion: "1.1" | "2", descriptorSet: path of a FileDescriptorSet file,
 //         useHttpGet?: Connect calls methods without side effects with GET,
+//         gzip?: send every message gzip-compressed, and accept gzip,
 //         timeoutMs?: per call, deadlineMs?: the whole run, calls: [...] }
 
 import { readFileSync } from "node:fs";
 import {
+  compressionGzip,
   createConnectTransport,
   createGrpcTransport,
   createGrpcWebTransport,
@@ -30,6 +32,9 @@ const options = {
   baseUrl: plan.baseUrl,
   httpVersion: plan.httpVersion ?? "2",
   useBinaryFormat: (plan.codec ?? "binary") === "binary",
+  ...(plan.gzip
+    ? { sendCompression: compressionGzip, acceptCompression: [compressionGzip], compressMinBytes: 0 }
+    : {}),
 };
 const transport =
   plan.protocol === "connect"

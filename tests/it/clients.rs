@@ -392,7 +392,20 @@ impl Fixture {
 
     /// Runs `calls` through connect-node's `protocol` transport.
     async fn node(&self, protocol: &str, codec: &str, http: &str, calls: Vec<Value>) -> Events {
-        let plan = json!({
+        self.node_with(protocol, codec, http, calls, json!({}))
+            .await
+    }
+
+    /// [`Fixture::node`] with more of the plan (`extra`'s fields).
+    async fn node_with(
+        &self,
+        protocol: &str,
+        codec: &str,
+        http: &str,
+        calls: Vec<Value>,
+        extra: Value,
+    ) -> Events {
+        let mut plan = json!({
             "baseUrl": self.gw.base,
             "protocol": protocol,
             "codec": codec,
@@ -401,6 +414,9 @@ impl Fixture {
             "timeoutMs": 10_000,
             "calls": calls,
         });
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            plan[key] = value.clone();
+        }
         self.scripts.node(plan).await
     }
 }
@@ -611,6 +627,35 @@ async fn connect_node(codec: &str) {
     for (http, kinds) in [("1.1", http1), ("2", EVERY_KIND)] {
         let events = fx.node("connect", codec, http, relay_calls(kinds)).await;
         check(&events, kinds, &format!("connect {codec} over HTTP/{http}"));
+    }
+}
+
+/// Connect with every request message gzip-compressed, and gzip accepted (a large answer comes
+/// back compressed), over both HTTP versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_node_connect_transport_gzip() {
+    let Some(modules) = node_modules() else {
+        return;
+    };
+    let fx = Fixture::start(modules, Settings::default()).await;
+    let http1 = Kinds {
+        client: true,
+        ..HTTP1
+    };
+    for (http, kinds) in [("1.1", http1), ("2", EVERY_KIND)] {
+        let mut calls = relay_calls(kinds);
+        let big = "big ".repeat(2048);
+        calls.push(json!({"id": "big", "service": SERVICE, "method": "Say",
+                          "request": {"text": big}}));
+        let gzip = json!({"gzip": true});
+        let events = fx.node_with("connect", "binary", http, calls, gzip).await;
+        let client = format!("connect gzip over HTTP/{http}");
+        check(&events, kinds, &client);
+        let big_answer = events.of("big");
+        assert_eq!(big_answer.messages, [json!({"text": big})], "{client}");
+        // A large answer comes back compressed.
+        let encoding = &big_answer.headers["content-encoding"];
+        assert_eq!(encoding, "gzip", "{client}: {big_answer:?}");
     }
 }
 

@@ -440,6 +440,12 @@ const HTTP1: Kinds = Kinds {
     bidi: false,
     unknown: false,
 };
+/// What a Connect client can ask over HTTP/1.1: client streams too.
+const CONNECT_HTTP1: Kinds = Kinds {
+    client: true,
+    bidi: false,
+    unknown: false,
+};
 /// What a gRPC-Web client can ask over HTTP/2.
 const UNARY_AND_SERVER: Kinds = Kinds {
     client: false,
@@ -620,11 +626,7 @@ async fn connect_node(codec: &str) {
         return;
     };
     let fx = Fixture::start(modules, Settings::default()).await;
-    let http1 = Kinds {
-        client: true,
-        ..HTTP1
-    };
-    for (http, kinds) in [("1.1", http1), ("2", EVERY_KIND)] {
+    for (http, kinds) in [("1.1", CONNECT_HTTP1), ("2", EVERY_KIND)] {
         let events = fx.node("connect", codec, http, relay_calls(kinds)).await;
         check(&events, kinds, &format!("connect {codec} over HTTP/{http}"));
     }
@@ -638,11 +640,7 @@ async fn connect_node_connect_transport_gzip() {
         return;
     };
     let fx = Fixture::start(modules, Settings::default()).await;
-    let http1 = Kinds {
-        client: true,
-        ..HTTP1
-    };
-    for (http, kinds) in [("1.1", http1), ("2", EVERY_KIND)] {
+    for (http, kinds) in [("1.1", CONNECT_HTTP1), ("2", EVERY_KIND)] {
         let mut calls = relay_calls(kinds);
         let big = "big ".repeat(2048);
         calls.push(json!({"id": "big", "service": SERVICE, "method": "Say",

@@ -287,8 +287,9 @@ pub struct ServingArgs {
         default_value = "/docs"
     )]
     pub docs_path: String,
-    /// Codings offered for REST responses over 1 KiB, in order of preference, when the
-    /// client's Accept-Encoding takes them (`zstd,br,gzip,deflate`); `none` turns it off.
+    /// Codings offered for REST responses (unary bodies of 1 KiB or more, and streams), in
+    /// order of preference, when the client's Accept-Encoding takes one: of zstd, br, gzip,
+    /// deflate; `none` turns compression off.
     #[arg(
         long,
         value_name = "LIST",

@@ -94,6 +94,37 @@ fn media_type(headers: &HeaderMap) -> String {
         .to_ascii_lowercase()
 }
 
+/// The content types a 415 says the method takes (RFC 9110's `Accept-Post`, as connect-go
+/// sends it).
+const ACCEPT_POST: HeaderName = HeaderName::from_static("accept-post");
+
+/// What every Connect answer says it takes: the request codings, and on a 415 the content
+/// types.
+fn announce(kind: ConnectKind, mut response: Response<ResponseBody>) -> Response<ResponseBody> {
+    let accept = match kind {
+        ConnectKind::Stream => "connect-accept-encoding",
+        ConnectKind::Unary | ConnectKind::Get => "accept-encoding",
+    };
+    let unsupported = response.status() == http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    let headers = response.headers_mut();
+    headers.insert(accept, coding::ACCEPTED);
+    if unsupported {
+        headers.insert(ACCEPT_POST, accepted_types(kind));
+    }
+    response
+}
+
+fn accepted_types(kind: ConnectKind) -> HeaderValue {
+    match kind {
+        ConnectKind::Stream => {
+            HeaderValue::from_static("application/connect+json, application/connect+proto")
+        }
+        ConnectKind::Unary | ConnectKind::Get => {
+            HeaderValue::from_static("application/json, application/proto")
+        }
+    }
+}
+
 /// How messages are written: binary protobuf or protobuf JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Codec {
@@ -197,7 +228,7 @@ impl Gateway {
         if let Some(label) = label {
             response.extensions_mut().insert(RouteTag(label));
         }
-        response
+        announce(kind, response)
     }
 
     /// A Connect error response for a request refused before it was handled (at the edge):

@@ -80,20 +80,23 @@ impl Protocol {
 
 impl Gateway {
     /// Sorts a request as [`classify`] does, except that a request that looks like Connect but
-    /// matches a REST route is REST: routes win, as they did before Connect was served.
+    /// matches a REST route is REST: routes win, as they did before Connect was served. A
+    /// route on the method's own path (`--expose-unannotated` makes one for each method
+    /// without rules) is the same call either way, so Connect answers it in its own terms.
     pub(crate) fn classify<B>(&self, request: &Request<B>) -> Kind {
         match classify(request, &self.settings) {
-            Kind::Connect(_) if self.is_routed(request) => Kind::Rest,
+            Kind::Connect(_) if self.is_routed_elsewhere(request) => Kind::Rest,
             kind => kind,
         }
     }
 
-    fn is_routed<B>(&self, request: &Request<B>) -> bool {
+    fn is_routed_elsewhere<B>(&self, request: &Request<B>) -> bool {
         let snapshot = self.snapshot();
-        let lookup = snapshot
-            .routes
-            .lookup(request.method(), request.uri().path());
-        matches!(lookup, crate::route::Lookup::Found { .. })
+        let path = request.uri().path();
+        match snapshot.routes.lookup(request.method(), path) {
+            crate::route::Lookup::Found { value, .. } => value.grpc_path.path() != path,
+            _ => false,
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 //! `google.api.HttpBody`; each message is written as it arrives, and a failure after the
 //! first message becomes a final error line. Client streams (and bidi requests) are read as
 //! concatenated or newline-delimited JSON values, each sent upstream as it is complete, while
-//! the response may already be streaming back.
+//! the response may already be streaming back. Content codings (`rest_compression.rs`): a
+//! compressed client stream is decoded as it is read, and a response stream is compressed
+//! and flushed message by message when the client's `Accept-Encoding` asks for it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

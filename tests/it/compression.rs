@@ -319,24 +319,40 @@ fn stream_sources() -> Sources {
     }
 }
 
-/// Ticks: two messages, then the stream stays open until the call is cancelled. Upload:
-/// counts the messages of a client stream.
+/// Ticks and Download (`HttpBody` chunks of the type the request's name gives): two
+/// messages, then the stream stays open until the call is cancelled. Upload: counts the
+/// messages of a client stream.
 fn stream_handlers() -> Handlers {
     let pool = protogate::descriptor::load(&stream_sources()).unwrap();
-    let paths = ["Ticks", "Upload"].map(|m| format!("/testapi.v1.Streams/{m}"));
+    let paths = ["Ticks", "Upload", "Download"].map(|m| format!("/testapi.v1.Streams/{m}"));
     let streaming = backend::stream_handler(move |mut call: StreamCall| {
         let pool = pool.clone();
         async move {
-            let mut count = 0;
-            while let Some(_m) = call.messages.message().await? {
+            let (mut count, mut name) = (0, String::new());
+            let upload = call.path.ends_with("Upload");
+            while let Some(m) = call.messages.message().await? {
                 count += 1;
+                if !upload {
+                    let request = decode_json(&pool, "testapi.v1.TickRequest", &m);
+                    let text = request["name"].as_str().unwrap_or_default();
+                    name = text.replace('_', "/");
+                }
             }
-            let replies: MessageStream = match call.path.ends_with("Upload") {
-                true => {
+            let replies: MessageStream = match call.path.rsplit('/').next().unwrap() {
+                "Upload" => {
                     let summary = encode_json(&pool, "testapi.v1.Summary", json!({"count": count}));
                     Box::pin(stream::iter([Ok(summary)]))
                 }
-                false => {
+                "Download" => {
+                    let chunk = |n: i32| {
+                        let data = base64(format!("chunk {n}\n").repeat(20).as_bytes());
+                        let body = json!({"content_type": name, "data": data});
+                        Ok(encode_json(&pool, "google.api.HttpBody", body))
+                    };
+                    let chunks = stream::iter([chunk(0), chunk(1)]);
+                    Box::pin(futures_util::StreamExt::chain(chunks, stream::pending()))
+                }
+                _ => {
                     let tick = |n: i32| {
                         let tick = json!({"name": "a", "n": n, "text": "tick ".repeat(10)});
                         Ok(encode_json(&pool, "testapi.v1.Tick", tick))
@@ -358,6 +374,7 @@ fn stream_handlers() -> Handlers {
 /// ending in `separator`, while the stream is still open.
 async fn read_open_stream(
     base: &str,
+    path: &str,
     headers: &[(&str, &str)],
     separator: &str,
     parts: usize,
@@ -368,7 +385,7 @@ async fn read_open_stream(
         .await
         .unwrap();
     tokio::spawn(conn);
-    let mut request = hyper::Request::get("/v1/ticks/a").header("host", addr);
+    let mut request = hyper::Request::get(path).header("host", addr);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }
@@ -402,7 +419,7 @@ async fn stream_messages_arrive_compressed_one_by_one() {
     let gw = start_gateway(stream_sources(), &served.url, Settings::default()).await;
     for coding in ["gzip", "br", "zstd"] {
         let headers = [("accept-encoding", coding)];
-        let (head, text) = read_open_stream(&gw.base, &headers, "\n", 2).await;
+        let (head, text) = read_open_stream(&gw.base, "/v1/ticks/a", &headers, "\n", 2).await;
         assert_eq!(head["content-encoding"], coding);
         assert_eq!(head["vary"], "accept-encoding");
         assert_eq!(head["content-type"], "application/json");
@@ -413,11 +430,25 @@ async fn stream_messages_arrive_compressed_one_by_one() {
         assert_eq!(lines[1]["result"]["n"], 1, "{coding}");
 
         let sse = [("accept-encoding", coding), ("accept", "text/event-stream")];
-        let (head, text) = read_open_stream(&gw.base, &sse, "\n\n", 2).await;
+        let (head, text) = read_open_stream(&gw.base, "/v1/ticks/a", &sse, "\n\n", 2).await;
         assert_eq!(head["content-encoding"], coding);
         assert_eq!(head["content-type"], "text/event-stream");
         assert!(text.starts_with("data: {\"name\":\"a\",\"n\":0"), "{text}");
     }
+}
+
+#[tokio::test]
+async fn http_body_streams_are_compressed_unless_media() {
+    let served = serve_handlers(stream_handlers()).await;
+    let gw = start_gateway(stream_sources(), &served.url, Settings::default()).await;
+    let gzip = [("accept-encoding", "gzip")];
+    let (head, text) = read_open_stream(&gw.base, "/v1/download/text_plain", &gzip, "\n", 40).await;
+    assert_eq!(head["content-type"], "text/plain");
+    assert_eq!(head["content-encoding"], "gzip");
+    assert!(text.ends_with("chunk 1\n"), "{text}");
+    let (head, _) = read_open_stream(&gw.base, "/v1/download/image_png", &gzip, "\n", 40).await;
+    assert_eq!(head["content-type"], "image/png");
+    assert!(!head.contains_key("content-encoding"));
 }
 
 #[tokio::test]

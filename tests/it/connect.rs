@@ -383,6 +383,8 @@ async fn unknown_methods_codecs_versions_and_encodings_are_refused() {
         .post(SAY, &[("content-type", "application/xml"), V1], "<a/>")
         .await;
     assert_eq!(resp.status, 415);
+    let accept_post = resp.header("accept-post");
+    assert_eq!(accept_post, Some("application/json, application/proto"));
 
     let resp = f
         .post(SAY, &[JSON, ("connect-protocol-version", "2")], "{}")
@@ -397,6 +399,10 @@ async fn unknown_methods_codecs_versions_and_encodings_are_refused() {
     assert!(
         message.contains("identity") && message.contains("gzip"),
         "{message}"
+    );
+    assert_eq!(
+        resp.header("accept-encoding"),
+        Some("zstd, br, gzip, deflate")
     );
 
     let resp = f.post(LISTEN, &[JSON, V1], "{}").await;
@@ -495,6 +501,42 @@ async fn rest_routes_win_and_plain_json_posts_stay_rest() {
 }
 
 #[tokio::test]
+async fn routes_on_the_methods_own_path_are_answered_in_connect() {
+    let seen = Seen::default();
+    let backend = serve_handlers(handlers(&seen, &Arc::new(Notify::new()))).await;
+    let options = protogate::upstream::UpstreamOptions {
+        connections: 2,
+        connect_timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let (upstreams, map) =
+        protogate::upstream::build_all(Some(&backend.url), &[], &options).unwrap();
+    let routes = protogate::route::RouteOptions {
+        expose_unannotated: true,
+        ..Default::default()
+    };
+    let snapshot =
+        protogate::snapshot::Snapshot::build(&relay_sources(), &routes, Some(&map)).unwrap();
+    let gw = start_with(protogate::server::Gateway::new(
+        snapshot,
+        upstreams,
+        Settings::default(),
+    ))
+    .await;
+    let url = format!("{}{SAY}", gw.base);
+    // `--expose-unannotated` routes POST /testapi.v1.Relay/Say; REST clients keep it...
+    let resp = send("POST", &url, &[JSON], r#"{"text":"rest"}"#).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["text"], "rest");
+    // ...and Connect clients get Connect, binary codec included.
+    let resp = send("POST", &url, &[PROTO, V1], note("connect", 1)).await;
+    assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
+    assert_eq!(resp.body, note("connect", 1));
+    let resp = send("POST", &url, &[JSON, V1], r#"{"text":"fail"}"#).await;
+    assert_eq!(connect_error(&resp, 404).0, "not_found");
+}
+
+#[tokio::test]
 async fn side_effect_free_methods_answer_get() {
     let f = Fixture::new().await;
     let message = "%7B%22text%22%3A%22peek%22%7D";
@@ -587,8 +629,10 @@ async fn a_failing_stream_ends_with_its_error_and_trailers() {
         )
         .await;
     assert_eq!(resp.status, 200);
+    let accepted = resp.header("connect-accept-encoding").map(str::to_string);
     let end = parse_stream(resp.body).end;
     assert_eq!(end["error"]["code"], "unimplemented", "{end}");
+    assert_eq!(accepted.as_deref(), Some("zstd, br, gzip, deflate"));
 }
 
 #[tokio::test]
@@ -656,6 +700,65 @@ async fn bidi_streams_answer_each_message_as_it_comes() {
     assert_eq!(resp.status, 505, "bidi needs HTTP/2");
 }
 
+#[tokio::test]
+async fn silent_streams_and_deadlines_end_the_stream() {
+    let settings = Settings {
+        stream_idle_timeout: Duration::from_millis(300),
+        ..Settings::default()
+    };
+    let f = Fixture::start(settings).await;
+    // A bidi stream whose client never sends: the idle limit ends it.
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let frames = stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
+    });
+    let mut sender = h2(&f.gw.base).await;
+    let body = BodyExt::boxed(StreamBody::new(frames));
+    let request = h2_request(&f.gw.base, CONVERSE, "application/connect+json", body);
+    let response = bounded(sender.send_request(request)).await.unwrap();
+    let body = bounded(response.into_body().collect()).await.unwrap();
+    let end = parse_stream(body.to_bytes()).end;
+    assert_eq!(end["error"]["code"], "deadline_exceeded", "{end}");
+    assert!(
+        end["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--stream-idle-timeout"),
+        "{end}"
+    );
+    drop(tx);
+
+    // Connect-Timeout-Ms bounds a stream too.
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let frames = stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, Infallible>(Frame::data(bytes)), rx))
+    });
+    let mut request = h2_request(
+        &f.gw.base,
+        CONVERSE,
+        "application/connect+json",
+        BodyExt::boxed(StreamBody::new(frames)),
+    );
+    request
+        .headers_mut()
+        .insert("connect-timeout-ms", "100".parse().unwrap());
+    tx.send(envelope(0, br#"{"text":"hi"}"#)).await.unwrap();
+    let response = bounded(sender.send_request(request)).await.unwrap();
+    let body = bounded(response.into_body().collect()).await.unwrap();
+    let streamed = parse_stream(body.to_bytes());
+    assert_eq!(streamed.messages.len(), 1);
+    assert_eq!(
+        streamed.end["error"]["code"], "deadline_exceeded",
+        "{}",
+        streamed.end
+    );
+    drop(tx);
+}
+
 /// Reads the next whole envelope of a response body.
 async fn next_envelope(body: &mut Incoming) -> (u8, Bytes) {
     let mut buf = BytesMut::new();
@@ -717,8 +820,10 @@ async fn broken_request_streams_end_with_an_error() {
             "",
         )
         .await;
+    let accepted = resp.header("connect-accept-encoding").map(str::to_string);
     let end = parse_stream(resp.body).end;
     assert_eq!(end["error"]["code"], "unimplemented", "{end}");
+    assert_eq!(accepted.as_deref(), Some("zstd, br, gzip, deflate"));
 }
 
 #[tokio::test]

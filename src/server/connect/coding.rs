@@ -8,7 +8,7 @@
 //! decoded, and compressed again for the client when they are worth it.
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use crate::compression::{self, DecodeError, Encoding};
 use crate::error::{quoted, ErrorSource, GatewayError};
@@ -16,6 +16,10 @@ use crate::grpc::Code;
 
 /// The codings a Connect request may use, as errors list them.
 const SUPPORTED: &str = "zstd, br, gzip, deflate, identity";
+
+/// The codings a Connect request may use, as every answer announces them (in
+/// `Accept-Encoding`, or `Connect-Accept-Encoding` for streams).
+pub(super) const ACCEPTED: HeaderValue = HeaderValue::from_static("zstd, br, gzip, deflate");
 
 /// The coding `token` names, when the gateway decodes it; else `unimplemented`, naming the
 /// codings it does decode (as the Connect specification asks).
@@ -51,11 +55,11 @@ pub(super) fn response(headers: &HeaderMap, accept: &str, offer: &[Encoding]) ->
 }
 
 /// A client's message in `encoding`, decoded to at most `limit` bytes.
-pub(super) fn decode(encoding: Encoding, data: &[u8], limit: usize) -> Result<Bytes, GatewayError> {
+pub(super) fn decode(encoding: Encoding, data: Bytes, limit: usize) -> Result<Bytes, GatewayError> {
     if encoding.is_identity() {
-        return Ok(Bytes::copy_from_slice(data));
+        return Ok(data);
     }
-    compression::decode(encoding, data, limit).map_err(|e| {
+    compression::decode(encoding, &data, limit).map_err(|e| {
         let code = match e {
             DecodeError::TooLarge { .. } => Code::ResourceExhausted,
             DecodeError::Corrupt { .. } => Code::InvalidArgument,
@@ -100,8 +104,8 @@ mod tests {
         assert_eq!(response(&h, "accept-encoding", &offer), None);
         let big = Bytes::from(vec![b'a'; 4096]);
         let gz = encode(Some(Encoding::Gzip), &big).unwrap();
-        assert_eq!(decode(Encoding::Gzip, &gz, 4096).unwrap(), big);
-        let error = decode(Encoding::Gzip, &gz, 100).unwrap_err();
+        assert_eq!(decode(Encoding::Gzip, gz.clone(), 4096).unwrap(), big);
+        let error = decode(Encoding::Gzip, gz, 100).unwrap_err();
         assert_eq!(error.code, Code::ResourceExhausted);
         assert!(encode(Some(Encoding::Gzip), &Bytes::from_static(b"small")).is_none());
     }

@@ -80,46 +80,47 @@ impl Gateway {
             Ok(codec) => codec,
             Err(error) => return respond::connect(&error, snapshot, json),
         };
-        let content_type = codec.stream_content_type();
-        let fail = |error: GatewayError| {
-            respond::connect_stream(&error, snapshot, json, content_type.clone())
+        let started = match self.stream_call(snapshot, &parts, codec, label) {
+            Ok(call) => self.start_stream(call, body).await,
+            Err(error) => Err(error),
         };
-        let target = match self.connect_target(snapshot, parts.uri.path()) {
-            Ok(target) => target,
-            Err(error) => return fail(error),
-        };
-        *label = Some(target.label.clone());
-        if let Err(refusal) = check_streaming(&target, parts.version) {
-            return respond::connect(&refusal, snapshot, json);
+        match started {
+            Ok(response) => response,
+            Err(error) if is_about_http(&error) => respond::connect(&error, snapshot, json),
+            Err(error) => {
+                respond::connect_stream(&error, snapshot, json, codec.stream_content_type())
+            }
         }
-        let request_coding = coding::request(&parts.headers, "connect-content-encoding");
-        let deadline = request_coding.and_then(|coding| {
-            let deadline =
-                deadline::connect_deadline(&self.settings, target.name(), &parts.headers);
-            deadline.map(|deadline| (coding, deadline))
-        });
-        let (request_coding, deadline) = match deadline {
-            Ok(found) => found,
-            Err(error) => return fail(error),
-        };
+    }
+
+    /// The call a stream request makes: its method, codings, deadline and metadata.
+    fn stream_call(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        parts: &http::request::Parts,
+        codec: Codec,
+        label: &mut Option<Arc<str>>,
+    ) -> Result<StreamCall, GatewayError> {
+        let target = self.connect_target(snapshot, parts.uri.path())?;
+        *label = Some(target.label.clone());
+        check_streaming(&target, parts.version)?;
+        let headers = &parts.headers;
+        let request_coding = coding::request(headers, "connect-content-encoding")?;
+        let deadline = deadline::connect_deadline(&self.settings, target.name(), headers)?;
         let offer = &self.settings.response_compression;
         let translation = Translation {
             codec,
             snapshot: snapshot.clone(),
-            json: json.clone(),
+            json: self.settings.json.clone(),
             request_coding,
-            response_coding: coding::response(&parts.headers, "connect-accept-encoding", offer),
+            response_coding: coding::response(headers, "connect-accept-encoding", offer),
         };
-        let call = StreamCall {
+        Ok(StreamCall {
             target,
             translation,
-            metadata: upstream_metadata(&parts.headers, deadline),
+            metadata: upstream_metadata(headers, deadline),
             deadline,
-        };
-        match self.start_stream(call, body).await {
-            Ok(response) => response,
-            Err(error) => fail(error),
-        }
+        })
     }
 
     /// Starts the upstream call with the client's stream as its body, and answers with the
@@ -129,13 +130,7 @@ impl Gateway {
         call: StreamCall,
         body: Incoming,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        let StreamCall {
-            target,
-            translation,
-            metadata,
-            deadline,
-        } = call;
-        let single = !target.method.is_client_streaming();
+        let single = !call.target.method.is_client_streaming();
         let settings = &self.settings;
         let clock = CallClock::new(
             single.then_some(settings.body_timeout),
@@ -146,16 +141,17 @@ impl Gateway {
             body,
             decoder: RequestDecoder::new(settings.max_request_bytes),
             limit: settings.max_request_bytes,
-            desc: target.method.input(),
-            translation: translation.clone(),
+            desc: call.target.method.input(),
+            translation: call.translation.clone(),
             failure: failure.clone(),
             done: false,
         };
         let request_body = Counted::new(inbound.boxed_unsync(), clock.clone()).boxed_unsync();
-        let ends = deadline.map(|d| (Instant::now() + d, d));
+        let ends = call.deadline.map(|d| (Instant::now() + d, d));
         let started = async {
+            let body = CallBody::Streamed(request_body);
             tokio::select! {
-                started = send(&target, metadata, CallBody::Streamed(request_body)) => started,
+                started = send(&call.target, call.metadata.clone(), body) => started,
                 expiry = clock.expired() => Err(expiry.error()),
             }
         };
@@ -168,31 +164,32 @@ impl Gateway {
         let response = started.map_err(|e| recorded(&failure).unwrap_or(e))?;
         let (head, upstream_body) = response.into_parts();
         if let Some(status) = Status::from_headers(&head.headers) {
-            return Ok(trailers_only(status, head.headers, &translation, &failure));
+            return Ok(trailers_only(
+                status,
+                head.headers,
+                &call.translation,
+                &failure,
+            ));
         }
         call::check_grpc_response(head.status, &head.headers)?;
         let upstream_body = upstream_body.map_err(BoxError::from).boxed_unsync();
-        let timed = Timed::new(upstream_body, clock, respond::status_trailers);
         let outbound = Outbound {
-            inner: Some(timed),
+            inner: Some(Timed::new(upstream_body, clock, respond::status_trailers)),
             decoder: Decoder::new(settings.max_response_bytes),
             limit: settings.max_response_bytes,
-            desc: target.method.output(),
-            headers: head.headers.clone(),
-            translation: translation.clone(),
+            desc: call.target.method.output(),
+            headers: head.headers,
+            translation: call.translation,
             failure,
             deadline: ends.map(|(at, d)| (Box::pin(tokio::time::sleep_until(at)), d)),
         };
-        let mut response = Response::new(outbound.boxed_unsync());
-        let out = response.headers_mut();
-        metadata::response_metadata(&head.headers, "", out);
-        out.insert(CONTENT_TYPE, translation.codec.stream_content_type());
-        if let Some(encoding) = translation.response_coding {
-            let value = http::HeaderValue::from_static(encoding.token());
-            out.insert("connect-content-encoding", value);
-        }
-        Ok(response)
+        Ok(outbound.into_response())
     }
+}
+
+/// Refusals about HTTP itself (415, 505) are answered as such, not as a failed stream.
+fn is_about_http(error: &GatewayError) -> bool {
+    matches!(error.http_status.map(|s| s.as_u16()), Some(415 | 505))
 }
 
 /// A stream call, ready to go upstream.
@@ -285,7 +282,7 @@ impl Inbound {
                 return Err(EnvelopeError::Compressed.into());
             }
             let message = match envelope.compressed {
-                true => coding::decode(coding, &envelope.payload, self.limit)?,
+                true => coding::decode(coding, envelope.payload, self.limit)?,
                 false => envelope.payload,
             };
             let wire = match self.translation.codec {
@@ -370,6 +367,22 @@ struct Outbound {
 type Polled = Poll<Option<Result<Frame<Bytes>, BoxError>>>;
 
 impl Outbound {
+    /// The response: the upstream's headers, the stream's content type and coding, and this
+    /// body.
+    fn into_response(self) -> Response<ResponseBody> {
+        let mut headers = HeaderMap::new();
+        metadata::response_metadata(&self.headers, "", &mut headers);
+        let t = &self.translation;
+        headers.insert(CONTENT_TYPE, t.codec.stream_content_type());
+        if let Some(encoding) = t.response_coding {
+            let value = http::HeaderValue::from_static(encoding.token());
+            headers.insert("connect-content-encoding", value);
+        }
+        let mut response = Response::new(self.boxed_unsync());
+        *response.headers_mut() = headers;
+        response
+    }
+
     /// The envelopes of every upstream message complete so far, if any.
     fn envelopes(&mut self) -> Result<Option<Bytes>, GatewayError> {
         let mut out = BytesMut::new();

@@ -88,7 +88,7 @@ impl Gateway {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let json = &self.settings.json;
         let limit = self.settings.max_request_bytes;
-        let message = coding::decode(call.encoding, &call.message, limit)?;
+        let message = coding::decode(call.encoding, call.message.clone(), limit)?;
         let wire = match call.codec {
             Codec::Proto => message,
             Codec::Json => {

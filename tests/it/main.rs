@@ -13,6 +13,7 @@ mod architecture;
 mod balancing;
 mod bounds;
 mod cli;
+mod clients;
 mod compression;
 mod connect;
 mod docs;

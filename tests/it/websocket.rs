@@ -956,7 +956,7 @@ fn browser_exchange(url: &str) -> String {
 /// refuses the handshake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_websocket_from_another_origin() {
-    let Some(binary) = crate::docs_page::chromium() else {
+    let Some(binary) = crate::support::browser::chromium() else {
         return;
     };
     let (origin, _pages) = page_server().await;
@@ -967,7 +967,7 @@ async fn chromium_websocket_from_another_origin() {
     .await;
     let other = fixture().await;
     let url = format!("{origin}/");
-    let browser = crate::docs_page::Browser::launch(&binary, &url);
+    let browser = crate::support::browser::Browser::launch(&binary, &url);
     let mut page = browser.page(&url).await;
     bounded(async {
         // The page, not the blank one before it.
@@ -1057,12 +1057,12 @@ async fn the_openapi_document_marks_streaming_operations_as_websocket_routes() {
 /// gateway's Close after its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docs_page_console_holds_a_bidi_stream() {
-    let Some(binary) = crate::docs_page::chromium() else {
+    let Some(binary) = crate::support::browser::chromium() else {
         return;
     };
     let f = fixture().await;
     let url = format!("{}/docs", f.gw.base);
-    let browser = crate::docs_page::Browser::launch(&binary, &url);
+    let browser = crate::support::browser::Browser::launch(&binary, &url);
     let mut page = browser.page(&url).await;
     let wait = |condition: &str| {
         format!(

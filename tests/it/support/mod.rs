@@ -409,3 +409,6 @@ pub(crate) fn spawn_gateway(args: &[&str]) -> Process {
         log: rx,
     }
 }
+
+/// A headless browser driven over DevTools, for the browser tests.
+pub(crate) mod browser;

@@ -12,7 +12,7 @@ use http::{HeaderMap, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::body::ResponseBody;
+use super::body::{drain, ResponseBody};
 use super::call_clock::{CallClock, Counted, Timed};
 use super::deadline;
 use super::gateway::Gateway;
@@ -69,7 +69,16 @@ impl Gateway {
             .and_then(|index| self.upstream(index));
         let Some(upstream) = upstream else {
             let message = format!("unknown service {}", quoted(service));
-            return respond::grpc(&GatewayError::new(Code::Unimplemented, message));
+            let refusal = respond::grpc(&GatewayError::new(Code::Unimplemented, message));
+            let (version, limit) = (request.version(), self.settings.max_request_bytes);
+            drain(
+                version,
+                request.into_body(),
+                limit,
+                self.settings.body_timeout,
+            )
+            .await;
+            return refusal;
         };
         let method = snapshot.grpc_methods.get(request.uri().path()).cloned();
         let clock = self.call_clock(method.as_ref());

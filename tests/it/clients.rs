@@ -670,13 +670,11 @@ async fn unknown_over_http1(protocol: &str, codec: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gateway bug, left to its owner: a request refused before its body is read is answered, then the connection closed with the body unread, so the client's write fails (EPIPE) about half the time"]
 async fn connect_node_grpc_web_unknown_service_over_http1() {
     unknown_over_http1("grpcweb", "binary").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "gateway bug, left to its owner: a request refused before its body is read is answered, then the connection closed with the body unread, so the client's write fails (EPIPE) about half the time"]
 async fn connect_node_connect_unknown_service_over_http1() {
     unknown_over_http1("connect", "json").await;
 }

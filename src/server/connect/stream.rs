@@ -29,7 +29,7 @@ use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::frame::{self, Decoder};
 use crate::grpc::status::{self, Status};
 use crate::grpc::{metadata, Code};
-use crate::server::body::{BoxError, ResponseBody};
+use crate::server::body::{drain, BoxError, ResponseBody};
 use crate::server::call_clock::{CallClock, Counted, Timed};
 use crate::server::deadline;
 use crate::server::gateway::Gateway;
@@ -76,13 +76,20 @@ impl Gateway {
     ) -> Response<ResponseBody> {
         let json = &self.settings.json;
         let (parts, body) = request.into_parts();
+        let (limit, wait) = (self.settings.max_request_bytes, self.settings.body_timeout);
         let codec = match codec_of(&parts.headers, "application/connect+") {
             Ok(codec) => codec,
-            Err(error) => return respond::connect(&error, snapshot, json),
+            Err(error) => {
+                drain(parts.version, body, limit, wait).await;
+                return respond::connect(&error, snapshot, json);
+            }
         };
         let started = match self.stream_call(snapshot, &parts, codec, label) {
             Ok(call) => self.start_stream(call, body).await,
-            Err(error) => Err(error),
+            Err(error) => {
+                drain(parts.version, body, limit, wait).await;
+                Err(error)
+            }
         };
         match started {
             Ok(response) => response,

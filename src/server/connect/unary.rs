@@ -17,7 +17,7 @@ use crate::error::{quoted, ErrorSource, GatewayError};
 use crate::grpc::frame::{self, Decoder, Frame};
 use crate::grpc::status::{self, Status};
 use crate::grpc::{metadata, Code};
-use crate::server::body::{full, ResponseBody};
+use crate::server::body::{drain, full, ResponseBody};
 use crate::server::deadline;
 use crate::server::gateway::Gateway;
 use crate::server::respond;
@@ -52,13 +52,14 @@ impl Gateway {
         }
     }
 
-    async fn unary_post(
+    /// What a unary `POST` must be before its body is read: a loaded unary method, a codec,
+    /// protocol version, coding and deadline the gateway takes.
+    fn unary_checks(
         &self,
         snapshot: &Snapshot,
-        request: Request<Incoming>,
+        parts: &http::request::Parts,
         label: &mut Option<Arc<str>>,
-    ) -> Result<Response<ResponseBody>, GatewayError> {
-        let (parts, body) = request.into_parts();
+    ) -> Result<(Target, Codec, Encoding, Option<Duration>), GatewayError> {
         let target = self.connect_target(snapshot, parts.uri.path())?;
         *label = Some(target.label.clone());
         check_unary(&target)?;
@@ -66,6 +67,25 @@ impl Gateway {
         check_version(&parts.headers)?;
         let encoding = coding::request(&parts.headers, "content-encoding")?;
         let deadline = deadline::connect_deadline(&self.settings, target.name(), &parts.headers)?;
+        Ok((target, codec, encoding, deadline))
+    }
+
+    async fn unary_post(
+        &self,
+        snapshot: &Snapshot,
+        request: Request<Incoming>,
+        label: &mut Option<Arc<str>>,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let (parts, body) = request.into_parts();
+        let checked = self.unary_checks(snapshot, &parts, label);
+        let (target, codec, encoding, deadline) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                let limit = self.settings.max_request_bytes;
+                drain(parts.version, body, limit, self.settings.body_timeout).await;
+                return Err(error);
+            }
+        };
         let message = self.read_body(body).await?;
         let call = UnaryCall {
             target: &target,

@@ -22,7 +22,7 @@ use super::respond;
 use super::tags::{ErrorTag, RouteTag};
 use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
-use crate::metrics::RequestLabels;
+use crate::metrics::{self, RequestLabels};
 
 pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -53,7 +53,7 @@ impl Gateway {
         response
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
-        let labels = self.labels(&response, protocol);
+        let labels = self.labels(&response, &method, protocol);
         self.metrics
             .finish(labels.clone(), started.elapsed().as_secs_f64());
         access_log(&request_id, &method, &path, &labels, started);
@@ -74,17 +74,23 @@ impl Gateway {
         Ok((global, own))
     }
 
-    fn labels(&self, response: &Response<ResponseBody>, protocol: Protocol) -> RequestLabels {
+    fn labels(
+        &self,
+        response: &Response<ResponseBody>,
+        method: &http::Method,
+        protocol: Protocol,
+    ) -> RequestLabels {
         let extensions = response.extensions();
         let route = extensions
             .get::<RouteTag>()
             .map_or_else(|| Arc::from("unmatched"), |r| r.0.clone());
         let error = extensions.get::<ErrorTag>();
         RequestLabels {
-            route,
+            http_request_method: metrics::method_label(method.as_str()),
+            http_route: route,
+            http_response_status_code: response.status().as_u16(),
+            rpc_grpc_status_code: error.map_or(Code::Ok, |e| e.code) as u16,
             protocol: protocol.name(),
-            status: response.status().as_u16(),
-            grpc_code: error.map_or(Code::Ok, |e| e.code).name(),
             error_source: error.map_or("", |e| e.source.name()),
         }
     }
@@ -214,10 +220,10 @@ fn access_log(
         request_id = id.to_str().unwrap_or(""),
         method = %method,
         path,
-        route = &*labels.route,
+        route = &*labels.http_route,
         protocol = labels.protocol,
-        status = labels.status,
-        grpc_code = labels.grpc_code,
+        status = labels.http_response_status_code,
+        grpc_code = labels.rpc_grpc_status_code,
         error_source = labels.error_source,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
     );

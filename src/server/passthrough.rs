@@ -61,7 +61,13 @@ impl Gateway {
         };
         if reflection::is_reflection(service) {
             let current = self.current();
-            return reflection::serve(&current.snapshot, &current.reflection, request).await;
+            let label = reflection::label(request.uri().path());
+            let mut response =
+                reflection::serve(&current.snapshot, &current.reflection, request).await;
+            if let Some(label) = label {
+                response.extensions_mut().insert(RouteTag(label));
+            }
+            return response;
         }
         let upstream = snapshot
             .upstream_of_service(service)

@@ -61,11 +61,16 @@ async fn healthz_and_metrics_count_requests() {
         .starts_with("text/plain"));
     let text = String::from_utf8_lossy(&metrics.body).to_string();
     for needle in [
-        r#"protogate_requests_total{route="POST /skvps/locdata",protocol="rest",status="200",grpc_code="OK",error_source=""} 2"#,
-        r#"protogate_requests_total{route="unmatched",protocol="rest",status="404",grpc_code="NOT_FOUND",error_source="client"} 1"#,
-        r#"protogate_requests_total{route="/healthz",protocol="rest",status="200",grpc_code="OK",error_source=""} 1"#,
-        r#"protogate_request_duration_seconds_count{route="POST /skvps/locdata",protocol="rest"} 2"#,
+        r#"protogate_requests_total{http_request_method="POST",http_route="/skvps/locdata",http_response_status_code="200",rpc_grpc_status_code="0",protocol="rest",error_source=""} 2"#,
+        r#"protogate_requests_total{http_request_method="GET",http_route="unmatched",http_response_status_code="404",rpc_grpc_status_code="5",protocol="rest",error_source="client"} 1"#,
+        r#"protogate_requests_total{http_request_method="GET",http_route="/healthz",http_response_status_code="200",rpc_grpc_status_code="0",protocol="rest",error_source=""} 1"#,
+        r#"http_server_request_duration_seconds_count{http_request_method="POST",http_route="/skvps/locdata",http_response_status_code="200",rpc_grpc_status_code="0",protocol="rest",error_source=""} 2"#,
+        "# TYPE protogate_requests_total counter",
         "protogate_requests_in_flight 1",
+        "process_open_fds ",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_start_time_seconds ",
         &format!(
             r#"protogate_upstream_connections{{upstream="{}",state="connected"}}"#,
             backend.url
@@ -73,6 +78,7 @@ async fn healthz_and_metrics_count_requests() {
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
+    assert!(!text.contains("# EOF"), "{text}");
     let bytes_in = metric_value(&text, r#"protogate_bytes_total{direction="in"}"#);
     assert!(bytes_in >= vps_sample().len() as f64, "{bytes_in}");
     assert!(metric_value(&text, r#"protogate_bytes_total{direction="out"}"#) > 0.0);

@@ -3,9 +3,10 @@
 //! for errors, the code and whose fault it was ([`super::tags`]); everything else is measured
 //! here.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response};
@@ -20,6 +21,7 @@ use super::framing;
 use super::gateway::Gateway;
 use super::respond;
 use super::tags::{ErrorTag, RouteTag};
+use crate::access;
 use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
 use crate::metrics::{self, RequestLabels};
@@ -38,15 +40,20 @@ impl Gateway {
         let protocol = kind.protocol();
         let request_id = request_id(&mut request);
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
+        let declared_in = declared_length(request.headers());
         let permits = self.admit(connection);
         let _in_flight = self.metrics.start();
+        let note = Arc::new(access::Note::default());
         let response = match framing::refusal(request.version(), request.headers()) {
             Some(refusal) => closing(respond::rest_plain(&refusal)),
             None => match &permits {
                 Err(refusal) if !kind.bypasses_admission() => {
                     self.overloaded(protocol, request.headers(), refusal)
                 }
-                _ => self.dispatch(kind, request, connection.peer).await,
+                _ => {
+                    let handled = self.dispatch(kind, request, connection.peer);
+                    access::scope(note.clone(), handled).await
+                }
             },
         };
         let (mut response, reserved) = reserve_unsent(response, connection);
@@ -54,10 +61,19 @@ impl Gateway {
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
         let labels = self.labels(&response, &method, protocol);
-        self.metrics
-            .finish(labels.clone(), started.elapsed().as_secs_f64());
-        access_log(&request_id, &method, &path, &labels, started);
-        self.outgoing(response, connection, reserved, permits.ok())
+        let elapsed = started.elapsed();
+        self.metrics.finish(labels.clone(), elapsed.as_secs_f64());
+        let line = AccessLine {
+            request_id,
+            client_addr: connection.peer,
+            method,
+            path,
+            bytes_in: declared_in.unwrap_or_else(|| note.bytes_in()),
+            upstream: note.upstream(),
+            labels,
+            elapsed,
+        };
+        self.outgoing(response, connection, reserved, permits.ok(), line)
     }
 
     /// A permit from the gateway's budget and one from the connection's, or why not.
@@ -103,12 +119,18 @@ impl Gateway {
         connection: &Arc<Connection>,
         reserved: usize,
         permits: Option<Permits>,
+        line: AccessLine,
     ) -> Response<ResponseBody> {
         let held = Held {
             gateway: self.clone(),
             _permits: permits,
+            sent: AtomicU64::new(0),
+            line,
         };
-        let count: fn(&Held, usize) = |held, n| held.gateway.metrics.bytes_out(n as u64);
+        let count: fn(&Held, usize) = |held, n| {
+            held.gateway.metrics.bytes_out(n as u64);
+            held.sent.fetch_add(n as u64, Ordering::Relaxed);
+        };
         response.map(|body| {
             Outgoing::new(body, connection.clone(), reserved, count, held).boxed_unsync()
         })
@@ -118,10 +140,29 @@ impl Gateway {
 /// The gateway's admission permit and the connection's.
 type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
-/// What a response body keeps until it is done.
+/// What a response body keeps until it is done: the permits, the bytes sent, and the access
+/// line written when it ends (so that it can say how many bytes went out).
 struct Held {
     gateway: Arc<Gateway>,
     _permits: Option<Permits>,
+    sent: AtomicU64,
+    line: AccessLine,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.line.log(self.sent.load(Ordering::Relaxed));
+    }
+}
+
+/// The request's `content-length`, when it declares one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The request's `x-request-id`, or a new one set on the request so it is forwarded upstream.
@@ -207,24 +248,44 @@ fn closing(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
     response
 }
 
-/// One line per request; never headers (they may carry credentials).
-fn access_log(
-    id: &HeaderValue,
-    method: &http::Method,
-    path: &str,
-    labels: &RequestLabels,
-    started: Instant,
-) {
-    tracing::info!(
-        target: "protogate::access",
-        request_id = id.to_str().unwrap_or(""),
-        method = %method,
-        path,
-        route = &*labels.http_route,
-        protocol = labels.protocol,
-        status = labels.http_response_status_code,
-        grpc_code = labels.rpc_grpc_status_code,
-        error_source = labels.error_source,
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-    );
+/// What the access line of a request says, gathered when its response headers are ready.
+struct AccessLine {
+    request_id: HeaderValue,
+    client_addr: SocketAddr,
+    method: http::Method,
+    path: String,
+    /// Body bytes: the declared `content-length`, or what the handler read.
+    bytes_in: u64,
+    /// The endpoint that answered and the time to its response headers.
+    upstream: Option<(SocketAddr, Duration)>,
+    labels: RequestLabels,
+    /// To the response headers.
+    elapsed: Duration,
+}
+
+impl AccessLine {
+    /// One line per request, when its body is done; never headers (they may carry
+    /// credentials).
+    fn log(&self, bytes_out: u64) {
+        let labels = &self.labels;
+        let upstream = self.upstream.map(|(addr, _)| addr.to_string());
+        let upstream_ms = self.upstream.map(|(_, took)| took.as_secs_f64() * 1000.0);
+        tracing::info!(
+            target: "protogate::access",
+            request_id = self.request_id.to_str().unwrap_or(""),
+            client_addr = %self.client_addr,
+            method = %self.method,
+            path = self.path,
+            route = &*labels.http_route,
+            protocol = labels.protocol,
+            status = labels.http_response_status_code,
+            grpc_code = labels.rpc_grpc_status_code,
+            error_source = labels.error_source,
+            bytes_in = self.bytes_in,
+            bytes_out,
+            upstream = upstream.as_deref().unwrap_or(""),
+            upstream_ms,
+            duration_ms = self.elapsed.as_secs_f64() * 1000.0,
+        );
+    }
 }

@@ -79,11 +79,17 @@ async fn accept_until(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(?grace, "connections still open after the grace period");
+    tracing::info!(grace_ms = grace.as_millis() as u64, "drain started");
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "drain finished: every connection closed"
+        ),
+        Err(_) => tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "drain finished: connections still open after the grace period"
+        ),
     }
 }
 

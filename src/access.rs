@@ -3,12 +3,18 @@
 //! (the body reader, the upstream balancer) runs in the request's task, far from the edge
 //! that writes the line, so they note them in a task-local [`Note`] the edge opens around
 //! each request instead of threading it through every handler. Outside such a scope noting
-//! does nothing.
+//! does nothing. A body read outside the scope (one forwarded upstream is polled by the
+//! connection's task) notes through [`Reading`], which takes the note along.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 
 tokio::task_local! {
     static NOTE: Arc<Note>;
@@ -52,6 +58,53 @@ pub fn answered(endpoint: SocketAddr, took: Duration) {
     });
 }
 
+/// A request body whose data bytes are noted as read by the request it belongs to, wherever
+/// it is polled (a body forwarded upstream is polled by the connection's task, outside the
+/// request's scope).
+#[derive(Debug)]
+pub struct Reading<B> {
+    inner: B,
+    note: Option<Arc<Note>>,
+}
+
+impl<B> Reading<B> {
+    /// Wraps `inner` for the request whose scope this is called in.
+    pub fn new(inner: B) -> Self {
+        Reading {
+            inner,
+            note: NOTE.try_with(Arc::clone).ok(),
+        }
+    }
+}
+
+impl<B> Body for Reading<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(note)) = (&polled, &self.note) {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            note.bytes_in.fetch_add(n, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +122,19 @@ mod tests {
         .await;
         assert_eq!(note.bytes_in(), 7);
         assert_eq!(note.upstream(), Some((addr, Duration::from_millis(7))));
+    }
+
+    #[tokio::test]
+    async fn a_body_notes_its_bytes_wherever_it_is_read() {
+        use http_body_util::BodyExt;
+        let note = Arc::new(Note::default());
+        let body = scope(note.clone(), async {
+            Reading::new(http_body_util::Full::new(Bytes::from_static(b"hello")))
+        })
+        .await;
+        // Read outside the scope, as a connection task reads a forwarded body.
+        let read = body.collect().await.unwrap().to_bytes();
+        assert_eq!(read.len(), 5);
+        assert_eq!(note.bytes_in(), 5);
     }
 }

@@ -25,6 +25,7 @@ use crate::access;
 use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
 use crate::metrics::{self, RequestLabels};
+use crate::route::Lookup;
 
 pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -60,7 +61,7 @@ impl Gateway {
         response
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
-        let labels = self.labels(&response, &method, protocol);
+        let labels = self.labels(&response, &method, &path, protocol);
         let elapsed = started.elapsed();
         self.metrics.finish(labels.clone(), elapsed.as_secs_f64());
         let line = AccessLine {
@@ -68,8 +69,9 @@ impl Gateway {
             client_addr: connection.peer,
             method,
             path,
-            bytes_in: declared_in.unwrap_or_else(|| note.bytes_in()),
+            declared_in,
             upstream: note.upstream(),
+            note,
             labels,
             elapsed,
         };
@@ -90,16 +92,31 @@ impl Gateway {
         Ok((global, own))
     }
 
+    /// The route of a response no handler tagged (refused before it was handled: the
+    /// gateway overloaded, a preflight, gRPC over HTTP/1.1), looked up so that a known path is
+    /// never `unmatched`.
+    fn untagged_route(&self, method: &http::Method, path: &str) -> Arc<str> {
+        let snapshot = self.snapshot();
+        if let Some(grpc) = snapshot.grpc_methods.get(path) {
+            return grpc.label.clone();
+        }
+        match snapshot.routes.lookup(method, path) {
+            Lookup::Found { value, .. } => value.label.clone(),
+            _ => Arc::from("unmatched"),
+        }
+    }
+
     fn labels(
         &self,
         response: &Response<ResponseBody>,
         method: &http::Method,
+        path: &str,
         protocol: Protocol,
     ) -> RequestLabels {
         let extensions = response.extensions();
         let route = extensions
             .get::<RouteTag>()
-            .map_or_else(|| Arc::from("unmatched"), |r| r.0.clone());
+            .map_or_else(|| self.untagged_route(method, path), |r| r.0.clone());
         let error = extensions.get::<ErrorTag>();
         RequestLabels {
             http_request_method: metrics::method_label(method.as_str()),
@@ -254,8 +271,11 @@ struct AccessLine {
     client_addr: SocketAddr,
     method: http::Method,
     path: String,
-    /// Body bytes: the declared `content-length`, or what the handler read.
-    bytes_in: u64,
+    /// The request's `content-length`, when it declared one.
+    declared_in: Option<u64>,
+    /// What the request's handling noted; read when the line is written, since a streamed
+    /// request body may still be arriving when the response headers go out.
+    note: Arc<access::Note>,
     /// The endpoint that answered and the time to its response headers.
     upstream: Option<(SocketAddr, Duration)>,
     labels: RequestLabels,
@@ -281,7 +301,7 @@ impl AccessLine {
             status = labels.http_response_status_code,
             grpc_code = labels.rpc_grpc_status_code,
             error_source = labels.error_source,
-            bytes_in = self.bytes_in,
+            bytes_in = self.declared_in.unwrap_or_else(|| self.note.bytes_in()),
             bytes_out,
             upstream = upstream.as_deref().unwrap_or(""),
             upstream_ms,

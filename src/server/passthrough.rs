@@ -78,7 +78,9 @@ impl Gateway {
         };
         let method = snapshot.grpc_methods.get(request.uri().path()).cloned();
         let clock = self.call_clock(method.as_ref());
-        let request = request.map(|body| Counted::new(body, clock.clone()).boxed_unsync());
+        let request = request.map(|body| {
+            Counted::new(crate::access::Reading::new(body), clock.clone()).boxed_unsync()
+        });
         let mut response = tokio::select! {
             response = self.forward_within_deadline(upstream, request) => response,
             expiry = clock.expired() => {

@@ -262,6 +262,13 @@ async fn beyond_the_concurrency_limit_requests_are_refused_at_once() {
         200,
         "admin still answers"
     );
+    // Refused before any handler saw it, and still counted under its route.
+    let metrics = get(&format!("{}/metrics", gw.base)).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(r#"protogate_requests_total{http_request_method="POST",http_route="/skvps/locdata",http_response_status_code="503",rpc_grpc_status_code="14",protocol="rest",error_source="gateway"} 1"#),
+        "{text}"
+    );
 
     gate.add_permits(2);
     for r in held_requests {
@@ -631,4 +638,22 @@ async fn the_access_line_names_the_upstream_endpoint() {
     assert_eq!(line["upstream"], backend.addr.to_string(), "{line}");
     assert!(line["upstream_ms"].as_f64().unwrap() >= 0.0, "{line}");
     assert_eq!(line["error_source"], "");
+
+    // Native gRPC sends no content-length: the bytes are counted as they are forwarded.
+    let mut client = grpc_client(&process.base).await;
+    let mut request = tonic::Request::new(bytes::Bytes::from_static(b"\x08\x01"));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "reached-grpc".parse().unwrap());
+    let path = http::uri::PathAndQuery::from_static("/vpresult.LocationService/getLocationPose");
+    bounded(client.unary(request, path, protogate::demo::backend::RawCodec))
+        .await
+        .unwrap();
+    let lines = process
+        .log_until(|v| v["target"] == "protogate::access" && v["request_id"] == "reached-grpc");
+    let line = lines.last().unwrap();
+    // A 5-byte frame header and the 2-byte message.
+    assert_eq!(line["bytes_in"], 7, "{line}");
+    assert_eq!(line["protocol"], "grpc", "{line}");
+    assert_eq!(line["upstream"], backend.addr.to_string(), "{line}");
 }

@@ -22,35 +22,35 @@ tokio::task_local! {
 
 /// One request's notes.
 #[derive(Debug, Default)]
-pub struct Note {
+pub(crate) struct Note {
     bytes_in: AtomicU64,
     upstream: Mutex<Option<(SocketAddr, Duration)>>,
 }
 
 impl Note {
     /// Request body bytes read.
-    pub fn bytes_in(&self) -> u64 {
+    pub(crate) fn bytes_in(&self) -> u64 {
         self.bytes_in.load(Ordering::Relaxed)
     }
 
     /// The endpoint of the last upstream attempt that answered, and the time to its headers.
-    pub fn upstream(&self) -> Option<(SocketAddr, Duration)> {
+    pub(crate) fn upstream(&self) -> Option<(SocketAddr, Duration)> {
         self.upstream.lock().ok().and_then(|held| *held)
     }
 }
 
 /// Runs `f` with `note` as the request's notes.
-pub async fn scope<F: std::future::Future>(note: Arc<Note>, f: F) -> F::Output {
+pub(crate) async fn scope<F: std::future::Future>(note: Arc<Note>, f: F) -> F::Output {
     NOTE.scope(note, f).await
 }
 
 /// Notes `n` request body bytes read.
-pub fn read(n: u64) {
+pub(crate) fn read(n: u64) {
     let _ = NOTE.try_with(|note| note.bytes_in.fetch_add(n, Ordering::Relaxed));
 }
 
 /// Notes that `endpoint` answered after `took`.
-pub fn answered(endpoint: SocketAddr, took: Duration) {
+pub(crate) fn answered(endpoint: SocketAddr, took: Duration) {
     let _ = NOTE.try_with(|note| {
         if let Ok(mut held) = note.upstream.lock() {
             *held = Some((endpoint, took));
@@ -62,14 +62,14 @@ pub fn answered(endpoint: SocketAddr, took: Duration) {
 /// it is polled (a body forwarded upstream is polled by the connection's task, outside the
 /// request's scope).
 #[derive(Debug)]
-pub struct Reading<B> {
+pub(crate) struct Reading<B> {
     inner: B,
     note: Option<Arc<Note>>,
 }
 
 impl<B> Reading<B> {
     /// Wraps `inner` for the request whose scope this is called in.
-    pub fn new(inner: B) -> Self {
+    pub(crate) fn new(inner: B) -> Self {
         Reading {
             inner,
             note: NOTE.try_with(Arc::clone).ok(),

@@ -27,7 +27,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
-pub mod access;
+pub(crate) mod access;
 pub mod app;
 pub mod compression;
 pub mod config;

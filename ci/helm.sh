@@ -44,25 +44,28 @@ descriptor_values() { # descriptor_values FILE OUT
 }
 descriptor_values descriptors/vps.binpb "$work/vps-descriptors.yaml"
 
-# A production-like release: TLS on the serving port (--tls-cert/--tls-key from a Secret mounted
-# read-only), no admin port (/healthz, /readyz and /metrics on the serving port), 3 replicas, the
+# A production-like release: TLS on the serving port (tls.secretName: --tls-cert/--tls-key from a
+# kubernetes.io/tls Secret mounted read-only), no admin port (/healthz, /readyz and /metrics on the serving port), 3 replicas, the
 # descriptors from a ConfigMap the cluster already holds.
+# The ServiceMonitor and the NetworkPolicy are on, so the HTTPS scrape and the policy's ports are
+# checked too.
 cat > "$work/production-values.yaml" <<'YAML'
 descriptors:
   source: configMap
   existingConfigMap: api-descriptors
   names: [api.binpb]
-config:
-  tls-cert: /etc/protogate/tls/tls.crt
-  tls-key: /etc/protogate/tls/tls.key
-extraVolumes:
-  - name: tls
-    secret:
-      secretName: protogate-tls
-extraVolumeMounts:
-  - name: tls
-    mountPath: /etc/protogate/tls
-    readOnly: true
+tls:
+  secretName: protogate-tls
+serviceMonitor:
+  enabled: true
+  tlsConfig:
+    serverName: api-gateway.api.svc
+networkPolicy:
+  enabled: true
+  from:
+    - namespaceSelector:
+        matchLabels:
+          kubernetes.io/metadata.name: istio-ingress
 YAML
 # Values and namespace of the VPS and the production-like releases, for both render and lint.
 vps=(-f helm/examples/vps-values.yaml -f "$work/vps-descriptors.yaml" --namespace vps)
@@ -87,7 +90,10 @@ render image --set descriptors.source=image --set 'descriptors.names={vps.binpb}
   --set descriptors.mountPath=/opt/descriptors --set upstream=https://vps-grpc-server:443 \
   --set shutdownGrace=1m --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 render production "${production[@]}" --name api-gateway
-ok "rendered: default values, the VPS example, an existing ConfigMap, descriptors in the image, production-like"
+# TLS with the admin port: the probes and the scrape stay plain HTTP on it.
+render tls-admin --set tls.secretName=protogate-tls --set serviceMonitor.enabled=true \
+  --set networkPolicy.enabled=true --set 'networkPolicy.adminFrom[0].podSelector.matchLabels.app=prometheus'
+ok "rendered: default values, the VPS example, an existing ConfigMap, descriptors in the image, production-like, TLS with an admin port"
 
 # ---- helm lint ----------------------------------------------------------------------------------
 lint() { # lint WHAT ARGS...: `helm lint` with ARGS against every version of k8s_versions
@@ -114,7 +120,7 @@ passed=$((passed + 1))
 # ---- kubernetes-validate --strict on every built-in kind --------------------------------------
 k_args=()
 for v in "${k8s_versions[@]}"; do k_args+=(-k "$v"); done
-out=$("$venv/bin/kubernetes-validate" --strict "${k_args[@]}" "$work"/{default,vps,configmap,configmap-lookup,image,production}.core.yaml 2>&1) \
+out=$("$venv/bin/kubernetes-validate" --strict "${k_args[@]}" "$work"/{default,vps,configmap,configmap-lookup,image,production,tls-admin}.core.yaml 2>&1) \
   || { echo "$out" >&2; fail "kubernetes-validate"; }
 # A kind it has no schema for is only a warning there: here it is a failure.
 if grep -qv '^INFO ' <<<"$out"; then echo "$out" >&2; fail "kubernetes-validate warned"; fi
@@ -150,7 +156,11 @@ expect_failure "istio.virtualService.hosts is required" --set istio.virtualServi
 expect_failure "descriptors.names must list" --set descriptors.source=configMap --set descriptors.existingConfigMap=x
 expect_failure "needs resources.requests.cpu" --set autoscaling.enabled=true --set resources.requests=null
 expect_failure "exactly one of maxUnavailable and minAvailable" --set podDisruptionBudget.minAvailable=1
-ok "typos and impossible values fail rendering (13 cases)"
+expect_failure "at '/config': additional properties 'tls-cert' not allowed" --set config.tls-cert=/x/tls.crt
+expect_failure "at '/topologySpreadConstraints/0/whenUnsatisfiable': value must be one of" \
+  --set 'topologySpreadConstraints[0].maxSkew=1' --set 'topologySpreadConstraints[0].topologyKey=zone' \
+  --set 'topologySpreadConstraints[0].whenUnsatisfiable=Sometimes'
+ok "typos and impossible values fail rendering (15 cases)"
 
 # ---- the Containerfile ----------------------------------------------------------------------------
 # Fails on any finding, style included; an ignore needs an inline `# hadolint ignore=` with its reason.

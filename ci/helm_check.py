@@ -106,7 +106,8 @@ def lint(args):
 
 # ---- the structural checks of ci/helm.sh's renders ----------------------------------------------
 BUILTIN = {("v1", "ConfigMap"), ("v1", "Service"), ("v1", "ServiceAccount"), ("apps/v1", "Deployment"),
-           ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget")}
+           ("autoscaling/v2", "HorizontalPodAutoscaler"), ("policy/v1", "PodDisruptionBudget"),
+           ("networking.k8s.io/v1", "NetworkPolicy")}
 CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("azmonitoring.coreos.com/v1", "ServiceMonitor"),
         ("networking.istio.io/v1", "VirtualService"), ("networking.istio.io/v1beta1", "VirtualService")}
 
@@ -163,8 +164,26 @@ def structure(args):
         if c["args"][0] != "serve":
             fail(name, "the container does not run `protogate serve`")
         listen_port = int(env["PROTOGATE_LISTEN"].rsplit(":", 1)[1])
-        if ports["http"] != listen_port:
-            fail(name, "PROTOGATE_LISTEN is not the http container port")
+        tls = "PROTOGATE_TLS_CERT" in env
+        serving = [p for p in ports if p != "admin"]
+        if len(serving) != 1 or ports[serving[0]] != listen_port:
+            fail(name, f"PROTOGATE_LISTEN is not the one serving container port {serving}")
+        serving = serving[0]
+        if (serving == "https") != tls or serving not in ("http", "https", "grpc", "http2"):
+            fail(name, f"the serving port is named {serving!r} with TLS {'on' if tls else 'off'}")
+        if tls != ("PROTOGATE_TLS_KEY" in env):
+            fail(name, "--tls-cert without --tls-key, or the reverse")
+        # The probes, and the scrape below, speak the scheme of the port they reach.
+        admin_scheme = "HTTPS" if tls and "admin" not in ports else "HTTP"
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            if probe in c and c[probe]["httpGet"].get("scheme") != admin_scheme:
+                fail(name, f"{probe} is not {admin_scheme}")
+        spread = pod["spec"].get("topologySpreadConstraints", [])
+        keys = {t["topologyKey"] for t in spread if t.get("whenUnsatisfiable") == "ScheduleAnyway"}
+        if not {"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys:
+            fail(name, f"the pods are not spread across zones and nodes: {spread}")
+        if not all(subset(t["labelSelector"]["matchLabels"], labels) for t in spread):
+            fail(name, "a topology spread constraint does not select the pods")
         if "PROTOGATE_ADMIN_LISTEN" in env and ports.get("admin") != int(env["PROTOGATE_ADMIN_LISTEN"].rsplit(":", 1)[1]):
             fail(name, "PROTOGATE_ADMIN_LISTEN is not the admin container port")
         if "PROTOGATE_ADMIN_LISTEN" not in env and "admin" in ports:
@@ -205,6 +224,17 @@ def structure(args):
         for p in svc_ports.values():
             if p["targetPort"] not in ports:
                 fail(name, f"Service port {p['name']} targets no container port")
+            if p["name"] != p["targetPort"] and p["name"] != "http-admin" or not p.get("appProtocol"):
+                fail(name, f"Service port {p} is not named for what it serves, with its appProtocol")
+        if serving not in svc_ports or svc_ports[serving]["appProtocol"] not in (serving, "kubernetes.io/h2c"):
+            fail(name, f"the Service's serving port is not {serving!r} with a matching appProtocol")
+        if "NetworkPolicy" in by_kind:
+            np = by_kind["NetworkPolicy"]["spec"]
+            if not subset(np["podSelector"]["matchLabels"], labels) or np["policyTypes"] != ["Ingress"]:
+                fail(name, "the NetworkPolicy does not select the pods")
+            allowed = {p["port"] for rule in np["ingress"] for p in rule.get("ports", [])}
+            if set(ports) - allowed:
+                fail(name, f"the NetworkPolicy shuts container ports {sorted(set(ports) - allowed)}")
         if "PodDisruptionBudget" in by_kind:
             pdb = by_kind["PodDisruptionBudget"]["spec"]
             if not subset(pdb["selector"]["matchLabels"], labels) or ("maxUnavailable" in pdb) == ("minAvailable" in pdb):
@@ -223,10 +253,12 @@ def structure(args):
             if not subset(spec["selector"]["matchLabels"], svc["metadata"]["labels"]):
                 fail(name, "the ServiceMonitor does not select the Service")
             for ep in spec["endpoints"]:
-                if not set(ep) <= {"port", "path", "interval", "scrapeTimeout"} or ep["port"] not in svc_ports \
+                if not set(ep) <= {"port", "path", "interval", "scrapeTimeout", "scheme", "tlsConfig"} or ep["port"] not in svc_ports \
                         or ep["path"] != "/metrics" or not re.fullmatch(r"[0-9]+(ms|s|m|h)", ep["interval"]):
                     fail(name, f"ServiceMonitor endpoint {ep}")
-            admin = "admin" if "PROTOGATE_ADMIN_LISTEN" in env else "http"
+                if ep.get("scheme") != admin_scheme.lower() or ("tlsConfig" in ep and admin_scheme != "HTTPS"):
+                    fail(name, f"the ServiceMonitor does not scrape over {admin_scheme}: {ep}")
+            admin = "admin" if "PROTOGATE_ADMIN_LISTEN" in env else serving
             if svc_ports[spec["endpoints"][0]["port"]]["targetPort"] != admin:
                 fail(name, "the ServiceMonitor does not scrape the port /metrics answers on")
         if "VirtualService" in by_kind:
@@ -249,11 +281,12 @@ def structure(args):
                     if not isinstance(dest["host"], str) or not isinstance(dest["port"]["number"], int):
                         fail(name, f"VirtualService destination {dest}")
             first = spec["http"][0]["route"][0]["destination"]
-            if not first["host"].startswith(f"{svc['metadata']['name']}.") or first["port"]["number"] != svc_ports["http"]["port"]:
+            if not first["host"].startswith(f"{svc['metadata']['name']}.") or first["port"]["number"] != svc_ports[serving]["port"]:
                 fail(name, "the VirtualService does not route to protogate's Service")
         return by_kind, env
 
-    renders = ["default", "configmap", "configmap-lookup", "image", "vps-changed", "vps-again", "production"]
+    renders = ["default", "configmap", "configmap-lookup", "image", "vps-changed", "vps-again", "production",
+               "tls-admin"]
     for name in renders:
         check(name)
     kinds, env = check("vps")
@@ -302,10 +335,19 @@ def structure(args):
     pod = dep["spec"]["template"]
     (c,) = pod["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in c["env"]}
-    assert "PROTOGATE_ADMIN_LISTEN" not in env and [p["name"] for p in c["ports"]] == ["http"], c["ports"]
-    assert [p["name"] for p in prod["Service"]["spec"]["ports"]] == ["http"], prod["Service"]["spec"]["ports"]
+    assert "PROTOGATE_ADMIN_LISTEN" not in env and [p["name"] for p in c["ports"]] == ["https"], c["ports"]
+    (svc_port,) = prod["Service"]["spec"]["ports"]
+    assert (svc_port["name"], svc_port["appProtocol"]) == ("https", "https"), svc_port
     for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"]["port"] == "http", (probe, c[probe])
+        assert c[probe]["httpGet"] == {"path": c[probe]["httpGet"]["path"], "port": "https", "scheme": "HTTPS"}, (probe, c[probe])
+    (scrape,) = prod["ServiceMonitor"]["spec"]["endpoints"]
+    assert (scrape["port"], scrape["scheme"]) == ("https", "https"), scrape
+    assert scrape["tlsConfig"] == {"serverName": "api-gateway.api.svc"}, scrape
+    (rule,) = prod["NetworkPolicy"]["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "https", "protocol": "TCP"}] and rule["from"][0]["namespaceSelector"], rule
+    spread = pod["spec"]["topologySpreadConstraints"]
+    assert [t["topologyKey"] for t in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"], spread
+    assert all(t["whenUnsatisfiable"] == "ScheduleAnyway" for t in spread), spread
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     for var in ("PROTOGATE_TLS_CERT", "PROTOGATE_TLS_KEY"):
@@ -313,14 +355,29 @@ def structure(args):
         mount = mounts.get(path.rsplit("/", 1)[0])
         assert mount and mount.get("readOnly"), f"{var}={path} is on no read-only volume mount"
         assert volumes[mount["name"]].get("secret", {}).get("secretName") == "protogate-tls", f"{var} is not from the Secret"
+    assert volumes["tls"] == {"name": "tls", "secret": {"secretName": "protogate-tls"}}, volumes["tls"]
+    assert env["PROTOGATE_TLS_CERT"] == "/etc/protogate/tls/tls.crt" and env["PROTOGATE_TLS_KEY"] == "/etc/protogate/tls/tls.key"
     assert volumes["descriptors"]["configMap"]["name"] == "api-descriptors"
+
+    # TLS with an admin port: the serving port is https, the probes and the scrape plain HTTP on
+    # the admin port, which the NetworkPolicy opens to Prometheus only.
+    tls_admin = docs("tls-admin")
+    c = tls_admin["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert [p["name"] for p in c["ports"]] == ["https", "admin"], c["ports"]
+    assert c["readinessProbe"]["httpGet"]["port"] == "admin" and c["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+    (scrape,) = tls_admin["ServiceMonitor"]["spec"]["endpoints"]
+    assert (scrape["port"], scrape["scheme"]) == ("http-admin", "http") and "tlsConfig" not in scrape, scrape
+    rules = tls_admin["NetworkPolicy"]["spec"]["ingress"]
+    assert [r["ports"][0]["port"] for r in rules] == ["https", "admin"] and "from" not in rules[0], rules
+    assert rules[1]["from"] == [{"podSelector": {"matchLabels": {"app": "prometheus"}}}], rules
+    assert [(p["name"], p["appProtocol"]) for p in tls_admin["Service"]["spec"]["ports"]] == [("https", "https"), ("http-admin", "http")]
     assert env["PROTOGATE_DESCRIPTOR_SET"] == "/etc/protogate/descriptors/api.binpb", env["PROTOGATE_DESCRIPTOR_SET"]
     assert "checksum/descriptors" in pod["metadata"]["annotations"], "no checksum for an existing ConfigMap"
 
     # values.schema.json's `config` knows exactly the flags the chart does not set itself.
     schema = json.load(open("helm/protogate/values.schema.json"))
     first_class = {"descriptor-set", "listen", "admin-listen", "upstream", "service-upstream",
-                   "shutdown-grace", "watch-descriptors"}
+                   "shutdown-grace", "watch-descriptors", "tls-cert", "tls-key"}
     flags = {e[len("PROTOGATE_"):].lower().replace("_", "-") for e in FLAG_ENVS}
     config = set(schema["properties"]["config"]["properties"])
     if config | first_class != flags or config & first_class:

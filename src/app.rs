@@ -42,7 +42,8 @@ fn init_logging(format: &str, filter: &str) {
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match format {
-        "json" => builder.json().try_init(),
+        // Every field at the top level, where log collectors look for them.
+        "json" => builder.json().flatten_event(true).try_init(),
         _ => builder.try_init(),
     };
 }

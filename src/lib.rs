@@ -20,12 +20,14 @@
 //! - [`reflection_source`]: descriptors from the upstreams' gRPC server reflection.
 //! - [`openapi`]: the OpenAPI 3.1 document of the loaded routes.
 //! - [`metrics`]: the Prometheus metrics.
+//! - [`access`]: what a request's access log line notes from deep in its handling.
 //! - [`run`]: a gateway as the process: bind, serve until a signal, drain.
 //! - [`app`]: the commands (`serve`, `routes`, `compile`, `demo`).
 //! - [`demo`]: the built-in VPS backend.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::too_many_lines)]
 
+pub(crate) mod access;
 pub mod app;
 pub mod compression;
 pub mod config;

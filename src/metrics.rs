@@ -1,34 +1,43 @@
-//! Prometheus metrics: requests by route template, method, HTTP status and gRPC code; latency
-//! histograms; requests in flight; upstream connections by state; reloads by outcome; bytes
-//! in and out. Rendered in the Prometheus text format at `/metrics`.
+//! Prometheus metrics, named and labelled by the OpenTelemetry HTTP conventions so dashboards
+//! built for other services read the gateway's too: requests and their duration by
+//! `http_request_method`, `http_route`, `http_response_status_code`, `rpc_grpc_status_code`,
+//! `protocol` and `error_source`; requests in flight; upstream connections by state; reloads
+//! by outcome; bytes in and out; the standard `process_*` metrics and `protogate_build_info`.
+//!
+//! Pure: the process figures are read from `/proc` by the caller at scrape time and handed to
+//! [`Metrics::render`]; the exposition formats are in [`exposition`], the `/proc` parsers in
+//! [`process`].
+
+pub mod exposition;
+pub mod process;
 
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Labels of a finished request.
+pub use exposition::Format;
+pub use process::ProcessStats;
+
+/// Labels of a finished request, on both the counter and the duration histogram.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The route template (`POST /skvps/locdata`), the gRPC method for native calls, or
-    /// `unmatched`.
-    pub route: Arc<str>,
-    /// `rest`, `grpc`, `grpc-web` or `admin`.
+    /// The method, or `_OTHER` for one outside the standard set ([`method_label`]).
+    pub http_request_method: &'static str,
+    /// The route template (`/skvps/locdata`), the `/package.Service/Method` path for gRPC,
+    /// gRPC-Web and Connect, the admin or docs path, or `unmatched`.
+    pub http_route: Arc<str>,
+    pub http_response_status_code: u16,
+    /// The gRPC status code, as its number (0 for success).
+    pub rpc_grpc_status_code: u16,
+    /// The protocol's name (`rest`, `grpc`, `grpc-web`, `connect`, ...).
     pub protocol: &'static str,
-    pub status: u16,
-    pub grpc_code: &'static str,
     /// Whose fault an error was (`client`, `gateway`, `upstream`); empty for success.
     pub error_source: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    pub route: Arc<str>,
-    pub protocol: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,15 +56,38 @@ pub struct DirectionLabels {
     pub direction: &'static str,
 }
 
-fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+/// Request duration buckets, in seconds: from a millisecond to the long calls and streams
+/// (two minutes) a gateway also serves.
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// The method as the label names it: one of the standard methods, or `_OTHER`, so that
+/// clients cannot grow the label set.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("_OTHER")
 }
 
 /// Every metric the gateway keeps.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge,
     reloads: Family<OutcomeLabels, Counter>,
     bytes: Family<DirectionLabels, Counter>,
@@ -78,39 +110,44 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("protogate");
+        let mut registry = Registry::default();
         let requests = Family::default();
-        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let duration = Family::new_with_constructor(duration_histogram as fn() -> Histogram);
         let in_flight = Gauge::default();
         let reloads = Family::default();
         let bytes = Family::default();
         let connections = Family::default();
-        registry.register("requests", "Requests answered", requests.clone());
+        registry.register("protogate_requests", "Requests answered", requests.clone());
         registry.register(
-            "request_duration_seconds",
+            "http_server_request_duration_seconds",
             "Time to answer a request (to the response headers for streams)",
-            latency.clone(),
+            duration.clone(),
         );
         registry.register(
-            "requests_in_flight",
+            "protogate_requests_in_flight",
             "Requests being served",
             in_flight.clone(),
         );
-        registry.register("reloads", "Descriptor reloads by outcome", reloads.clone());
+        let reload_help = "Descriptor reloads by outcome";
+        registry.register("protogate_reloads", reload_help, reloads.clone());
         registry.register(
-            "bytes",
+            "protogate_bytes",
             "Body bytes received from and sent to clients",
             bytes.clone(),
         );
         registry.register(
-            "upstream_connections",
+            "protogate_upstream_connections",
             "HTTP/2 connections to upstreams by state",
             connections.clone(),
         );
+        let build = Family::<VersionLabels, Gauge>::default();
+        let version = env!("CARGO_PKG_VERSION");
+        build.get_or_create(&VersionLabels { version }).set(1);
+        registry.register("protogate_build_info", "The gateway's version", build);
         Metrics {
             registry,
             requests,
-            latency,
+            duration,
             in_flight,
             reloads,
             bytes,
@@ -124,13 +161,9 @@ impl Metrics {
         InFlight(&self.in_flight)
     }
 
-    /// Counts a finished request and its latency.
+    /// Counts a finished request and its duration.
     pub fn finish(&self, labels: RequestLabels, seconds: f64) {
-        let route = RouteLabels {
-            route: labels.route.clone(),
-            protocol: labels.protocol,
-        };
-        self.latency.get_or_create(&route).observe(seconds);
+        self.duration.get_or_create(&labels).observe(seconds);
         self.requests.get_or_create(&labels).inc();
     }
 
@@ -160,13 +193,51 @@ impl Metrics {
         self.connections.get_or_create(&labels).set(n);
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
+    /// The exposition in `format`, with the process figures read at this scrape (none where
+    /// the platform has no `/proc`).
+    pub fn render(&self, format: Format, process: Option<&ProcessStats>) -> String {
+        let mut open_metrics = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        let _ =
+            prometheus_client::encoding::text::encode_registry(&mut open_metrics, &self.registry);
+        if let Some(stats) = process {
+            let _ = prometheus_client::encoding::text::encode_registry(
+                &mut open_metrics,
+                &process_registry(stats),
+            );
+        }
+        let _ = prometheus_client::encoding::text::encode_eof(&mut open_metrics);
+        match format {
+            Format::OpenMetrics => open_metrics,
+            Format::Text004 => exposition::to_text_004(&open_metrics),
+        }
     }
+}
+
+/// The standard process metrics, as the Prometheus client libraries name them.
+fn process_registry(stats: &ProcessStats) -> Registry {
+    let mut registry = Registry::default();
+    registry.register(
+        "process_cpu_seconds",
+        "Total user and system CPU time spent in seconds",
+        ConstCounter::new(stats.cpu_seconds),
+    );
+    registry.register(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes",
+        ConstGauge::new(stats.resident_memory_bytes),
+    );
+    registry.register(
+        "process_open_fds",
+        "Number of open file descriptors",
+        ConstGauge::new(stats.open_fds),
+    );
+    registry.register(
+        "process_start_time_seconds",
+        "Start time of the process since the Unix epoch in seconds",
+        ConstGauge::new(stats.start_time_seconds),
+    );
+    registry
 }
 
 /// Decrements the in-flight gauge when the request is done.
@@ -183,16 +254,15 @@ impl Drop for InFlight<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn families_render_with_their_labels() {
+    fn sample() -> Metrics {
         let m = Metrics::new();
-        let route: Arc<str> = Arc::from("POST /skvps/locdata");
         m.finish(
             RequestLabels {
-                route: route.clone(),
+                http_request_method: "POST",
+                http_route: Arc::from("/skvps/locdata"),
+                http_response_status_code: 200,
+                rpc_grpc_status_code: 0,
                 protocol: "rest",
-                status: 200,
-                grpc_code: "OK",
                 error_source: "",
             },
             0.002,
@@ -200,17 +270,60 @@ mod tests {
         m.bytes_in(10);
         m.reload(false);
         m.connections(&Arc::from("http://b:1"), "connected", 2);
+        m
+    }
+
+    const LABELS: &str = r#"http_request_method="POST",http_route="/skvps/locdata",http_response_status_code="200",rpc_grpc_status_code="0",protocol="rest",error_source="""#;
+
+    #[test]
+    fn families_render_with_their_labels() {
+        let m = sample();
         let _guard = m.start();
-        let text = m.render();
+        let stats = ProcessStats {
+            cpu_seconds: 1.5,
+            resident_memory_bytes: 4096,
+            open_fds: 7,
+            start_time_seconds: 1000.0,
+        };
+        let text = m.render(Format::Text004, Some(&stats));
         for needle in [
-            r#"protogate_requests_total{route="POST /skvps/locdata",protocol="rest",status="200",grpc_code="OK",error_source=""} 1"#,
-            r#"protogate_request_duration_seconds_count{route="POST /skvps/locdata",protocol="rest"} 1"#,
+            &format!("protogate_requests_total{{{LABELS}}} 1"),
+            &format!("http_server_request_duration_seconds_count{{{LABELS}}} 1"),
+            &format!("http_server_request_duration_seconds_bucket{{le=\"120.0\",{LABELS}}} 1"),
             "protogate_requests_in_flight 1",
             r#"protogate_reloads_total{outcome="failure"} 1"#,
             r#"protogate_bytes_total{direction="in"} 10"#,
             r#"protogate_upstream_connections{upstream="http://b:1",state="connected"} 2"#,
+            &format!(
+                "protogate_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
+            "# TYPE protogate_requests_total counter",
+            "# TYPE process_cpu_seconds_total counter",
+            "process_cpu_seconds_total 1.5",
+            "process_resident_memory_bytes 4096",
+            "process_open_fds 7",
+            "process_start_time_seconds 1000",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn open_metrics_ends_with_eof_once() {
+        let text = sample().render(Format::OpenMetrics, None);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(text.contains("# TYPE protogate_requests counter"), "{text}");
+        assert!(!text.contains("process_"), "{text}");
+    }
+
+    #[test]
+    fn methods_outside_the_standard_set_are_other() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("PATCH"), "PATCH");
+        assert_eq!(method_label("BREW"), "_OTHER");
+        assert_eq!(method_label("get"), "_OTHER");
     }
 }

@@ -196,11 +196,12 @@ impl Upstream {
     ) -> Result<Response<UpstreamResponseBody>, GatewayError> {
         // Cheap (shared bytes), and all the errors need: the service is named by the path.
         let uri = request.uri().clone();
+        let id = request_id(&request);
         let endpoints = self
             .endpoints
             .current()
             .await
-            .map_err(|e| self.unavailable(&uri, &e))?;
+            .map_err(|e| self.unavailable(&uri, &id, &e))?;
         let mut request = request;
         let mut avoid = None;
         let mut last_error =
@@ -210,9 +211,14 @@ impl Upstream {
                 break;
             };
             let replay = Replay::of(&request);
+            let started = std::time::Instant::now();
             match endpoint.send(request).await {
-                Ok(response) => return Ok(response),
+                Ok(response) => {
+                    crate::access::answered(endpoint.addr, started.elapsed());
+                    return Ok(response);
+                }
                 Err(SendFailure::Sent { error, addr }) => {
+                    crate::access::answered(addr, started.elapsed());
                     // A refused stream was not processed (RFC 9113 §8.7): a request whose body
                     // can be sent again goes once more, as after a connection failure.
                     let refused = crate::error::h2_reset(&error).is_some_and(|r| r.unprocessed());
@@ -223,7 +229,7 @@ impl Upstream {
                                 format!("{addr} refused the stream: {}", error_chain(&error));
                             last_error = Unreachable::new("the stream was refused", detail);
                         }
-                        None => return Err(self.request_error(&uri, &error, addr)),
+                        None => return Err(self.request_error(&uri, &id, &error, addr)),
                     }
                 }
                 Err(SendFailure::Unsent {
@@ -239,7 +245,7 @@ impl Upstream {
                 }
             }
         }
-        Err(self.unavailable(&uri, &last_error))
+        Err(self.unavailable(&uri, &id, &last_error))
     }
 
     /// Connections by state, summed over the endpoints, for `protogate_upstream_connections`.
@@ -261,36 +267,75 @@ impl Upstream {
     }
 
     /// No endpoint could take the request: the client learns the service and the reason, the
-    /// log the upstream and the detail.
-    fn unavailable(&self, uri: &Uri, error: &Unreachable) -> GatewayError {
+    /// log the upstream and the detail, with the request id.
+    fn unavailable(&self, uri: &Uri, id: &str, error: &Unreachable) -> GatewayError {
         let service = service_named(uri);
         tracing::warn!(
+            request_id = id,
             upstream = %self.url,
             service,
             error = %error.detail,
             "upstream unavailable"
         );
-        GatewayError::unavailable(format!(
-            "service {service} is unavailable: {}",
-            error.reason
-        ))
+        GatewayError::unavailable(client_message(service, Failure::Unavailable(error.reason)))
     }
 
-    /// A call that failed after it was sent, mapped by the stream's reset reason. hyper's
-    /// error chain names no address; the log gets the address too.
-    fn request_error(&self, uri: &Uri, error: &hyper::Error, addr: SocketAddr) -> GatewayError {
+    /// A call that failed after it was sent, mapped by the stream's reset reason. The client
+    /// learns the service; the log gets the endpoint and hyper's error chain.
+    fn request_error(
+        &self,
+        uri: &Uri,
+        id: &str,
+        error: &hyper::Error,
+        addr: SocketAddr,
+    ) -> GatewayError {
         let service = service_named(uri);
         let chain = error_chain(error);
         tracing::warn!(
+            request_id = id,
             upstream = %self.url,
             endpoint = %addr,
             service,
             error = %chain,
             "upstream call failed"
         );
-        let code = crate::error::code_from_reset(crate::error::h2_reset(error));
-        GatewayError::upstream(code, format!("service {service} failed the call: {chain}"))
+        let reset = crate::error::h2_reset(error);
+        let code = crate::error::code_from_reset(reset);
+        GatewayError::upstream(
+            code,
+            client_message(service, Failure::Call(reset.is_some())),
+        )
     }
+}
+
+/// How an upstream call failed, as far as a client is told.
+enum Failure {
+    /// Never reached an endpoint, for this short reason.
+    Unavailable(&'static str),
+    /// Sent, then failed: the stream was reset (true) or the connection broke (false).
+    Call(bool),
+}
+
+/// The one place that decides what a client reads of an upstream failure: the service and a
+/// short reason, never the upstream's URL, addresses or error chain (those go to the log).
+fn client_message(service: &str, failure: Failure) -> String {
+    match failure {
+        Failure::Unavailable(reason) => format!("service {service} is unavailable: {reason}"),
+        Failure::Call(true) => format!("service {service} failed the call: the stream was reset"),
+        Failure::Call(false) => {
+            format!("service {service} failed the call: the connection broke")
+        }
+    }
+}
+
+/// The request's `x-request-id` (the edge sets one on every request), for log lines.
+fn request_id<B>(request: &Request<B>) -> String {
+    request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The service a gRPC request is for: `pkg.Svc` of `/pkg.Svc/Method`.

@@ -24,7 +24,7 @@ pub enum BodyPlan {
 pub struct RoutePlan {
     pub method: MethodDescriptor,
     pub rule: HttpRule,
-    /// `POST /skvps/locdata`: the route as metrics and logs name it.
+    /// `/skvps/locdata`: the route template as metrics (`http_route`) and logs name it.
     pub label: std::sync::Arc<str>,
     pub template: Template,
     /// `/package.Service/Method`.

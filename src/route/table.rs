@@ -170,7 +170,7 @@ fn compile(
         _ => None,
     };
     let plan = RoutePlan {
-        label: format!("{} {}", rule.method, rule.path).into(),
+        label: rule.path.to_string().into(),
         patch_mask,
         input_holds_any: holds_any(&input),
         method: method.clone(),

@@ -1,14 +1,16 @@
 //! The admin endpoints: `/healthz` (the process is alive), `/readyz` (descriptors loaded and
 //! every upstream reachable, by gRPC health checking where the upstream offers it) and
-//! `/metrics` (Prometheus text). On the serving port unless `--admin-listen` moves them.
+//! `/metrics` (OpenMetrics when the scraper asks for it, the Prometheus text format
+//! otherwise; the process figures read from `/proc` here, at scrape time). On the serving port
+//! unless `--admin-listen` moves them.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -18,6 +20,7 @@ use super::body::full;
 use super::body::ResponseBody;
 use super::gateway::Gateway;
 use super::tags::RouteTag;
+use crate::metrics::{process, Format, ProcessStats};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -54,21 +57,31 @@ impl AdminPath {
 
 impl Gateway {
     /// The answer of an admin endpoint.
-    pub(super) async fn admin(&self, path: AdminPath) -> Response<ResponseBody> {
+    pub(super) async fn admin(
+        &self,
+        path: AdminPath,
+        headers: &HeaderMap,
+    ) -> Response<ResponseBody> {
         let mut response = match path {
             AdminPath::Healthz => text(StatusCode::OK, "ok\n".into()),
             AdminPath::Readyz => self.readiness().await,
-            AdminPath::Metrics => {
-                self.record_connections();
-                let mut r = text(StatusCode::OK, self.metrics.render());
-                let ct = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
-                r.headers_mut().insert(CONTENT_TYPE, ct);
-                r
-            }
+            AdminPath::Metrics => self.exposition(headers),
         };
         response
             .extensions_mut()
             .insert(RouteTag(Arc::from(path.path())));
+        response
+    }
+
+    /// The metrics, in the format the scraper's `Accept` asks for.
+    fn exposition(&self, headers: &HeaderMap) -> Response<ResponseBody> {
+        self.record_connections();
+        let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+        let format = Format::negotiate(accept);
+        let body = self.metrics.render(format, process_stats().as_ref());
+        let mut response = text(StatusCode::OK, body);
+        let ct = HeaderValue::from_static(format.content_type());
+        response.headers_mut().insert(CONTENT_TYPE, ct);
         response
     }
 
@@ -109,6 +122,29 @@ impl Gateway {
     }
 }
 
+/// The process figures from `/proc`, read now; `None` where they cannot be read.
+#[cfg(target_os = "linux")]
+fn process_stats() -> Option<ProcessStats> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    let units = process::Units {
+        ticks_per_second: rustix::param::clock_ticks_per_second(),
+        page_size: rustix::param::page_size() as u64,
+    };
+    process::parse(
+        &read("/proc/self/stat")?,
+        &read("/proc/self/statm")?,
+        &read("/proc/stat")?,
+        open_fds,
+        units,
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_stats() -> Option<ProcessStats> {
+    None
+}
+
 fn text(status: StatusCode, body: String) -> Response<ResponseBody> {
     let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = status;
@@ -134,7 +170,7 @@ pub async fn serve_admin(
                         let gateway = gateway.clone();
                         async move {
                             let response = match AdminPath::of(request.method(), request.uri().path()) {
-                                Some(path) => gateway.admin(path).await,
+                                Some(path) => gateway.admin(path, request.headers()).await,
                                 None => text(StatusCode::NOT_FOUND, "not found\n".into()),
                             };
                             Ok::<_, std::convert::Infallible>(response)

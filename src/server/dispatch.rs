@@ -159,7 +159,7 @@ impl Gateway {
     ) -> Response<ResponseBody> {
         let origin = request.headers().get(ORIGIN).cloned();
         let mut response = match kind {
-            Kind::Admin(path) => return self.admin(path).await,
+            Kind::Admin(path) => return self.admin(path, request.headers()).await,
             Kind::Docs(DocsPage::Page) => return self.docs(DocsPage::Page),
             Kind::Docs(page) => self.docs(page),
             Kind::Preflight => match self.preflight(&request) {

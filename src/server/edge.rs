@@ -3,9 +3,10 @@
 //! for errors, the code and whose fault it was ([`super::tags`]); everything else is measured
 //! here.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response};
@@ -20,9 +21,11 @@ use super::framing;
 use super::gateway::Gateway;
 use super::respond;
 use super::tags::{ErrorTag, RouteTag, SessionHold};
+use crate::access;
 use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
-use crate::metrics::RequestLabels;
+use crate::metrics::{self, RequestLabels};
+use crate::route::Lookup;
 
 pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -38,26 +41,41 @@ impl Gateway {
         let protocol = kind.protocol();
         let request_id = request_id(&mut request);
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
+        let declared_in = declared_length(request.headers());
         let permits = self.admit(connection);
         let _in_flight = self.metrics.start();
+        let note = Arc::new(access::Note::default());
         let response = match framing::refusal(request.version(), request.headers()) {
             Some(refusal) => closing(respond::rest_plain(&refusal)),
             None => match &permits {
                 Err(refusal) if !kind.bypasses_admission() => {
                     self.overloaded(protocol, request.headers(), refusal)
                 }
-                _ => self.dispatch(kind, request, connection.peer).await,
+                _ => {
+                    let handled = self.dispatch(kind, request, connection.peer);
+                    access::scope(note.clone(), handled).await
+                }
             },
         };
         let (mut response, reserved) = reserve_unsent(response, connection);
         response
             .headers_mut()
             .insert(REQUEST_ID, request_id.clone());
-        let labels = self.labels(&response, protocol);
-        self.metrics
-            .finish(labels.clone(), started.elapsed().as_secs_f64());
-        access_log(&request_id, &method, &path, &labels, started);
-        self.outgoing(response, connection, reserved, permits.ok())
+        let labels = self.labels(&response, &method, &path, protocol);
+        let elapsed = started.elapsed();
+        self.metrics.finish(labels.clone(), elapsed.as_secs_f64());
+        let line = AccessLine {
+            request_id,
+            client_addr: connection.peer,
+            method,
+            path,
+            declared_in,
+            upstream: note.upstream(),
+            note,
+            labels,
+            elapsed,
+        };
+        self.outgoing(response, connection, reserved, permits.ok(), line)
     }
 
     /// A permit from the gateway's budget and one from the connection's, or why not.
@@ -74,17 +92,38 @@ impl Gateway {
         Ok((global, own))
     }
 
-    fn labels(&self, response: &Response<ResponseBody>, protocol: Protocol) -> RequestLabels {
+    /// The route of a response no handler tagged (refused before it was handled: the
+    /// gateway overloaded, a preflight, gRPC over HTTP/1.1), looked up so that a known path is
+    /// never `unmatched`.
+    fn untagged_route(&self, method: &http::Method, path: &str) -> Arc<str> {
+        let snapshot = self.snapshot();
+        if let Some(grpc) = snapshot.grpc_methods.get(path) {
+            return grpc.label.clone();
+        }
+        match snapshot.routes.lookup(method, path) {
+            Lookup::Found { value, .. } => value.label.clone(),
+            _ => Arc::from("unmatched"),
+        }
+    }
+
+    fn labels(
+        &self,
+        response: &Response<ResponseBody>,
+        method: &http::Method,
+        path: &str,
+        protocol: Protocol,
+    ) -> RequestLabels {
         let extensions = response.extensions();
         let route = extensions
             .get::<RouteTag>()
-            .map_or_else(|| Arc::from("unmatched"), |r| r.0.clone());
+            .map_or_else(|| self.untagged_route(method, path), |r| r.0.clone());
         let error = extensions.get::<ErrorTag>();
         RequestLabels {
-            route,
+            http_request_method: metrics::method_label(method.as_str()),
+            http_route: route,
+            http_response_status_code: response.status().as_u16(),
+            rpc_grpc_status_code: error.map_or(Code::Ok, |e| e.code) as u16,
             protocol: protocol.name(),
-            status: response.status().as_u16(),
-            grpc_code: error.map_or(Code::Ok, |e| e.code).name(),
             error_source: error.map_or("", |e| e.source.name()),
         }
     }
@@ -97,6 +136,7 @@ impl Gateway {
         connection: &Arc<Connection>,
         reserved: usize,
         permits: Option<Permits>,
+        line: AccessLine,
     ) -> Response<ResponseBody> {
         // An accepted WebSocket keeps the permits for as long as its session lasts.
         let permits = match response.extensions().get::<SessionHold>() {
@@ -109,8 +149,13 @@ impl Gateway {
         let held = Held {
             gateway: self.clone(),
             _permits: permits,
+            sent: AtomicU64::new(0),
+            line,
         };
-        let count: fn(&Held, usize) = |held, n| held.gateway.metrics.bytes_out(n as u64);
+        let count: fn(&Held, usize) = |held, n| {
+            held.gateway.metrics.bytes_out(n as u64);
+            held.sent.fetch_add(n as u64, Ordering::Relaxed);
+        };
         response.map(|body| {
             Outgoing::new(body, connection.clone(), reserved, count, held).boxed_unsync()
         })
@@ -120,10 +165,29 @@ impl Gateway {
 /// The gateway's admission permit and the connection's.
 type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
-/// What a response body keeps until it is done.
+/// What a response body keeps until it is done: the permits, the bytes sent, and the access
+/// line written when it ends (so that it can say how many bytes went out).
 struct Held {
     gateway: Arc<Gateway>,
     _permits: Option<Permits>,
+    sent: AtomicU64,
+    line: AccessLine,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.line.log(self.sent.load(Ordering::Relaxed));
+    }
+}
+
+/// The request's `content-length`, when it declares one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The request's `x-request-id`, or a new one set on the request so it is forwarded upstream.
@@ -209,24 +273,47 @@ fn closing(mut response: Response<ResponseBody>) -> Response<ResponseBody> {
     response
 }
 
-/// One line per request; never headers (they may carry credentials).
-fn access_log(
-    id: &HeaderValue,
-    method: &http::Method,
-    path: &str,
-    labels: &RequestLabels,
-    started: Instant,
-) {
-    tracing::info!(
-        target: "protogate::access",
-        request_id = id.to_str().unwrap_or(""),
-        method = %method,
-        path,
-        route = &*labels.route,
-        protocol = labels.protocol,
-        status = labels.status,
-        grpc_code = labels.grpc_code,
-        error_source = labels.error_source,
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-    );
+/// What the access line of a request says, gathered when its response headers are ready.
+struct AccessLine {
+    request_id: HeaderValue,
+    client_addr: SocketAddr,
+    method: http::Method,
+    path: String,
+    /// The request's `content-length`, when it declared one.
+    declared_in: Option<u64>,
+    /// What the request's handling noted; read when the line is written, since a streamed
+    /// request body may still be arriving when the response headers go out.
+    note: Arc<access::Note>,
+    /// The endpoint that answered and the time to its response headers.
+    upstream: Option<(SocketAddr, Duration)>,
+    labels: RequestLabels,
+    /// To the response headers.
+    elapsed: Duration,
+}
+
+impl AccessLine {
+    /// One line per request, when its body is done; never headers (they may carry
+    /// credentials).
+    fn log(&self, bytes_out: u64) {
+        let labels = &self.labels;
+        let upstream = self.upstream.map(|(addr, _)| addr.to_string());
+        let upstream_ms = self.upstream.map(|(_, took)| took.as_secs_f64() * 1000.0);
+        tracing::info!(
+            target: "protogate::access",
+            request_id = self.request_id.to_str().unwrap_or(""),
+            client_addr = %self.client_addr,
+            method = %self.method,
+            path = self.path,
+            route = &*labels.http_route,
+            protocol = labels.protocol,
+            status = labels.http_response_status_code,
+            grpc_code = labels.rpc_grpc_status_code,
+            error_source = labels.error_source,
+            bytes_in = self.declared_in.unwrap_or_else(|| self.note.bytes_in()),
+            bytes_out,
+            upstream = upstream.as_deref().unwrap_or(""),
+            upstream_ms,
+            duration_ms = self.elapsed.as_secs_f64() * 1000.0,
+        );
+    }
 }

@@ -79,12 +79,21 @@ async fn accept_until(
         }
     }
     drop(listener);
+    tracing::info!(grace_ms = grace.as_millis() as u64, "drain started");
+    let started = std::time::Instant::now();
     // Upgraded connections (WebSocket sessions) are no longer hyper's to drain: they are
     // told to close, and waited for within the same grace.
     gateway.close_sessions();
     let drained = async { tokio::join!(graceful.shutdown(), gateway.sessions_closed()) };
-    if tokio::time::timeout(grace, drained).await.is_err() {
-        tracing::warn!(?grace, "connections still open after the grace period");
+    match tokio::time::timeout(grace, drained).await {
+        Ok(_) => tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "drain finished: every connection closed"
+        ),
+        Err(_) => tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "drain finished: connections still open after the grace period"
+        ),
     }
 }
 

@@ -61,8 +61,14 @@ impl Gateway {
         };
         if reflection::is_reflection(service) {
             let current = self.current();
+            let label = reflection::label(request.uri().path());
             let limit = self.settings.max_request_bytes;
-            return reflection::serve(&current.snapshot, &current.reflection, request, limit).await;
+            let mut response =
+                reflection::serve(&current.snapshot, &current.reflection, request, limit).await;
+            if let Some(label) = label {
+                response.extensions_mut().insert(RouteTag(label));
+            }
+            return response;
         }
         let upstream = snapshot
             .upstream_of_service(service)
@@ -82,7 +88,9 @@ impl Gateway {
         };
         let method = snapshot.grpc_methods.get(request.uri().path()).cloned();
         let clock = self.call_clock(method.as_ref());
-        let request = request.map(|body| Counted::new(body, clock.clone()).boxed_unsync());
+        let request = request.map(|body| {
+            Counted::new(crate::access::Reading::new(body), clock.clone()).boxed_unsync()
+        });
         let mut response = tokio::select! {
             response = self.forward_within_deadline(upstream, request) => response,
             expiry = clock.expired() => {

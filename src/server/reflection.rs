@@ -33,6 +33,16 @@ pub(super) fn is_reflection(service: &str) -> bool {
     service == V1 || service == V1ALPHA
 }
 
+/// The metrics label of a reflection call: its path, when it is the one method of either
+/// version (clients cannot grow the label set).
+pub(super) fn label(path: &str) -> Option<Arc<str>> {
+    static PATHS: OnceLock<[Arc<str>; 2]> = OnceLock::new();
+    let paths = PATHS.get_or_init(|| {
+        [V1, V1ALPHA].map(|service| Arc::from(format!("/{service}/ServerReflectionInfo")))
+    });
+    paths.iter().find(|p| ***p == *path).cloned()
+}
+
 /// Answers a reflection call (one whose service [`is_reflection`] accepts): each request
 /// message, at most `limit` bytes, gets its answer as soon as it arrives.
 pub(super) async fn serve(

@@ -174,6 +174,7 @@ impl Gateway {
             .await
             .map_err(|_| GatewayError::body_timeout(limit))??;
         self.metrics.bytes_in(body.len() as u64);
+        crate::access::read(body.len() as u64);
         Ok(body)
     }
 

@@ -195,7 +195,9 @@ impl Endpoint {
                 let generation = slot.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 attempt.finish(CONNECTED);
                 self.drive(index, generation, driver);
-                self.unhealthy.store(false, Ordering::Relaxed);
+                if self.unhealthy.swap(false, Ordering::Relaxed) {
+                    tracing::info!(upstream = %self.connector.label(), endpoint = %self.addr, "upstream endpoint up");
+                }
                 *held = Some(sender.clone());
                 Ok(sender)
             }
@@ -232,7 +234,9 @@ impl Endpoint {
     /// Skips the endpoint while others are healthy, and starts reconnecting in the background
     /// (one task per endpoint).
     fn mark_unhealthy(self: &Arc<Self>) {
-        self.unhealthy.store(true, Ordering::Relaxed);
+        if !self.unhealthy.swap(true, Ordering::Relaxed) {
+            tracing::warn!(upstream = %self.connector.label(), endpoint = %self.addr, "upstream endpoint down");
+        }
         if self.retired.load(Ordering::Relaxed) || self.recovering.swap(true, Ordering::AcqRel) {
             return;
         }

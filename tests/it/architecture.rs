@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Modules that must stay pure.
-const PURE: [&str; 7] = [
+const PURE: [&str; 8] = [
+    "metrics",
     "route",
     "transcode",
     "grpc",

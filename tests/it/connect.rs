@@ -862,7 +862,7 @@ async fn metrics_label_connect_calls() {
         .lines()
         .find(|l| l.contains("protocol=\"connect\"") && l.contains(SAY))
         .unwrap_or_else(|| panic!("no connect line in\n{text}"));
-    assert!(line.contains("status=\"200\""), "{line}");
+    assert!(line.contains("http_response_status_code=\"200\""), "{line}");
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ mod hostile;
 mod openapi;
 mod operations;
 mod passthrough;
+mod prometheus;
 mod reflection;
 mod reflection_source;
 mod rest_streaming;

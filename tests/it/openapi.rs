@@ -751,7 +751,7 @@ async fn the_gateway_serves_the_document_the_command_writes_and_the_page() {
     assert_eq!(head.status, 200);
     let metrics = get(&format!("{}/metrics", gw.base)).await;
     let text = String::from_utf8_lossy(&metrics.body);
-    assert!(text.contains(r#"route="/openapi.json""#), "{text}");
+    assert!(text.contains(r#"http_route="/openapi.json""#), "{text}");
 }
 
 #[tokio::test]

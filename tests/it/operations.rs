@@ -61,11 +61,16 @@ async fn healthz_and_metrics_count_requests() {
         .starts_with("text/plain"));
     let text = String::from_utf8_lossy(&metrics.body).to_string();
     for needle in [
-        r#"protogate_requests_total{route="POST /skvps/locdata",protocol="rest",status="200",grpc_code="OK",error_source=""} 2"#,
-        r#"protogate_requests_total{route="unmatched",protocol="rest",status="404",grpc_code="NOT_FOUND",error_source="client"} 1"#,
-        r#"protogate_requests_total{route="/healthz",protocol="rest",status="200",grpc_code="OK",error_source=""} 1"#,
-        r#"protogate_request_duration_seconds_count{route="POST /skvps/locdata",protocol="rest"} 2"#,
+        r#"protogate_requests_total{http_request_method="POST",http_route="/skvps/locdata",http_response_status_code="200",rpc_grpc_status_code="0",protocol="rest",error_source=""} 2"#,
+        r#"protogate_requests_total{http_request_method="GET",http_route="unmatched",http_response_status_code="404",rpc_grpc_status_code="5",protocol="rest",error_source="client"} 1"#,
+        r#"protogate_requests_total{http_request_method="GET",http_route="/healthz",http_response_status_code="200",rpc_grpc_status_code="0",protocol="rest",error_source=""} 1"#,
+        r#"http_server_request_duration_seconds_count{http_request_method="POST",http_route="/skvps/locdata",http_response_status_code="200",rpc_grpc_status_code="0",protocol="rest",error_source=""} 2"#,
+        "# TYPE protogate_requests_total counter",
         "protogate_requests_in_flight 1",
+        "process_open_fds ",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_start_time_seconds ",
         &format!(
             r#"protogate_upstream_connections{{upstream="{}",state="connected"}}"#,
             backend.url
@@ -73,6 +78,7 @@ async fn healthz_and_metrics_count_requests() {
     ] {
         assert!(text.contains(needle), "{needle} missing from\n{text}");
     }
+    assert!(!text.contains("# EOF"), "{text}");
     let bytes_in = metric_value(&text, r#"protogate_bytes_total{direction="in"}"#);
     assert!(bytes_in >= vps_sample().len() as f64, "{bytes_in}");
     assert!(metric_value(&text, r#"protogate_bytes_total{direction="out"}"#) > 0.0);
@@ -255,6 +261,13 @@ async fn beyond_the_concurrency_limit_requests_are_refused_at_once() {
         get(&format!("{}/healthz", gw.base)).await.status,
         200,
         "admin still answers"
+    );
+    // Refused before any handler saw it, and still counted under its route.
+    let metrics = get(&format!("{}/metrics", gw.base)).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(r#"protogate_requests_total{http_request_method="POST",http_route="/skvps/locdata",http_response_status_code="503",rpc_grpc_status_code="14",protocol="rest",error_source="gateway"} 1"#),
+        "{text}"
     );
 
     gate.add_permits(2);
@@ -449,6 +462,15 @@ async fn sigterm_lets_requests_in_flight_finish_and_exits_zero() {
             "a request in flight was lost"
         );
     }
+    let lines = process.log_until(|v| {
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("drain finished"))
+    });
+    assert!(
+        lines.iter().any(|v| v["message"] == "drain started"),
+        "{lines:#?}"
+    );
     let status = bounded(tokio::task::spawn_blocking(move || {
         let mut process = process;
         process.child.wait()
@@ -468,12 +490,10 @@ async fn start_up_logs_where_the_docs_and_admin_endpoints_are_and_root_points_to
         "--upstream",
         &backend.url,
     ]);
-    let lines = process.log_until(|v| v["fields"]["readiness"].is_string());
+    let lines = process.log_until(|v| v["readiness"].is_string());
     let urls: Vec<String> = lines
         .iter()
-        .flat_map(|v| {
-            ["url", "liveness", "readiness"].map(|k| v["fields"][k].as_str().map(String::from))
-        })
+        .flat_map(|v| ["url", "liveness", "readiness"].map(|k| v[k].as_str().map(String::from)))
         .flatten()
         .collect();
     for path in ["/docs", "/openapi.json", "/metrics", "/healthz", "/readyz"] {
@@ -520,4 +540,120 @@ async fn start_up_logs_where_the_docs_and_admin_endpoints_are_and_root_points_to
             .status,
         404
     );
+}
+
+/// An upstream that cannot be reached: the client (REST and native gRPC) reads the service
+/// and the reason, never the address; the log has the detail with the request id, the
+/// endpoint going down, and one access line per request with every field at the top level.
+#[tokio::test]
+async fn upstream_detail_goes_to_the_log_not_the_client() {
+    let dead = dead_url().await;
+    let process = spawn_gateway(&[
+        "--descriptor-set",
+        "descriptors/vps.binpb",
+        "--upstream",
+        &dead,
+    ]);
+    let sample = vps_sample();
+    let rest = send(
+        "POST",
+        &format!("{}/skvps/locdata", process.base),
+        &[("x-request-id", "down-rest")],
+        sample.clone(),
+    )
+    .await;
+    assert_eq!(rest.status, 503);
+    let message = rest.json()["message"].as_str().unwrap().to_string();
+    assert!(
+        message.starts_with("service vpresult.LocationService is unavailable"),
+        "{message}"
+    );
+    assert!(!message.contains("127.0.0.1"), "{message}");
+
+    let mut client = grpc_client(&process.base).await;
+    let mut request = tonic::Request::new(bytes::Bytes::new());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "down-grpc".parse().unwrap());
+    let path = http::uri::PathAndQuery::from_static("/vpresult.LocationService/getLocationPose");
+    let status = bounded(client.unary(request, path, protogate::demo::backend::RawCodec))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(!status.message().contains("127.0.0.1"), "{status:?}");
+
+    let is_access = |v: &serde_json::Value, id: &str| {
+        v["target"] == "protogate::access" && v["request_id"] == id
+    };
+    let lines = process.log_until(|v| is_access(v, "down-grpc"));
+    let port = dead.rsplit(':').next().unwrap();
+    for id in ["down-rest", "down-grpc"] {
+        let detail = lines
+            .iter()
+            .find(|v| v["message"] == "upstream unavailable" && v["request_id"] == id)
+            .unwrap_or_else(|| panic!("no upstream detail for {id} in {lines:#?}"));
+        assert!(detail["error"].as_str().unwrap().contains(port), "{detail}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["message"] == "upstream endpoint down" && v["endpoint"].is_string()),
+        "{lines:#?}"
+    );
+    let rest_line = lines.iter().find(|v| is_access(v, "down-rest")).unwrap();
+    assert!(rest_line["client_addr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    assert_eq!(rest_line["bytes_in"], sample.len());
+    assert!(rest_line["bytes_out"].as_u64().unwrap() > 0, "{rest_line}");
+    assert_eq!(rest_line["status"], 503);
+    assert_eq!(rest_line["route"], "/skvps/locdata");
+    assert_eq!(rest_line["error_source"], "upstream");
+    assert!(rest_line.get("fields").is_none(), "{rest_line}");
+}
+
+/// A request that reached the upstream: its access line names the endpoint and how long it
+/// took to answer.
+#[tokio::test]
+async fn the_access_line_names_the_upstream_endpoint() {
+    let backend = vps_backend().await;
+    let process = spawn_gateway(&[
+        "--descriptor-set",
+        "descriptors/vps.binpb",
+        "--upstream",
+        &backend.url,
+    ]);
+    let ok = send(
+        "POST",
+        &format!("{}/skvps/locdata", process.base),
+        &[("x-request-id", "reached")],
+        vps_sample(),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let lines =
+        process.log_until(|v| v["target"] == "protogate::access" && v["request_id"] == "reached");
+    let line = lines.last().unwrap();
+    assert_eq!(line["upstream"], backend.addr.to_string(), "{line}");
+    assert!(line["upstream_ms"].as_f64().unwrap() >= 0.0, "{line}");
+    assert_eq!(line["error_source"], "");
+
+    // Native gRPC sends no content-length: the bytes are counted as they are forwarded.
+    let mut client = grpc_client(&process.base).await;
+    let mut request = tonic::Request::new(bytes::Bytes::from_static(b"\x08\x01"));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "reached-grpc".parse().unwrap());
+    let path = http::uri::PathAndQuery::from_static("/vpresult.LocationService/getLocationPose");
+    bounded(client.unary(request, path, protogate::demo::backend::RawCodec))
+        .await
+        .unwrap();
+    let lines = process
+        .log_until(|v| v["target"] == "protogate::access" && v["request_id"] == "reached-grpc");
+    let line = lines.last().unwrap();
+    // A 5-byte frame header and the 2-byte message.
+    assert_eq!(line["bytes_in"], 7, "{line}");
+    assert_eq!(line["protocol"], "grpc", "{line}");
+    assert_eq!(line["upstream"], backend.addr.to_string(), "{line}");
 }

@@ -456,12 +456,15 @@ async fn native_calls_are_counted_by_method() {
     let metrics = get(&format!("{}/metrics", f.gw.base)).await;
     let text = String::from_utf8_lossy(&metrics.body);
     assert!(
-        text.contains(r#"protogate_requests_total{route="/testapi.v1.Relay/Say",protocol="grpc",status="200",grpc_code="OK",error_source=""} 1"#),
+        text.contains(r#"protogate_requests_total{http_request_method="POST",http_route="/testapi.v1.Relay/Say",http_response_status_code="200",rpc_grpc_status_code="0",protocol="grpc",error_source=""} 1"#),
         "{text}"
     );
     assert!(!text.contains("Relay/Nope"), "{text}");
     assert!(
-        text.contains(r#"protogate_requests_total{route="unmatched",protocol="grpc""#),
+        text.lines()
+            .any(|l| l.starts_with("protogate_requests_total")
+                && l.contains(r#"http_route="unmatched""#)
+                && l.contains(r#"protocol="grpc""#)),
         "{text}"
     );
 }

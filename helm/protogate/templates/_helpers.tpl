@@ -120,7 +120,29 @@ exponent (values files give Helm every number as a float, and 8388608 would prin
 {{- join "," $items }}
 {{- end }}
 
+{{/*
+The serving port's name, on the container and the Service: what it serves, since Istio reads the
+protocol from the name. https under TLS (tls.secretName); grpc or http2 when service.appProtocol
+says so; http otherwise.
+*/}}
+{{- define "protogate.servingPortName" -}}
+{{- if .Values.tls.secretName }}https
+{{- else if has .Values.service.appProtocol (list "grpc" "http2") }}{{ .Values.service.appProtocol }}
+{{- else }}http
+{{- end }}
+{{- end }}
+
+{{/* The Service port's appProtocol: service.appProtocol, or what the port's name says. */}}
+{{- define "protogate.appProtocol" -}}
+{{- .Values.service.appProtocol | default (include "protogate.servingPortName" .) }}
+{{- end }}
+
 {{/* The port the admin endpoints answer on: adminPort, or the serving port. */}}
 {{- define "protogate.adminPortName" -}}
-{{- if .Values.adminPort }}admin{{ else }}http{{ end }}
+{{- if .Values.adminPort }}admin{{ else }}{{ include "protogate.servingPortName" . }}{{ end }}
+{{- end }}
+
+{{/* The scheme of the admin endpoints: HTTPS when they share the serving port and it serves TLS. */}}
+{{- define "protogate.adminScheme" -}}
+{{- if and .Values.tls.secretName (not .Values.adminPort) }}HTTPS{{ else }}HTTP{{ end }}
 {{- end }}

@@ -399,7 +399,7 @@ pub(crate) fn spawn_gateway(args: &[&str]) -> Process {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
-        if let Some(address) = v["fields"]["address"].as_str() {
+        if let Some(address) = v["address"].as_str() {
             break format!("http://{address}");
         }
     };

@@ -45,6 +45,7 @@ mod rest_compression;
 mod rest_stream;
 mod settings;
 mod tags;
+mod validation;
 
 pub use admin::serve_admin;
 pub use body::{BoxError, ResponseBody};

@@ -71,6 +71,13 @@ impl Gateway {
             return respond::grpc(&GatewayError::new(Code::Unimplemented, message));
         };
         let method = snapshot.grpc_methods.get(request.uri().path()).cloned();
+        let request = match self
+            .validated(snapshot.clone(), method.clone(), request)
+            .await
+        {
+            Ok(request) => request,
+            Err(error) => return respond::grpc(&error),
+        };
         let clock = self.call_clock(method.as_ref());
         let request = request.map(|body| Counted::new(body, clock.clone()).boxed_unsync());
         let mut response = tokio::select! {

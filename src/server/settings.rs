@@ -49,6 +49,8 @@ pub struct Settings {
     pub docs: DocsSettings,
     /// Codings offered for REST responses, in order of preference; empty: none.
     pub response_compression: Vec<Encoding>,
+    /// Check requests against their `buf.validate` rules before calling the upstream.
+    pub validate: bool,
 }
 
 impl Default for Settings {
@@ -73,6 +75,7 @@ impl Default for Settings {
             cors: None,
             docs: DocsSettings::default(),
             response_compression: compression::DEFAULT_RESPONSE.to_vec(),
+            validate: false,
         }
     }
 }

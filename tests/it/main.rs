@@ -32,4 +32,5 @@ mod reflection_source;
 mod rest_streaming;
 mod routing;
 mod upstream_tls;
+mod validate;
 mod vps;

@@ -86,6 +86,7 @@ fn violations() -> Vec<(Value, &'static str, &'static str)> {
             "address.city",
             "string.min_len",
         ),
+        (json!({"address": null}), "address", "required"),
         (json!({"phone": null}), "contact", "required"),
         (json!({"confirm": "other"}), "", "signup.confirmed"),
     ]
@@ -257,6 +258,35 @@ async fn connect_violations_are_invalid_argument_with_both_details() {
 }
 
 #[tokio::test]
+async fn a_connect_stream_message_that_violates_ends_the_stream_with_the_violation() {
+    let f = Fixture::start(true).await;
+    let message = serde_json::to_vec(&with(json!({"age": 17}))).unwrap();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    let url = format!("{}/validate.v1.Signups/Batch", f.gw.base);
+    let headers = [("content-type", "application/connect+json")];
+    let response = send("POST", &url, &headers, body).await;
+    assert_eq!(response.status, 200);
+    // The end-stream message: the last envelope, flagged 0x02.
+    let end = &response.body[5..];
+    assert_eq!(response.body[0], 2, "{response:?}");
+    let end: Value = serde_json::from_slice(end).unwrap();
+    assert_eq!(end["error"]["code"], "invalid_argument", "{end}");
+    let types: Vec<&str> = end["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["google.rpc.BadRequest", "buf.validate.Violations"]);
+    assert!(
+        f.backend.calls().is_empty(),
+        "a message reached the upstream"
+    );
+}
+
+#[tokio::test]
 async fn native_grpc_violations_are_status_3_with_details() {
     let f = Fixture::start(true).await;
     for (change, field, _) in violations() {
@@ -331,4 +361,29 @@ fn only_types_with_rules_or_holding_them_are_checked() {
     // A type with no rules at all costs nothing: its bytes are not even decoded.
     let plain = pool.get_message_by_name("validate.v1.Plain").unwrap();
     assert!(rules.check_wire(&plain, b"\xff\xff not a message").is_ok());
+}
+
+#[test]
+fn the_openapi_document_carries_the_rules_json_schema_can_say() {
+    let snapshot =
+        protogate::snapshot::Snapshot::build(&sources(), &Default::default(), None).unwrap();
+    let doc = protogate::openapi::document(&snapshot, &Default::default());
+    let signup = &doc["components"]["schemas"][SIGNUP];
+    let property = |name: &str| signup["properties"][name].clone();
+    let name = property("name");
+    assert_eq!(name["minLength"], 3);
+    assert_eq!(name["maxLength"], 16);
+    assert_eq!(name["pattern"], "^[a-z]+$");
+    assert_eq!(property("email")["format"], "email");
+    assert_eq!(property("age")["minimum"], 18);
+    assert_eq!(property("age")["exclusiveMaximum"], 150);
+    assert_eq!(property("score")["exclusiveMinimum"], 0.0);
+    assert_eq!(property("score")["maximum"], 100.0);
+    assert_eq!(property("tags")["minItems"], 1);
+    assert_eq!(property("tags")["uniqueItems"], true);
+    assert_eq!(property("limits")["minProperties"], 1);
+    assert_eq!(signup["required"], json!(["address"]));
+    let plain = &doc["components"]["schemas"]["validate.v1.Plain"];
+    assert!(plain.get("required").is_none());
+    assert!(plain["properties"]["text"].get("minLength").is_none());
 }

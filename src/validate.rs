@@ -29,6 +29,8 @@ pub struct Rules {
     /// Full names of the message types that have rules, or hold a message that has.
     with_rules: HashSet<String>,
     validator: Validator,
+    /// Why the rules of a type do not compile, for each type whose rules do not.
+    broken: Vec<String>,
 }
 
 impl std::fmt::Debug for Rules {
@@ -49,12 +51,27 @@ impl Rules {
             .collect();
         let validator = match preload.is_empty() {
             true => Validator::new(),
-            false => Validator::with_options(&[ValidatorOption::MessageDescriptors(preload)]),
+            false => {
+                Validator::with_options(&[ValidatorOption::MessageDescriptors(preload.clone())])
+            }
         };
+        let broken = preload
+            .iter()
+            .filter_map(|desc| compile_error(&validator, desc))
+            .collect();
         Rules {
             with_rules,
             validator,
+            broken,
         }
+    }
+
+    /// What keeps the rules of some message types from compiling (a CEL expression that
+    /// does not parse or type-check, a rule of the wrong kind for its field): `serve --validate`
+    /// refuses to start with any; a reload keeps serving, and those types' requests are
+    /// answered `INTERNAL`.
+    pub fn broken(&self) -> &[String] {
+        &self.broken
     }
 
     /// Whether messages of `desc`'s type have anything to check.
@@ -89,6 +106,18 @@ impl Rules {
                 clipped(&other.to_string())
             ))),
         }
+    }
+}
+
+/// Why `desc`'s rules do not compile, if they do not: found by checking an empty message,
+/// which runs every compiled rule.
+fn compile_error(validator: &Validator, desc: &MessageDescriptor) -> Option<String> {
+    match validator.validate(&DynamicMessage::new(desc.clone())) {
+        Err(Error::Compilation(error)) => Some(format!(
+            "the rules of {} do not compile: {error}",
+            desc.full_name()
+        )),
+        _ => None,
     }
 }
 

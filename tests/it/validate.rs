@@ -387,3 +387,54 @@ fn the_openapi_document_carries_the_rules_json_schema_can_say() {
     assert!(plain.get("required").is_none());
     assert!(plain["properties"]["text"].get("minLength").is_none());
 }
+
+/// Runs the binary from the crate root with no `PROTOGATE_*` variable of the caller's.
+fn protogate(args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_protogate"));
+    command.args(args).current_dir(repo_path(""));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("PROTOGATE_") {
+            command.env_remove(key);
+        }
+    }
+    command.env("PROTOGATE_LOG", "error").output().unwrap()
+}
+
+#[test]
+fn a_proto_importing_buf_validate_compiles_with_proto() {
+    let proto = "validate/v1/validate.proto";
+    let run = protogate(&["routes", "--proto", proto, "-I", "tests/protos"]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("/v1/signups"), "{stdout}");
+}
+
+#[test]
+fn check_with_validate_refuses_rules_that_do_not_compile() {
+    let dir = tempfile::tempdir().unwrap();
+    let proto = r#"syntax = "proto3";
+package broken.v1;
+import "buf/validate/validate.proto";
+service S { rpc M(Req) returns (Req); }
+message Req {
+  option (buf.validate.message).cel = {id: "bad", message: "m", expression: "this.nope +"};
+  string a = 1;
+}
+"#;
+    std::fs::write(dir.path().join("broken.proto"), proto).unwrap();
+    let include = dir.path().to_str().unwrap();
+    let upstream = ["--upstream", "http://127.0.0.1:1"];
+    let args = ["check", "--proto", "broken.proto", "-I", include];
+    let run = protogate(&[&args[..], &upstream[..], &["--validate"]].concat());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(stderr.contains("broken.v1.Req"), "{stderr}");
+    // Without the flag the rules are not used, so they do not stop the gateway.
+    let run = protogate(&[&args[..], &upstream[..]].concat());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+}

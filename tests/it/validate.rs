@@ -235,6 +235,30 @@ async fn a_valid_request_passes_through_every_protocol_unchanged() {
 }
 
 #[tokio::test]
+async fn rest_streams_check_their_request_messages() {
+    let f = Fixture::start(true).await;
+    let invalid = with(json!({"tags": []}));
+    let response = post_json(&format!("{}/v1/signups:watch", f.gw.base), &invalid).await;
+    assert_eq!(response.status, 400, "{:?}", response);
+    assert_eq!(bad_request_fields(&response.json()["details"]), ["tags"]);
+
+    let mut body = serde_json::to_vec(&valid()).unwrap();
+    body.push(b'\n');
+    body.extend_from_slice(&serde_json::to_vec(&invalid).unwrap());
+    let url = format!("{}/v1/signups:upload", f.gw.base);
+    let response = send("POST", &url, &[("content-type", "application/json")], body).await;
+    assert_eq!(response.status, 400, "{:?}", response);
+    assert_eq!(bad_request_fields(&response.json()["details"]), ["tags"]);
+    let passed = f
+        .backend
+        .calls()
+        .iter()
+        .filter(|c| !c.message.is_empty())
+        .count();
+    assert!(passed <= 1, "the invalid message reached the upstream");
+}
+
+#[tokio::test]
 async fn connect_violations_are_invalid_argument_with_both_details() {
     let f = Fixture::start(true).await;
     for (change, _, _) in violations() {

@@ -86,6 +86,9 @@ async fn prepare(args: &ServeArgs) -> anyhow::Result<(Arc<Gateway>, ReloadSource
             "the descriptors define no google.api.http rules: every REST request will be 404"
         );
     }
+    if let (true, Some(broken)) = (settings.validate, snapshot.rules.broken().first()) {
+        bail!("--validate: {broken}");
+    }
     Ok((Gateway::new(snapshot, upstreams, settings), source))
 }
 

@@ -209,6 +209,11 @@ pub struct ServingArgs {
         default_value_t = 1000
     )]
     pub max_form_parts: usize,
+    /// Check requests against the `buf.validate` rules of their message types before calling
+    /// the upstream (400 / INVALID_ARGUMENT with the violations); types without rules pass as
+    /// they are.
+    #[arg(long, env = "PROTOGATE_VALIDATE")]
+    pub validate: bool,
     /// Largest JSON rendering of one response message, in bytes (500 with RESOURCE_EXHAUSTED
     /// beyond): unpopulated fields written out can make a small message render large.
     #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_RENDERED_BYTES", default_value_t = 32 << 20)]
@@ -443,6 +448,7 @@ impl ServingArgs {
             json,
             max_request_bytes: self.max_request_bytes,
             max_form_parts: self.max_form_parts,
+            validate: self.validate,
             body_timeout: self.body_timeout,
             max_response_bytes: self.max_response_bytes,
             stream_idle_timeout: self.stream_idle_timeout,

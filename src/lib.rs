@@ -46,4 +46,5 @@ pub mod snapshot;
 pub mod tls;
 pub mod transcode;
 pub mod upstream;
+pub mod validate;
 pub mod well_known;

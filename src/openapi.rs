@@ -20,6 +20,7 @@
 
 mod comments;
 mod paths;
+mod rules;
 mod schema;
 
 use std::collections::BTreeSet;

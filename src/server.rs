@@ -48,6 +48,7 @@ mod rest_compression;
 mod rest_stream;
 mod settings;
 mod tags;
+mod validation;
 mod websocket;
 
 pub use admin::serve_admin;

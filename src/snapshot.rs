@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub grpc_methods: HashMap<String, GrpcMethod>,
     /// The compiled schemas of the message types, for every transcoding protocol.
     pub schemas: crate::transcode::Schemas,
+    /// The `buf.validate` rules of the message types, compiled, for `--validate`.
+    pub rules: crate::validate::Rules,
 }
 
 pub use crate::upstream::UpstreamMap;
@@ -68,12 +70,14 @@ impl Snapshot {
             .collect();
         let grpc_methods = grpc_methods(&pool, &services);
         let schemas = crate::transcode::Schemas::build(&pool);
+        let rules = crate::validate::Rules::build(&pool);
         Ok(Snapshot {
             pool,
             routes,
             services,
             grpc_methods,
             schemas,
+            rules,
         })
     }
 }
@@ -85,6 +89,8 @@ pub struct GrpcMethod {
     pub label: std::sync::Arc<str>,
     /// Whether the client sends a stream of messages (else exactly one).
     pub client_streaming: bool,
+    /// The request message type (checked against its rules with `--validate`).
+    pub input: prost_reflect::MessageDescriptor,
 }
 
 fn grpc_methods(
@@ -99,6 +105,7 @@ fn grpc_methods(
             let method = GrpcMethod {
                 label: std::sync::Arc::from(path.as_str()),
                 client_streaming: m.is_client_streaming(),
+                input: m.input(),
             };
             (path, method)
         })

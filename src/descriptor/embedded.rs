@@ -1,5 +1,6 @@
-//! The `google/api` and `google/rpc` files every annotated API imports, built into the binary
-//! so users never copy them into their trees (Apache-2.0, from googleapis; see NOTICE).
+//! The `google/api` and `google/rpc` files every annotated API imports, and
+//! `buf/validate/validate.proto` for the `--validate` rules, built into the binary so users
+//! never copy them into their trees (Apache-2.0, from googleapis and protovalidate; see NOTICE).
 
 use prost_reflect::DescriptorPool;
 use protox::file::{File, FileResolver, GoogleFileResolver};
@@ -7,7 +8,7 @@ use protox::file::{File, FileResolver, GoogleFileResolver};
 use super::DescriptorError;
 
 /// Name and source of every built-in file.
-pub const EMBEDDED_FILES: [(&str, &str); 6] = [
+pub const EMBEDDED_FILES: [(&str, &str); 7] = [
     (
         "google/api/http.proto",
         include_str!("../../proto/google/api/http.proto"),
@@ -31,6 +32,10 @@ pub const EMBEDDED_FILES: [(&str, &str); 6] = [
     (
         "google/rpc/error_details.proto",
         include_str!("../../proto/google/rpc/error_details.proto"),
+    ),
+    (
+        "buf/validate/validate.proto",
+        include_str!("../../proto/buf/validate/validate.proto"),
     ),
 ];
 

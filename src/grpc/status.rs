@@ -161,6 +161,16 @@ struct BadRequest {
 
 /// A serialized `google.rpc.Status` with one `google.rpc.BadRequest` detail.
 pub fn bad_request_status(code: Code, message: &str, violations: Vec<FieldViolation>) -> Bytes {
+    bad_request_status_with(code, message, violations, Vec::new())
+}
+
+/// A serialized `google.rpc.Status` with a `google.rpc.BadRequest` detail, then `more`.
+pub fn bad_request_status_with(
+    code: Code,
+    message: &str,
+    violations: Vec<FieldViolation>,
+    more: Vec<prost_types::Any>,
+) -> Bytes {
     let detail = prost_types::Any {
         type_url: "type.googleapis.com/google.rpc.BadRequest".into(),
         value: BadRequest {
@@ -171,7 +181,7 @@ pub fn bad_request_status(code: Code, message: &str, violations: Vec<FieldViolat
     let status = RpcStatus {
         code: code as i32,
         message: message.to_string(),
-        details: vec![detail],
+        details: std::iter::once(detail).chain(more).collect(),
     };
     Bytes::from(status.encode_to_vec())
 }
@@ -220,6 +230,15 @@ pub fn status_details(status: &[u8]) -> Vec<(String, Bytes)> {
             (name, Bytes::from(any.value))
         })
         .collect()
+}
+
+/// Sets `grpc-status-details-bin` to the serialized `google.rpc.Status` `details` (unpadded
+/// base64, as gRPC writes binary metadata).
+pub fn insert_details(headers: &mut HeaderMap, details: &[u8]) {
+    let encoded = base64::engine::general_purpose::STANDARD_NO_PAD.encode(details);
+    if let Ok(v) = http::HeaderValue::from_str(&encoded) {
+        headers.insert(DETAILS, v);
+    }
 }
 
 /// Sets `grpc-status` and `grpc-message` (percent-encoded) of trailers, or of the headers of a

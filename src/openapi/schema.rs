@@ -123,6 +123,14 @@ impl<'a> Schemas<'a> {
             properties.insert(self.field_name(&field).to_string(), schema);
         }
         let mut schema = json!({ "type": "object", "properties": properties });
+        let required: Vec<String> = message
+            .fields()
+            .filter(super::rules::is_required)
+            .map(|f| self.field_name(&f).to_string())
+            .collect();
+        if !required.is_empty() {
+            schema["required"] = required.into();
+        }
         let mut exclusive = Map::new();
         for oneof in message.oneofs().filter(|o| !o.is_synthetic()) {
             let members: Vec<String> = oneof
@@ -170,6 +178,7 @@ impl<'a> Schemas<'a> {
             }
         };
         let mut schema = as_object(schema);
+        super::rules::add_keywords(field, &mut schema);
         if let Some(text) = self.describe_field(field) {
             schema.insert("description".into(), text.into());
         }

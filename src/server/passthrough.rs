@@ -87,6 +87,13 @@ impl Gateway {
             return refusal;
         };
         let method = snapshot.grpc_methods.get(request.uri().path()).cloned();
+        let request = match self
+            .validated(snapshot.clone(), method.clone(), request)
+            .await
+        {
+            Ok(request) => request,
+            Err(error) => return respond::grpc(&error),
+        };
         let clock = self.call_clock(method.as_ref());
         let request = request.map(|body| {
             Counted::new(crate::access::Reading::new(body), clock.clone()).boxed_unsync()

@@ -97,10 +97,14 @@ fn trailers_only(error: &GatewayError, content_type: HeaderValue) -> Response<Re
     tagged(response, error)
 }
 
-/// `grpc-status` and `grpc-message` for `error`: the trailers that end a gRPC call with it.
+/// `grpc-status`, `grpc-message` and, when the error has details, `grpc-status-details-bin`
+/// for `error`: the trailers that end a gRPC call with it.
 pub(crate) fn status_trailers(error: &GatewayError) -> HeaderMap {
     let mut trailers = HeaderMap::new();
     status::insert_status(&mut trailers, error.code, &error.message);
+    if let Some(details) = error.status_details() {
+        status::insert_details(&mut trailers, details);
+    }
     trailers
 }
 

@@ -148,6 +148,7 @@ impl Gateway {
             form: form.as_deref(),
         };
         let frame = transcode::build_request(&plan, &snapshot.schemas, &self.settings.json, input)?;
+        self.validate_frame(snapshot, &plan.input, &frame)?;
         let reply = self
             .call_unary(&plan, call::single_frame(frame), setup)
             .await?;

@@ -74,7 +74,7 @@ impl Gateway {
                     encoding,
                     self.settings.max_request_bytes,
                 );
-                let pumped = self.pump(&plan, vars, &parts, body, pump_error.clone());
+                let pumped = self.pump(snapshot, &plan, vars, &parts, body, pump_error.clone());
                 call::CallBody::Streamed(Counted::new(pumped, clock.clone()).boxed_unsync())
             }
             false => {
@@ -120,6 +120,7 @@ impl Gateway {
             form: None,
         };
         let frame = transcode::build_request(plan, &snapshot.schemas, &self.settings.json, input)?;
+        self.validate_frame(snapshot, &plan.input, &frame)?;
         Ok(call::single_frame(frame))
     }
 
@@ -182,6 +183,7 @@ impl Gateway {
     /// Feeds the client's body, split into JSON values, to the upstream as request frames.
     fn pump(
         &self,
+        snapshot: &Arc<Snapshot>,
         plan: &Arc<RoutePlan>,
         vars: Vec<String>,
         parts: &Parts,
@@ -196,6 +198,7 @@ impl Gateway {
             content_type: content_type(&parts.headers).map(str::to_owned),
             json: self.settings.json.clone(),
             limit: self.settings.max_request_bytes,
+            rules: self.settings.validate.then(|| snapshot.clone()),
         };
         tokio::spawn(async move {
             if let Err(e) = pump.run(body, &tx).await {
@@ -450,6 +453,8 @@ struct Pump {
     content_type: Option<String>,
     json: transcode::JsonOptions,
     limit: usize,
+    /// The snapshot whose rules each message is checked against (`--validate`), if any.
+    rules: Option<Arc<Snapshot>>,
 }
 
 impl Pump {
@@ -483,6 +488,9 @@ impl Pump {
             form: None,
         };
         let message = transcode::request_message(&self.plan, &self.json, input)?;
+        if let Some(snapshot) = &self.rules {
+            snapshot.rules.check(&message)?;
+        }
         Ok(frame::encode(&message))
     }
 }

@@ -52,6 +52,8 @@ pub struct Settings {
     /// How often a WebSocket client is pinged; one that has answered nothing since the last
     /// ping is gone. No flag: zero turns pings off.
     pub websocket_ping_interval: Duration,
+    /// Check requests against their `buf.validate` rules before calling the upstream.
+    pub validate: bool,
 }
 
 impl Default for Settings {
@@ -77,6 +79,7 @@ impl Default for Settings {
             docs: DocsSettings::default(),
             response_compression: compression::DEFAULT_RESPONSE.to_vec(),
             websocket_ping_interval: Duration::from_secs(30),
+            validate: false,
         }
     }
 }

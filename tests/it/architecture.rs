@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Modules that must stay pure.
-const PURE: [&str; 8] = [
+const PURE: [&str; 9] = [
     "metrics",
     "route",
     "transcode",
@@ -17,6 +17,7 @@ const PURE: [&str; 8] = [
     "descriptor",
     "openapi",
     "well_known",
+    "validate",
 ];
 /// What they must not import.
 const IMPURE: [&str; 4] = ["server", "upstream", "app", "reload"];

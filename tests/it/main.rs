@@ -34,5 +34,6 @@ mod reflection_source;
 mod rest_streaming;
 mod routing;
 mod upstream_tls;
+mod validate;
 mod vps;
 mod websocket;

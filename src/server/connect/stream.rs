@@ -58,6 +58,8 @@ struct Translation {
     codec: Codec,
     snapshot: Arc<Snapshot>,
     json: JsonOptions,
+    /// Whether each message is checked against its rules (`--validate`).
+    validate: bool,
     /// The coding of the client's compressed messages (`Connect-Content-Encoding`).
     request_coding: Encoding,
     /// The coding of the answer's (from `Connect-Accept-Encoding`), if any.
@@ -119,6 +121,7 @@ impl Gateway {
             codec,
             snapshot: snapshot.clone(),
             json: self.settings.json.clone(),
+            validate: self.settings.validate,
             request_coding,
             response_coding: coding::response(headers, "connect-accept-encoding", offer),
         };
@@ -299,6 +302,9 @@ impl Inbound {
                     transcode::json_to_wire(&t.snapshot.schemas, &self.desc, &message, &t.json)?
                 }
             };
+            if self.translation.validate {
+                (self.translation.snapshot.rules).check_wire(&self.desc, &wire)?;
+            }
             out.extend_from_slice(&frame::encode_raw(&wire));
         }
         Ok((!out.is_empty()).then(|| out.freeze()))

@@ -114,6 +114,7 @@ impl Gateway {
                 transcode::json_to_wire(&snapshot.schemas, &input, &message, json)?
             }
         };
+        self.validate_wire(snapshot, &call.target.method.input(), &wire)?;
         let metadata = upstream_metadata(call.headers, call.deadline);
         let limit = self.settings.max_response_bytes;
         let exchange = async {

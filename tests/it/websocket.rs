@@ -899,6 +899,58 @@ async fn node_websocket_client() {
     assert_eq!(out["clean"], true, "{out}");
 }
 
+/// A client stream from node's `ws` package: three messages, its own Close, then the answer
+/// (unlike a browser's WebSocket, `ws` keeps reading after it has sent its Close, as RFC 6455
+/// allows), then the gateway's Close 1000.
+const WS_PACKAGE_CLIENT: &str = r#"
+const WebSocket = require("ws");
+const socket = new WebSocket(process.argv[1] + "/v1/upload/fromNode");
+const answers = [];
+const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 15000);
+socket.on("open", () => {
+  for (const name of ["a", "b", "c"]) socket.send(JSON.stringify({ name }));
+  socket.close(1000);
+});
+socket.on("message", (data) => answers.push(JSON.parse(data.toString())));
+socket.on("close", (code) => {
+  clearTimeout(timer);
+  console.log(JSON.stringify({ answers, code }));
+});
+"#;
+
+/// The `ws` package of `ci/npm.sh` (under `PROTOGATE_NODE_MODULES`), or `None` after saying
+/// why (a failure under `CI=true`).
+fn ws_package() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("PROTOGATE_NODE_MODULES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_path("target/ci-node/node_modules"));
+    let found = dir.join("ws/package.json").is_file();
+    tool_present(found, "node's ws package", "bash ci/npm.sh").then_some(dir)
+}
+
+#[tokio::test]
+async fn node_ws_package_client_stream() {
+    let Some(modules) = ws_package() else {
+        return;
+    };
+    let f = fixture().await;
+    let base = f.gw.base.replacen("http://", "ws://", 1);
+    let mut command = tokio::process::Command::new("node");
+    command
+        .env("NODE_PATH", &modules)
+        .args(["-e", WS_PACKAGE_CLIENT, &base])
+        .kill_on_drop(true);
+    let output = bounded(command.output()).await.expect("node runs");
+    assert!(output.status.success(), "{output:?}");
+    let out: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+    assert_eq!(
+        out["answers"],
+        json!([{"result": {"count": 3, "names": ["a", "b", "c"]}}]),
+        "{out}"
+    );
+    assert_eq!(out["code"], 1000, "{out}");
+}
+
 /// Serves one small HTML page to every request, on a loopback port of its own: a page whose
 /// origin is not the gateway's.
 async fn page_server() -> (String, tokio::task::JoinHandle<()>) {

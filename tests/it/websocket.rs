@@ -899,7 +899,8 @@ async fn node_websocket_client() {
     assert_eq!(out["clean"], true, "{out}");
 }
 
-/// A client stream from node's `ws` package: three messages, its own Close, then the answer
+/// A client stream from node's `ws` package, in text frames and in binary ones: three
+/// messages, its own Close, then the answer
 /// (unlike a browser's WebSocket, `ws` keeps reading after it has sent its Close, as RFC 6455
 /// allows), then the gateway's Close 1000.
 const WS_PACKAGE_CLIENT: &str = r#"
@@ -907,11 +908,17 @@ const WebSocket = require("ws");
 const socket = new WebSocket(process.argv[1] + "/v1/upload/fromNode");
 const answers = [];
 const timer = setTimeout(() => { console.error("timed out"); process.exit(2); }, 15000);
+const binary = process.argv[2] === "binary";
 socket.on("open", () => {
-  for (const name of ["a", "b", "c"]) socket.send(JSON.stringify({ name }));
+  for (const name of ["a", "b", "c"]) {
+    // A Tick: field 1 (name), length-delimited.
+    if (binary) socket.send(Buffer.from([0x0a, 1, name.charCodeAt(0)]));
+    else socket.send(JSON.stringify({ name }));
+  }
   socket.close(1000);
 });
-socket.on("message", (data) => answers.push(JSON.parse(data.toString())));
+socket.on("message", (data, isBinary) =>
+  answers.push(isBinary ? { base64: data.toString("base64") } : JSON.parse(data.toString())));
 socket.on("close", (code) => {
   clearTimeout(timer);
   console.log(JSON.stringify({ answers, code }));
@@ -935,20 +942,27 @@ async fn node_ws_package_client_stream() {
     };
     let f = fixture().await;
     let base = f.gw.base.replacen("http://", "ws://", 1);
-    let mut command = tokio::process::Command::new("node");
-    command
-        .env("NODE_PATH", &modules)
-        .args(["-e", WS_PACKAGE_CLIENT, &base])
-        .kill_on_drop(true);
-    let output = bounded(command.output()).await.expect("node runs");
-    assert!(output.status.success(), "{output:?}");
-    let out: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
-    assert_eq!(
-        out["answers"],
-        json!([{"result": {"count": 3, "names": ["a", "b", "c"]}}]),
-        "{out}"
-    );
-    assert_eq!(out["code"], 1000, "{out}");
+    // The Summary {count: 3, names: [a, b, c]} on the wire, for the binary client.
+    let summary = [0x08, 3, 0x12, 1, b'a', 0x12, 1, b'b', 0x12, 1, b'c'];
+    let summary = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, summary);
+    for (kind, answer) in [
+        (
+            "text",
+            json!({"result": {"count": 3, "names": ["a", "b", "c"]}}),
+        ),
+        ("binary", json!({ "base64": summary })),
+    ] {
+        let mut command = tokio::process::Command::new("node");
+        command
+            .env("NODE_PATH", &modules)
+            .args(["-e", WS_PACKAGE_CLIENT, &base, kind])
+            .kill_on_drop(true);
+        let output = bounded(command.output()).await.expect("node runs");
+        assert!(output.status.success(), "{output:?}");
+        let out: Value = serde_json::from_slice(&output.stdout).expect("one JSON line");
+        assert_eq!(out["answers"], json!([answer]), "{kind}: {out}");
+        assert_eq!(out["code"], 1000, "{kind}: {out}");
+    }
 }
 
 /// Serves one small HTML page to every request, on a loopback port of its own: a page whose

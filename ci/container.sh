@@ -138,7 +138,7 @@ admin=$(host_port "$id-gateway" 9090)
 wait_for "$id-gateway" "http://$admin/readyz"
 demo_request "$gateway"
 curl -fsS --max-time 5 "http://$admin/metrics" \
-  | grep -q 'protogate_requests_total{route="POST /skvps/locdata",protocol="rest",status="200"' \
+  | grep -q 'protogate_requests_total{http_request_method="POST",http_route="/skvps/locdata",http_response_status_code="200"' \
   || fail "/metrics on the admin port does not count the request"
 [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$gateway/readyz")" != 200 ] \
   || fail "/readyz still answers on the serving port with --admin-listen"

@@ -3,6 +3,8 @@
 //! spaces, `"key": value`, empty objects and arrays kept as `{}` and `[]`). One pass over
 //! the bytes, aware of strings, costs less than keeping two layouts in every writer.
 
+use super::json_error::string_end;
+
 /// `compact` (JSON without insignificant whitespace), indented by two spaces per level.
 pub(super) fn indent(compact: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(compact.len() + compact.len() / 2);
@@ -11,7 +13,8 @@ pub(super) fn indent(compact: &[u8]) -> Vec<u8> {
     while let Some(&b) = compact.get(i) {
         match b {
             b'"' => {
-                let end = string_end(compact, i + 1);
+                // Just past the closing quote (or the end of a string cut short).
+                let end = (string_end(compact, i + 1) + 1).min(compact.len());
                 out.extend_from_slice(&compact[i..end]);
                 i = end;
                 continue;
@@ -46,19 +49,6 @@ pub(super) fn indent(compact: &[u8]) -> Vec<u8> {
 fn newline(out: &mut Vec<u8>, depth: usize) {
     out.push(b'\n');
     out.resize(out.len() + 2 * depth, b' ');
-}
-
-/// The index just past the quote closing the string whose content starts at `from` (or the
-/// end of the input).
-fn string_end(json: &[u8], mut from: usize) -> usize {
-    while let Some(rest) = json.get(from..) {
-        match memchr::memchr2(b'"', b'\\', rest) {
-            Some(at) if rest[at] == b'\\' => from += at + 2,
-            Some(at) => return from + at + 1,
-            None => break,
-        }
-    }
-    json.len()
 }
 
 #[cfg(test)]

@@ -109,7 +109,7 @@ pub(super) fn check_depth(body: &[u8], max: usize) -> Result<(), GatewayError> {
 }
 
 /// The index of the quote closing a string whose content starts at `from` (or the end).
-fn string_end(body: &[u8], mut from: usize) -> usize {
+pub(super) fn string_end(body: &[u8], mut from: usize) -> usize {
     while let Some(rest) = body.get(from..) {
         match memchr::memchr2(b'"', b'\\', rest) {
             None => return body.len(),

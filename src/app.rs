@@ -123,8 +123,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             crate::run::shutdown_signal(),
         ));
     }
-    let tls = args.serving.server_tls()?;
-    crate::run::until_signal(gateway, args.listen, args.serving.shutdown_grace, tls).await
+    crate::run::until_signal(gateway, args.listen, &args.serving).await
 }
 
 fn routes(args: &DescriptorArgs) -> anyhow::Result<()> {

@@ -136,6 +136,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ServingArgs {
     /// HTTP/2 connections opened to each upstream endpoint (each address of an upstream).
+    /// Each serving thread (`--workers`) sends on its own share of them; with fewer
+    /// connections than threads, threads share.
     #[arg(long, value_name = "N", env = "PROTOGATE_UPSTREAM_CONNECTIONS", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub upstream_connections: u16,
     /// Time allowed to connect to an upstream.
@@ -230,6 +232,10 @@ pub struct ServingArgs {
     /// too), so one client cannot take the whole --max-concurrent-requests budget.
     #[arg(long, value_name = "N", env = "PROTOGATE_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_streams: u32,
+    /// Serving threads, each with its own event loop and its own upstream connections
+    /// (default: one per CPU this process may use).
+    #[arg(long, value_name = "N", env = "PROTOGATE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
     /// Time open connections get to finish after SIGTERM or SIGINT.
     #[arg(long, value_name = "DURATION", env = "PROTOGATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

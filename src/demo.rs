@@ -44,8 +44,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let snapshot = Snapshot::build(&vps_sources(), &Default::default(), Some(&map))?;
     let gateway = Gateway::new(snapshot, upstreams, settings);
     tracing::info!(backend = %backend_url, "VPS demo backend started; try: curl -d @examples/sample.json http://{}/skvps/locdata", args.listen);
-    let tls = args.serving.server_tls()?;
-    crate::run::until_signal(gateway, args.listen, args.serving.shutdown_grace, tls).await
+    crate::run::until_signal(gateway, args.listen, &args.serving).await
 }
 
 /// Serves the VPS backend alone on `listener` (the `vps_backend` example).

@@ -128,6 +128,17 @@ pub fn compile(
     Ok(compiler.encode_file_descriptor_set())
 }
 
+/// `NO_SIDE_EFFECTS` in `google.protobuf.MethodOptions.IdempotencyLevel`.
+const NO_SIDE_EFFECTS: i32 = 1;
+
+/// Whether the method is marked `idempotency_level = NO_SIDE_EFFECTS` (a Connect `GET` may
+/// call it).
+pub(crate) fn is_side_effect_free(method: &prost_reflect::MethodDescriptor) -> bool {
+    let options = method.options();
+    let level = options.get_field_by_name("idempotency_level");
+    level.and_then(|v| v.as_enum_number()) == Some(NO_SIDE_EFFECTS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`access`]: what a request's access log line notes from deep in its handling.
 //! - [`run`]: a gateway as the process: bind, serve until a signal, drain.
+//! - [`workers`]: the serving threads, one event loop per core.
 //! - [`app`]: the commands (`serve`, `routes`, `compile`, `demo`).
 //! - [`demo`]: the built-in VPS backend.
 
@@ -48,3 +49,4 @@ pub mod transcode;
 pub mod upstream;
 pub mod validate;
 pub mod well_known;
+pub mod workers;

@@ -149,6 +149,10 @@ fn description(json: &JsonOptions) -> String {
          their descriptors and google.api.http rules; it changes when they are reloaded.\n\n\
          JSON follows the proto3 JSON mapping: {names}, {int64}, {enums}, bytes as base64, \
          well-known types in their JSON forms; {unpopulated}; {unknown}. Every error is a \
-         `google.rpc.Status`."
+         `google.rpc.Status`.\n\n\
+         The same port serves every method to gRPC, gRPC-Web and Connect clients at its own \
+         path, `/package.Service/Method` (each operation's `x-grpc-method`); \
+         `x-protogate-connect` gives that path and whether a Connect `GET` may call it. \
+         Streaming operations are also served over WebSocket (`x-protogate-websocket`)."
     )
 }

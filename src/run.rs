@@ -7,29 +7,36 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::server::{self, Gateway, Settings};
+use crate::config::ServingArgs;
+use crate::server::{self, Gateway, Serving, Settings};
+use crate::workers::{self, Workers};
 
-/// Binds `listen` and serves, over TLS when `tls` is set, until SIGTERM or SIGINT.
+/// Binds `listen` and serves on the serving threads, over TLS when the arguments say so,
+/// until SIGTERM or SIGINT.
 pub async fn until_signal(
     gateway: Arc<Gateway>,
     listen: SocketAddr,
-    grace: std::time::Duration,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    args: &ServingArgs,
 ) -> anyhow::Result<()> {
+    let tls = args.server_tls()?;
+    let threads = args
+        .workers
+        .map_or_else(workers::default_count, usize::from);
+    let workers = Workers::start(threads)?;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let routes = gateway.snapshot().routes.len();
     let tls_on = tls.is_some();
     let address = listener.local_addr()?;
-    tracing::info!(%address, routes, tls = tls_on, "serving");
+    tracing::info!(%address, routes, tls = tls_on, threads, "serving");
     log_endpoints(gateway.settings(), address, tls_on);
-    match tls {
-        Some(config) => {
-            server::serve_tls(listener, gateway, config, shutdown_signal(), grace).await
-        }
-        None => server::serve(listener, gateway, shutdown_signal(), grace).await,
-    }
+    let serving = Serving {
+        tls,
+        workers: Some(workers),
+    };
+    let grace = args.shutdown_grace;
+    server::serve_with(listener, gateway, serving, shutdown_signal(), grace).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -55,5 +55,5 @@ pub use admin::serve_admin;
 pub use body::{BoxError, ResponseBody};
 pub use cors::CorsPolicy;
 pub use gateway::Gateway;
-pub use listen::{serve, serve_tls};
+pub use listen::{serve, serve_tls, serve_with, Serving};
 pub use settings::{DocsSettings, Settings};

@@ -9,6 +9,7 @@ use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, Value as ProtoValue
 use serde_json::{json, Map, Value};
 
 use super::schema::{settable_from_text, Schemas};
+use crate::descriptor::is_side_effect_free;
 use crate::route::template::Segment;
 use crate::route::{BodyPlan, FieldPath, HttpRule, MethodSel, RoutePlan};
 
@@ -381,6 +382,7 @@ fn operation(
         op.insert("deprecated".into(), true.into());
     }
     op.insert("x-grpc-method".into(), plan.grpc_path.as_str().into());
+    op.insert("x-protogate-connect".into(), connect_mark(plan));
     if streaming_kind(plan).is_some() {
         op.insert("x-protogate-websocket".into(), true.into());
     }
@@ -396,6 +398,13 @@ const WEBSOCKET_NOTE: &str = "Also served over WebSocket: a `GET` upgrade (or HT
     frame was binary). The client's Close ends its request stream; the gateway closes with \
     1000 when the call succeeds, or sends `{\"error\": status}` and closes with 4000 + the \
     gRPC code.";
+
+/// How the method is also served over the Connect protocol: its path, and whether a `GET`
+/// may call it (unary methods marked `NO_SIDE_EFFECTS`).
+fn connect_mark(plan: &RoutePlan) -> Value {
+    let get = streaming_kind(plan).is_none() && is_side_effect_free(&plan.method);
+    json!({ "path": plan.grpc_path.as_str(), "get": get })
+}
 
 fn streaming_kind(plan: &RoutePlan) -> Option<&'static str> {
     match (

@@ -20,10 +20,23 @@ use super::connection::Connection;
 use super::detect::{closes_if_undetected, Detecting};
 use super::gateway::Gateway;
 use super::settings::Settings;
+use crate::workers::Workers;
 
 /// Time a client gets to complete the TLS handshake: a slow or silent one must not hold a
 /// task and a socket for long.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How connections are served: over TLS or not, and on which threads.
+#[derive(Debug, Default)]
+pub struct Serving {
+    /// TLS with this configuration (its certificate resolver decides which certificate each
+    /// handshake gets, so a reloading one rotates without a restart). HTTP/1.1 or HTTP/2 is
+    /// whatever the client speaks after the handshake, as ALPN agreed.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Each connection on one of these serving threads; without them, on the runtime the
+    /// accept loop runs on.
+    pub workers: Option<Arc<Workers>>,
+}
 
 /// Serves `gateway` on `listener` until `shutdown` completes, then waits up to `grace` for
 /// open connections to finish their requests.
@@ -33,12 +46,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    accept_until(listener, gateway, None, shutdown, grace).await
+    serve_with(listener, gateway, Serving::default(), shutdown, grace).await
 }
 
-/// Like [`serve`], over TLS with `config` (its certificate resolver decides which certificate
-/// each handshake gets, so a reloading one rotates without a restart). HTTP/1.1 or HTTP/2 is
-/// whatever the client speaks after the handshake, as ALPN agreed.
+/// Like [`serve`], over TLS with `config`.
 pub async fn serve_tls(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -46,19 +57,25 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let acceptor = TlsAcceptor::from(config);
-    accept_until(listener, gateway, Some(acceptor), shutdown, grace).await
+    let serving = Serving {
+        tls: Some(config),
+        workers: None,
+    };
+    serve_with(listener, gateway, serving, shutdown, grace).await
 }
 
-async fn accept_until(
+/// Like [`serve`], as `serving` says.
+pub async fn serve_with(
     listener: TcpListener,
     gateway: Arc<Gateway>,
-    tls: Option<TlsAcceptor>,
+    serving: Serving,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     let builder = builder(gateway.settings());
+    let tls = serving.tls.map(TlsAcceptor::from);
+    let spawner = Spawner(serving.workers);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -66,8 +83,8 @@ async fn accept_until(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     match &tls {
-                        None => serve_connection(&builder, &graceful, &gateway, stream, peer),
-                        Some(acceptor) => serve_tls_connection(&builder, &graceful, &gateway, acceptor, stream, peer),
+                        None => serve_connection(&spawner, &builder, &graceful, &gateway, stream, peer),
+                        Some(acceptor) => serve_tls_connection(&spawner, &builder, &graceful, &gateway, acceptor, stream, peer),
                     }
                 }
                 Err(e) => {
@@ -94,6 +111,35 @@ async fn accept_until(
             grace_ms = grace.as_millis() as u64,
             "drain finished: connections still open after the grace period"
         ),
+    }
+}
+
+/// Where a connection's task runs: on a serving thread when there are any, else on the
+/// current runtime.
+struct Spawner(Option<Arc<Workers>>);
+
+impl Spawner {
+    /// Runs `serve(stream)` in a task of its own. A socket moving to a serving thread is
+    /// registered with that thread's event loop, so its readiness wakes that thread alone.
+    fn spawn<F, Fut>(&self, stream: TcpStream, peer: SocketAddr, serve: F)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some(workers) = &self.0 else {
+            drop(tokio::spawn(serve(stream)));
+            return;
+        };
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => return tracing::debug!(%peer, error = %e, "cannot hand the connection over"),
+        };
+        workers.spawn(async move {
+            match TcpStream::from_std(stream) {
+                Ok(stream) => serve(stream).await,
+                Err(e) => tracing::debug!(%peer, error = %e, "cannot hand the connection over"),
+            }
+        });
     }
 }
 
@@ -124,6 +170,7 @@ fn builder(settings: &Settings) -> auto::Builder<TokioExecutor> {
 /// Completes the TLS handshake in the connection's own task (a slow client must not stall
 /// the accept loop), then serves it like a plain one.
 fn serve_tls_connection(
+    spawner: &Spawner,
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
     gateway: &Arc<Gateway>,
@@ -131,12 +178,12 @@ fn serve_tls_connection(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-    let (builder, gateway) = (builder.clone(), gateway.clone());
+    let (builder, gateway, acceptor) = (builder.clone(), gateway.clone(), acceptor.clone());
     // Taken before the handshake: a shutdown waits for handshakes in progress (bounded by
     // their timeout), then closes those connections gracefully like the others.
     let watcher = graceful.watcher();
-    tokio::spawn(async move {
+    spawner.spawn(stream, peer, move |stream| async move {
+        let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
         let stream = match handshake.await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -147,6 +194,7 @@ fn serve_tls_connection(
 }
 
 fn serve_connection(
+    spawner: &Spawner,
     builder: &auto::Builder<TokioExecutor>,
     graceful: &GracefulShutdown,
     gateway: &Arc<Gateway>,
@@ -155,7 +203,7 @@ fn serve_connection(
 ) {
     let watcher = graceful.watcher();
     let (builder, gateway) = (builder.clone(), gateway.clone());
-    tokio::spawn(async move {
+    spawner.spawn(stream, peer, move |stream| async move {
         serve_detected(&builder, watcher, &gateway, stream, peer).await;
     });
 }

@@ -159,10 +159,12 @@ impl Endpoint {
         }
     }
 
-    /// A connection to send on: the next slot's, round robin. When that one is being opened
-    /// by another request, an open one is used instead of waiting for it.
+    /// A connection to send on: the next slot's, round robin among the serving thread's own
+    /// (`slot_for`). When that one is being opened by another request, an open one is used
+    /// instead of waiting for it.
     async fn connection(self: &Arc<Self>) -> Result<SendRequest<UpstreamBody>, Unreachable> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let index = slot_for(turn, self.slots.len(), crate::workers::current());
         if self.slots[index].state.load(Ordering::Relaxed) == CONNECTING {
             if let Some(sender) = self.any_open() {
                 return Ok(sender);
@@ -244,6 +246,21 @@ impl Endpoint {
     }
 }
 
+/// The slot a request takes on its `turn`, out of `slots`. On serving thread `index` of
+/// `count`, the slots `index`, `index + count`, ... are its own: their connections were
+/// opened there and run there, so sending on one wakes no other thread. With fewer slots
+/// than threads, threads share them.
+fn slot_for(turn: usize, slots: usize, worker: Option<(usize, usize)>) -> usize {
+    match worker {
+        Some((index, count)) if slots > index => {
+            let own = (slots - index).div_ceil(count);
+            index + (turn % own) * count
+        }
+        Some((index, _)) => index % slots,
+        None => turn % slots,
+    }
+}
+
 /// Reconnects to an unhealthy endpoint after pauses that double from [`BACKOFF_FIRST`] to
 /// [`BACKOFF_MAX`], jittered so that gateways do not reconnect in step; a success makes it
 /// healthy. Holds no reference while it sleeps, so a dropped upstream ends it.
@@ -306,5 +323,33 @@ impl Drop for Attempt<'_> {
         if !self.finished {
             self.state.store(IDLE, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot_for;
+
+    fn taken(slots: usize, worker: Option<(usize, usize)>) -> Vec<usize> {
+        (0..6).map(|turn| slot_for(turn, slots, worker)).collect()
+    }
+
+    #[test]
+    fn each_serving_thread_keeps_to_its_own_slots() {
+        assert_eq!(taken(2, Some((0, 2))), [0; 6]);
+        assert_eq!(taken(2, Some((1, 2))), [1; 6]);
+        assert_eq!(taken(5, Some((0, 2))), [0, 2, 4, 0, 2, 4]);
+        assert_eq!(taken(5, Some((1, 2))), [1, 3, 1, 3, 1, 3]);
+    }
+
+    #[test]
+    fn threads_share_when_there_are_fewer_slots() {
+        assert_eq!(taken(2, Some((3, 4))), [1; 6]);
+        assert_eq!(taken(1, Some((1, 2))), [0; 6]);
+    }
+
+    #[test]
+    fn off_the_serving_threads_every_slot_takes_its_turn() {
+        assert_eq!(taken(3, None), [0, 1, 2, 0, 1, 2]);
     }
 }

@@ -389,6 +389,52 @@ fn every_binding_is_an_operation_with_its_parameters_and_bodies() {
     );
 }
 
+/// Every operation names the method's own path for gRPC, gRPC-Web and Connect clients, and
+/// whether a Connect `GET` may call it: only unary methods marked `NO_SIDE_EFFECTS`.
+#[test]
+fn operations_say_how_connect_clients_call_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("peek.proto"),
+        r#"syntax = "proto3";
+package peek.v1;
+import "google/api/annotations.proto";
+message Note { string text = 1; }
+service Notes {
+  rpc Peek(Note) returns (Note) {
+    option idempotency_level = NO_SIDE_EFFECTS;
+    option (google.api.http) = { get: "/v1/notes/{text}" };
+  }
+  rpc Write(Note) returns (Note) {
+    option (google.api.http) = { post: "/v1/notes" body: "*" };
+  }
+  rpc Watch(Note) returns (stream Note) {
+    option idempotency_level = NO_SIDE_EFFECTS;
+    option (google.api.http) = { get: "/v1/notes:watch" };
+  }
+}
+"#,
+    )
+    .unwrap();
+    let sources = Sources {
+        protos: vec![PathBuf::from("peek.proto")],
+        includes: vec![dir.path().to_path_buf()],
+        ..Sources::default()
+    };
+    let doc = document_for(&sources, &JsonOptions::default());
+    let peek = operation(&doc, "/v1/notes/{text}", "get");
+    assert_eq!(
+        peek["x-protogate-connect"],
+        json!({ "path": "/peek.v1.Notes/Peek", "get": true })
+    );
+    let write = operation(&doc, "/v1/notes", "post");
+    assert_eq!(write["x-protogate-connect"]["get"], false, "{write}");
+    let watch = operation(&doc, "/v1/notes:watch", "get");
+    assert_eq!(watch["x-protogate-connect"]["get"], false, "{watch}");
+    let description = doc["info"]["description"].as_str().unwrap();
+    assert!(description.contains("x-protogate-connect"), "{description}");
+}
+
 #[test]
 fn the_vps_document_describes_locdata() {
     let doc = document_for(&protogate::demo::vps_sources(), &JsonOptions::default());

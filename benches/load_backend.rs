@@ -64,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         ["serve", addr] => serve(addr),
         ["frames", dir] => frames(Path::new(dir)),
         ["ws", url, message, clients, seconds, threads] => {
+            loopback(url)?;
             let message = std::fs::read_to_string(message).context("reading the message")?;
             let load = Load::new(clients, seconds, threads)?;
             load.run(ws_session(
@@ -72,7 +73,11 @@ fn main() -> anyhow::Result<()> {
             ))
         }
         ["bidi", url, path, frame, clients, seconds, threads] => {
+            loopback(url)?;
             let frame = std::fs::read(frame).context("reading the frame")?;
+            if frame.len() < 5 {
+                return Err(anyhow!("the frame has no 5-byte gRPC header"));
+            }
             let message = Bytes::from(frame).slice(5..);
             let path: http::uri::PathAndQuery = path.parse()?;
             let load = Load::new(clients, seconds, threads)?;
@@ -219,6 +224,15 @@ fn list_mut<'a>(
     match message.get_field_by_name_mut(field) {
         Some(Value::List(list)) => Ok(list),
         _ => Err(anyhow!("a descriptor without the list {field}")),
+    }
+}
+
+/// The load generators aim at this machine only.
+fn loopback(url: &str) -> anyhow::Result<()> {
+    let uri: http::Uri = url.parse().with_context(|| format!("{url}: not a URL"))?;
+    match uri.host() {
+        Some("127.0.0.1" | "localhost" | "[::1]") => Ok(()),
+        _ => Err(anyhow!("{url}: the load generators only aim at 127.0.0.1")),
     }
 }
 

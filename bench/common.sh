@@ -324,6 +324,10 @@ h2load_run() {
     "http://$BACKEND_ADDR$GRPC_PATH" >"$out"
 }
 
+snippet() { # the start of an answer's first line, printable
+  head -c 200 "$1" | head -n 1 | tr -d '\n' | tr -c '[:print:]' '.'
+}
+
 # check_case CASE DIR [ENVOY_ADDR]: checks one request each way answers OK before measuring
 # (the answers go to DIR): the gateway and, given ENVOY_ADDR, Envoy answer 200 with the same JSON (as bench/summarize.py `same` compares it), direct
 # gRPC answers grpc-status 0. For ws_echo: a short run of each echo load, every answer as
@@ -346,11 +350,11 @@ check_case() {
   local code
   code="$(curl "${args[@]}" -o "$work/check-$case-gateway.body" -w '%{http_code}' \
     "http://$GATEWAY_ADDR$HTTP_TARGET")"
-  [[ "$code" == 200 ]] || die "$case: the gateway answered HTTP $code: $(head -c 500 "$work/check-$case-gateway.body")"
+  [[ "$code" == 200 ]] || die "$case: the gateway answered HTTP $code: $(snippet "$work/check-$case-gateway.body")"
   if [[ -n "$envoy" ]]; then
     code="$(curl "${args[@]}" -o "$work/check-$case-envoy.body" -w '%{http_code}' \
       "http://$envoy$HTTP_TARGET")"
-    [[ "$code" == 200 ]] || die "$case: Envoy answered HTTP $code: $(head -c 500 "$work/check-$case-envoy.body")"
+    [[ "$code" == 200 ]] || die "$case: Envoy answered HTTP $code: $(snippet "$work/check-$case-envoy.body")"
     python3 "$ROOT/bench/summarize.py" same "$work/check-$case-gateway.body" "$work/check-$case-envoy.body" ||
       die "$case: the gateway and Envoy answered different bodies (above)"
   fi

@@ -3,7 +3,7 @@
 # gRPC-JSON transcoder in front of the same backend and with direct gRPC to it, on loopback,
 # the sides taking turns run by run. See docs/performance.md.
 #
-#   bench/load.sh                      # 3 runs x 10 s per case and concurrency (about 20 minutes)
+#   bench/load.sh                      # 3 runs x 10 s per case, side and concurrency (about 25 minutes)
 #   DURATION=5 RUNS=1 bench/load.sh    # a quick look
 #   SOAK=300 bench/load.sh             # also 5 minutes of VPS load, sampling the gateway's RSS
 #

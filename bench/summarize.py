@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Reads the load generators' output for bench/load.sh and writes its summary.
 
-    summarize.py parse gateway RAW   # RAW.json from oha -> "requests errors seconds p50_ms p99_ms"
-    summarize.py parse direct RAW    # RAW.txt and RAW.txt.log from h2load -> the same
+    summarize.py parse SIDE RAW      # RAW.json from oha (or from load_backend ws/bidi, in oha's
+                                     # shape) -> "requests errors seconds p50_ms p99_ms"; else
+                                     # RAW.txt and RAW.txt.log from h2load -> the same
+    summarize.py check RAW           # RAW.json: fails unless some requests and no error
+    summarize.py same A B            # two JSON answers: fails (listing how) unless the same
     summarize.py report OUT CLK_TCK  # OUT/runs.tsv, memory.tsv, soak.tsv -> a markdown summary
     summarize.py callgrind FILE REQUESTS TOP  # callgrind_annotate's output on stdin -> top lists
 """
@@ -64,8 +67,57 @@ def parse_h2load(raw):
 
 
 def parse(side, raw):
-    values = parse_oha(raw) if side == "gateway" else parse_h2load(raw)
+    values = parse_oha(raw) if Path(f"{raw}.json").exists() else parse_h2load(raw)
     print("\t".join(str(v) for v in values))
+
+
+def check(raw):
+    ok, errors, _, _, _ = parse_oha(raw)
+    if ok == 0 or errors:
+        sys.exit(f"{raw}.json: {ok} answers as expected, {errors} errors")
+
+
+def differences(a, b, path="$"):
+    """How two JSON values differ, beyond what the gateway's and Envoy's print options make
+    differ by design: fields that are null on one side and absent on the other (protogate
+    writes unset message fields as null, Envoy leaves them out), and numbers equal to a float's
+    precision (Envoy writes a float with 9 significant digits, protogate the shortest that
+    reads back the same)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) is None and b.get(key) is None:
+                continue
+            if key not in a or key not in b:
+                yield f"{path}.{key}: only on {'the first' if key in a else 'the second'} side"
+            else:
+                yield from differences(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            yield f"{path}: {len(a)} against {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b)):
+            yield from differences(x, y, f"{path}[{i}]")
+    elif (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
+        if abs(a - b) > 1e-6 * max(abs(a), abs(b)):
+            yield f"{path}: {a} against {b}"
+    elif a != b:
+        yield f"{path}: {json.dumps(a)[:80]} against {json.dumps(b)[:80]}"
+
+
+def same(first, second):
+    try:
+        a, b = (json.loads(Path(f).read_bytes()) for f in (first, second))
+    except (OSError, ValueError) as e:
+        sys.exit(f"{first} and {second}: not two JSON answers: {e}")
+    found = list(differences(a, b))
+    for line in found[:20]:
+        print(line, file=sys.stderr)
+    if found:
+        sys.exit(f"{first} and {second}: {len(found)} differences")
 
 
 def median(values):
@@ -82,14 +134,14 @@ def load_runs(out, clk_tck):
                 "rps": requests / float(row["seconds"]),
                 "p50": float(row["p50_ms"]),
                 "p99": float(row["p99_ms"]),
-                "gw_us": int(row["gateway_ticks"]) / clk_tck / max(requests, 1) * 1e6,
+                "proxy_us": int(row["proxy_ticks"]) / clk_tck / max(requests, 1) * 1e6,
                 "be_us": int(row["backend_ticks"]) / clk_tck / max(requests, 1) * 1e6,
-                "hwm_mb": int(row["gateway_hwm_kb"]) / 1024,
+                "hwm_mb": int(row["proxy_hwm_kb"]) / 1024,
                 "errors": int(row["errors"]),
                 # CPU used by anything but the gateway, the backend and the load generator.
                 "other_cores": (
                     int(row["machine_ticks"])
-                    - int(row["gateway_ticks"])
+                    - int(row["proxy_ticks"])
                     - int(row["backend_ticks"])
                     - int(row["loadgen_ticks"])
                 )
@@ -106,6 +158,10 @@ def mark(ok):
     return "ok" if ok else "**miss**"
 
 
+def cell(value, fmt):
+    return "—" if value != value else format(value, fmt)  # NaN: no such side
+
+
 def report(out, clk_tck):
     out = Path(out)
     groups = load_runs(out, clk_tck)
@@ -115,37 +171,57 @@ def report(out, clk_tck):
             cases.append((case, clients))
     print(f"results: {out}\n")
     print(
-        "| case | clients | runs | gateway req/s | direct gRPC req/s | ratio (target) "
-        "| gateway p50 / p99 ms | direct p50 / p99 ms | p99 ratio "
-        "| gateway CPU us/req (target) | backend CPU us/req via gateway / direct "
-        "| gateway peak RSS MB | load generator / other CPU, cores | errors |"
+        "Medians over the runs; every side of a row measured in the same runs, taking turns. "
+        "For ws_echo a request is one message and its echo (messages/s, CPU per message), "
+        "direct gRPC is the same echo on bidi streams, and Envoy has no equivalent; — marks a "
+        "side a case does not have.\n"
     )
-    print("|---|---:|---:|---:|---:|---|---|---|---:|---|---|---:|---|---:|")
+    print(
+        "| case | clients | runs | protogate req/s | Envoy req/s | direct gRPC req/s "
+        "| protogate / Envoy req/s | protogate / direct req/s (target) "
+        "| protogate CPU us/req (target) | Envoy CPU us/req | protogate / Envoy CPU "
+        "| protogate p50 / p99 ms | Envoy p50 / p99 ms | direct p50 / p99 ms "
+        "| protogate / direct p99 "
+        "| backend CPU us/req via protogate / Envoy / direct "
+        "| peak RSS MB protogate / Envoy | load generator / other CPU, cores | errors |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|---|---|---|---|---|---|---:|")
     for case, clients in cases:
         gw = groups.get((case, clients, "gateway"), [])
+        ev = groups.get((case, clients, "envoy"), [])
         di = groups.get((case, clients, "direct"), [])
         med = lambda runs, k: median([r[k] for r in runs])
         ratio = med(gw, "rps") / med(di, "rps") if di else float("nan")
+        envoy_ratio = med(gw, "rps") / med(ev, "rps") if ev else float("nan")
+        cpu_ratio = med(gw, "proxy_us") / med(ev, "proxy_us") if ev else float("nan")
         p99_ratio = med(gw, "p99") / med(di, "p99") if di else float("nan")
-        cpu = med(gw, "gw_us")
+        cpu = med(gw, "proxy_us")
         ratio_target = RATIO_TARGET.get(case)
         cpu_target = CPU_TARGET_US.get(case)
-        ratio_cell = f"{ratio:.2f}"
+        ratio_cell = cell(ratio, ".2f")
         if ratio_target is not None:
             ratio_cell += f" (>= {ratio_target}, {mark(ratio >= ratio_target)})"
-        p99_cell = f"{p99_ratio:.2f}"
+        p99_cell = cell(p99_ratio, ".2f")
         if clients == 64:
             p99_cell += f" (<= {P99_RATIO_TARGET:g}, {mark(p99_ratio <= P99_RATIO_TARGET)})"
-        cpu_cell = f"{cpu:.1f}"
+        cpu_cell = cell(cpu, ".1f")
         if cpu_target is not None:
             cpu_cell += f" (<= {cpu_target}, {mark(cpu <= cpu_target)})"
-        errors = sum(r["errors"] for r in gw + di)
+        latency = lambda runs: (
+            f"{cell(med(runs, 'p50'), '.2f')} / {cell(med(runs, 'p99'), '.2f')}" if runs else "—"
+        )
+        errors = sum(r["errors"] for r in gw + ev + di)
         print(
-            f"| {case} | {clients} | {len(gw)} | {med(gw, 'rps'):,.0f} | {med(di, 'rps'):,.0f} "
-            f"| {ratio_cell} | {med(gw, 'p50'):.2f} / {med(gw, 'p99'):.2f} "
-            f"| {med(di, 'p50'):.2f} / {med(di, 'p99'):.2f} | {p99_cell} | {cpu_cell} "
-            f"| {med(gw, 'be_us'):.1f} / {med(di, 'be_us'):.1f} | {med(gw, 'hwm_mb'):.1f} "
-            f"| {med(gw, 'loadgen_cores'):.2f} / {med(gw + di, 'other_cores'):.2f} | {errors} |"
+            f"| {case} | {clients} | {len(gw)} | {cell(med(gw, 'rps'), ',.0f')} "
+            f"| {cell(med(ev, 'rps'), ',.0f')} | {cell(med(di, 'rps'), ',.0f')} "
+            f"| {cell(envoy_ratio, '.2f')} | {ratio_cell} | {cpu_cell} "
+            f"| {cell(med(ev, 'proxy_us'), '.1f')} | {cell(cpu_ratio, '.2f')} "
+            f"| {latency(gw)} | {latency(ev)} | {latency(di)} | {p99_cell} "
+            f"| {cell(med(gw, 'be_us'), '.1f')} / {cell(med(ev, 'be_us'), '.1f')} "
+            f"/ {cell(med(di, 'be_us'), '.1f')} "
+            f"| {cell(med(gw, 'hwm_mb'), '.1f')} / {cell(med(ev, 'hwm_mb'), '.1f')} "
+            f"| {cell(med(gw, 'loadgen_cores'), '.2f')} / {cell(med(gw + ev + di, 'other_cores'), '.2f')} "
+            f"| {errors} |"
         )
     memory = out / "memory.tsv"
     if memory.exists():
@@ -249,6 +325,10 @@ def main(argv):
         parse(argv[2], argv[3])
     elif len(argv) == 4 and argv[1] == "callgrind":
         callgrind(int(argv[2]), int(argv[3]), sys.stdin.read())
+    elif len(argv) == 3 and argv[1] == "check":
+        check(argv[2])
+    elif len(argv) == 4 and argv[1] == "same":
+        same(argv[2], argv[3])
     elif len(argv) == 4 and argv[1] == "report":
         report(argv[2], int(argv[3]))
     else:

@@ -27,6 +27,7 @@ pub(crate) fn sources() -> Sources {
             "schema/VPResult/vpresult_grpc_gw.proto".into(),
             "testapi/v1/library.proto".into(),
             "bench/v1/bench.proto".into(),
+            "testapi/v1/rest_streams.proto".into(),
         ],
         includes: vec![
             repo_path(""),
@@ -92,6 +93,15 @@ pub(crate) const VPS_ECHO: Case = Case {
     method: Method::POST,
     target: "/v1/vps:echo",
     body_file: Some("examples/sample.json"),
+};
+
+/// The WebSocket echo: one `Tick` a text frame, on a session of the bidi `Chat`
+/// (`testapi/v1/rest_streams.proto`); `bench/load.sh` drives it with `load_backend ws`.
+pub(crate) const WS_ECHO: Case = Case {
+    name: "ws_echo",
+    method: Method::POST,
+    target: "/v1/chat",
+    body_file: Some("benches/data/tick.json"),
 };
 
 /// The cases `bench/load.sh` drives.

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
@@ -204,19 +204,30 @@ fn request_id(request: &mut Request<Incoming>) -> HeaderValue {
     id
 }
 
-/// A unique id: the start time and a process-wide counter, as 32 hex digits.
+/// A unique id: the start time and a process-wide counter (the process id in its top bits,
+/// read once: it is a system call each time), as 32 hex digits.
 fn new_request_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static PROCESS: OnceLock<u64> = OnceLock::new();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let text = format!(
-        "{now:016x}{:016x}",
-        n ^ (u64::from(std::process::id()) << 40)
-    );
-    HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("0"))
+    let process = *PROCESS.get_or_init(|| u64::from(std::process::id()) << 40);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) ^ process;
+    let mut text = [0u8; 32];
+    hex_into(&mut text[..16], now);
+    hex_into(&mut text[16..], n);
+    HeaderValue::from_bytes(&text).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// `value` as 16 lowercase hex digits into `out`.
+fn hex_into(out: &mut [u8], value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out.iter_mut().enumerate() {
+        let shift = 60 - 4 * i;
+        *byte = DIGITS[((value >> shift) & 0xf) as usize];
+    }
 }
 
 impl Gateway {
@@ -315,5 +326,27 @@ impl AccessLine {
             upstream_ms,
             duration_ms = self.elapsed.as_secs_f64() * 1000.0,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hex_into, new_request_id};
+
+    #[test]
+    fn hex_digits_are_written_most_significant_first() {
+        let mut out = [0u8; 16];
+        hex_into(&mut out, 0x0123_4567_89ab_cdef);
+        assert_eq!(&out, b"0123456789abcdef");
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits_and_differ() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            assert_eq!(id.len(), 32);
+            assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit), "{id:?}");
+        }
     }
 }

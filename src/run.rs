@@ -26,9 +26,12 @@ pub async fn until_signal(
     log_endpoints(gateway.settings(), address, tls_on);
     match tls {
         Some(config) => {
-            server::serve_tls(listener, gateway, config, shutdown_signal(), grace).await
+            server::serve_tls(listener, gateway.clone(), config, shutdown_signal(), grace).await
         }
-        None => server::serve(listener, gateway, shutdown_signal(), grace).await,
+        None => server::serve(listener, gateway.clone(), shutdown_signal(), grace).await,
+    }
+    if let Some(tracing) = gateway.tracing() {
+        tracing.flush(grace).await;
     }
     tracing::info!("stopped");
     Ok(())

@@ -107,7 +107,7 @@ impl Tracing {
             cx: parent.with_span(span),
             tracer: self.tracer.clone(),
             facts: RequestFacts {
-                path: path.to_string(),
+                path: spans::clipped(path).to_string(),
                 scheme: self.scheme,
                 version: spans::protocol_version(version),
                 client: peer.ip(),
@@ -208,7 +208,7 @@ pub(crate) fn attempt(
     headers: &mut HeaderMap,
 ) -> Option<ClientSpan> {
     let request = REQUEST.try_with(Arc::clone).ok()?;
-    let _ = request.called.set(path.to_string());
+    let _ = request.called.set(spans::clipped(path).to_string());
     let span = request
         .tracer
         .span_builder(spans::client_name(path))

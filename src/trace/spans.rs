@@ -8,6 +8,9 @@
 //! `protogate.error_source`. A client span per upstream attempt: `package.Service/Method`, with
 //! `rpc.*` and the endpoint's `server.address` and `server.port`.
 //!
+//! What a client sent (its path, a gRPC path it made up) is clipped to [`MAX_TEXT`] bytes: a
+//! queue of spans must not grow with what hostile clients put in their requests.
+//!
 //! Pure: everything arrives as arguments.
 
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +22,21 @@ use crate::metrics::RequestLabels;
 
 /// The route label of a request no route matched.
 const UNMATCHED: &str = "unmatched";
+
+/// The most bytes of client-chosen text an attribute or a name carries.
+pub(super) const MAX_TEXT: usize = 256;
+
+/// `text`, cut to at most [`MAX_TEXT`] bytes at a character boundary.
+pub(super) fn clipped(text: &str) -> &str {
+    if text.len() <= MAX_TEXT {
+        return text;
+    }
+    let mut end = MAX_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// What a server span says about its request besides its labels.
 #[derive(Debug, Clone)]
@@ -101,7 +119,7 @@ pub(super) fn server_attributes(
             "http.response.status_code",
             i64::from(labels.http_response_status_code),
         ),
-        KeyValue::new("url.path", facts.path.clone()),
+        KeyValue::new("url.path", clipped(&facts.path).to_string()),
         KeyValue::new("url.scheme", facts.scheme),
         KeyValue::new("network.protocol.version", facts.version),
         KeyValue::new("client.address", facts.client.to_string()),
@@ -131,16 +149,16 @@ pub(super) fn server_attributes(
 fn rpc(service: &str, method: &str) -> [KeyValue; 3] {
     [
         KeyValue::new("rpc.system", "grpc"),
-        KeyValue::new("rpc.service", service.to_string()),
-        KeyValue::new("rpc.method", method.to_string()),
+        KeyValue::new("rpc.service", clipped(service).to_string()),
+        KeyValue::new("rpc.method", clipped(method).to_string()),
     ]
 }
 
 /// A client span's name: `package.Service/Method`, or the path when it is not a method's.
 pub(super) fn client_name(path: &str) -> String {
     match rpc_method(path) {
-        Some((service, method)) => format!("{service}/{method}"),
-        None => path.to_string(),
+        Some((service, method)) => format!("{}/{}", clipped(service), clipped(method)),
+        None => clipped(path).to_string(),
     }
 }
 
@@ -257,6 +275,24 @@ mod tests {
         );
         assert_eq!(client_error_type(Code::Ok), None);
         assert_eq!(client_error_type(Code::Internal), Some("INTERNAL"));
+    }
+
+    #[test]
+    fn what_clients_choose_is_clipped() {
+        let long = format!("/{}/{}", "s".repeat(1000), "é".repeat(1000));
+        let name = client_name(&long);
+        assert!(name.len() <= 2 * MAX_TEXT + 1, "{}", name.len());
+        let a = client_attributes(&long, "10.0.0.1:5000".parse().unwrap());
+        assert!(get(&a, "rpc.method").unwrap().as_str().len() <= MAX_TEXT);
+        let mut f = facts();
+        f.path = "/x".repeat(10_000);
+        let a = server_attributes(
+            &labels("unmatched", "rest", 404, 5),
+            &f,
+            None,
+            Code::NotFound,
+        );
+        assert_eq!(get(&a, "url.path").unwrap().as_str().len(), MAX_TEXT);
     }
 
     #[test]

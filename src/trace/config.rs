@@ -45,9 +45,10 @@ impl TraceConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<TraceConfig, String> {
         let endpoint = endpoint.trim();
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        if !endpoint.starts_with("http://") {
             return Err(format!(
-                "--otlp-endpoint {endpoint:?} is not an http:// or https:// URL"
+                "--otlp-endpoint {endpoint:?} is not an http:// URL (the exporter speaks plain \
+                 HTTP to a collector beside the gateway, which may go on over TLS)"
             ));
         }
         let endpoint = endpoint.trim_end_matches('/').to_string();
@@ -200,6 +201,7 @@ mod tests {
         ])
         .is_err());
         assert!(TraceConfig::from_env("collector:4317", false, |_| None).is_err());
+        assert!(TraceConfig::from_env("https://collector:4317", false, |_| None).is_err());
     }
 
     #[test]

@@ -524,3 +524,139 @@ async fn without_an_endpoint_the_clients_traceparent_is_forwarded_as_it_came() {
     );
     assert_eq!(call.metadata.get("tracestate").unwrap(), "vendor=x");
 }
+
+/// Waits for the spans of `trace_id` and checks that the server span is `protocol`'s, named
+/// `name`, with the client span its child.
+async fn check_protocol(received: &Received, trace_id: &str, protocol: &str, name: &str) {
+    let spans = received.trace(&unhex(trace_id), 2).await;
+    let server = only(&spans, SpanKind::Server);
+    let client = only(&spans, SpanKind::Client);
+    assert_eq!(server.name, name);
+    assert_eq!(
+        string(&server.attributes, "protogate.protocol").as_deref(),
+        Some(protocol)
+    );
+    assert_eq!(hex(&server.parent_span_id), PARENT_ID, "{protocol}");
+    assert_eq!(client.parent_span_id, server.span_id, "{protocol}");
+    assert_eq!(
+        int(&client.attributes, "rpc.grpc.status_code"),
+        Some(0),
+        "{protocol}"
+    );
+}
+
+#[tokio::test]
+async fn grpc_web_connect_and_websocket_calls_are_client_spans_too() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let backend = Backend::start(reply_with(Bytes::new())).await;
+    let (collector, received) = grpc_collector(false).await;
+    let gw = traced_gateway(&backend.url, &collector, &[]);
+    let method = format!("{}/testapi.v1.Library/GetBook", gw.base);
+    let parent = |trace: &str| format!("00-{trace}-{PARENT_ID}-01");
+
+    let grpc_web_trace = "1af7651916cd43dd8448eb211c80319c";
+    let empty = protogate::grpc::frame::encode_raw(&[]);
+    let web = send(
+        "POST",
+        &method,
+        &[
+            ("content-type", "application/grpc-web+proto"),
+            ("x-grpc-web", "1"),
+            ("traceparent", &parent(grpc_web_trace)),
+        ],
+        empty,
+    )
+    .await;
+    assert_eq!(web.status, 200);
+
+    let connect_trace = "2af7651916cd43dd8448eb211c80319c";
+    let connect = send(
+        "POST",
+        &method,
+        &[
+            ("content-type", "application/proto"),
+            ("connect-protocol-version", "1"),
+            ("traceparent", &parent(connect_trace)),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(connect.status, 200, "{:?}", connect.body);
+
+    let websocket_trace = "3af7651916cd43dd8448eb211c80319c";
+    let url = format!("{}/v1/watch/x", gw.base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().unwrap();
+    let traceparent = parent(websocket_trace).parse().unwrap();
+    request.headers_mut().insert("traceparent", traceparent);
+    let (mut ws, _) = bounded(tokio_tungstenite::connect_async(request))
+        .await
+        .unwrap();
+    bounded(ws.send(WsMessage::text("{}"))).await.unwrap();
+    // The answer, then the close that ends the session (and its server span).
+    while let Some(message) = bounded(ws.next()).await {
+        if matches!(message, Ok(WsMessage::Close(_)) | Err(_)) {
+            break;
+        }
+    }
+    drop(ws);
+
+    check_protocol(
+        &received,
+        grpc_web_trace,
+        "grpc-web",
+        "POST /testapi.v1.Library/GetBook",
+    )
+    .await;
+    check_protocol(
+        &received,
+        connect_trace,
+        "connect",
+        "POST /testapi.v1.Library/GetBook",
+    )
+    .await;
+    check_protocol(
+        &received,
+        websocket_trace,
+        "websocket",
+        "GET /v1/watch/{name}",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn spans_still_queued_are_exported_on_shutdown() {
+    let backend = Backend::start(reply_with(Bytes::new())).await;
+    let (collector, received) = grpc_collector(false).await;
+    // Batches would wait ten minutes: only the flush at shutdown sends this one.
+    let gw = traced_gateway(
+        &backend.url,
+        &collector,
+        &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
+    );
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    let url = format!("{}/v1/shelves/3/books", gw.base);
+    let response = send("GET", &url, &[("traceparent", &traceparent)], "").await;
+    assert_eq!(response.status, 200);
+    let pid = gw.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let spans = received.trace(&unhex(TRACE_ID), 2).await;
+    assert_eq!(
+        only(&spans, SpanKind::Server).name,
+        "GET /v1/shelves/{shelf}/books"
+    );
+    let status = bounded(tokio::task::spawn_blocking(move || {
+        let mut gw = gw;
+        gw.child.wait()
+    }))
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+}

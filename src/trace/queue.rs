@@ -78,6 +78,7 @@ where
         max_batch: config.max_export_batch_size,
         delay: config.schedule_delay,
         timeout: config.export_timeout,
+        failures: Failures::default(),
     };
     tokio::spawn(batches.run(queued, asked));
     (QueueProcessor { spans, dropped }, Flusher(flushes))
@@ -89,13 +90,43 @@ struct Batches<E> {
     max_batch: usize,
     delay: Duration,
     timeout: Duration,
+    failures: Failures,
+}
+
+/// How often a failing collector is logged: once, then at most once a minute, with the count.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Exports that failed since the last warning, and when that was.
+#[derive(Debug, Default)]
+struct Failures {
+    warned: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl Failures {
+    /// Counts a failed export of `spans`, and logs it unless a warning went out lately.
+    fn failed(&mut self, spans: usize, error: &OTelSdkError) {
+        self.unlogged += 1;
+        let now = tokio::time::Instant::now();
+        if self.warned.is_some_and(|at| now < at + WARN_EVERY) {
+            return;
+        }
+        tracing::warn!(
+            spans,
+            failed_exports = self.unlogged,
+            %error,
+            "cannot export spans to the OTLP collector"
+        );
+        self.warned = Some(now);
+        self.unlogged = 0;
+    }
 }
 
 impl<E: SpanExporter> Batches<E> {
     /// Exports a batch when it is full or when its first span has waited `delay`, and all that
     /// is queued when asked to flush; ends when every processor is gone.
     async fn run(
-        self,
+        mut self,
         mut queued: mpsc::Receiver<SpanData>,
         mut asked: mpsc::Receiver<oneshot::Sender<()>>,
     ) {
@@ -140,9 +171,9 @@ impl<E: SpanExporter> Batches<E> {
         self.export(&mut batch).await;
     }
 
-    /// Sends `batch` (emptying it) within the export timeout; a failure is logged, the spans
-    /// are lost.
-    async fn export(&self, batch: &mut Vec<SpanData>) {
+    /// Sends `batch` (emptying it) within the export timeout; a failure is logged (at most once
+    /// a minute), the spans are lost.
+    async fn export(&mut self, batch: &mut Vec<SpanData>) {
         if batch.is_empty() {
             return;
         }
@@ -153,7 +184,26 @@ impl<E: SpanExporter> Batches<E> {
             Err(_) => Err(OTelSdkError::Timeout(self.timeout)),
         };
         if let Err(error) = result {
-            tracing::warn!(spans = count, %error, "cannot export spans to the OTLP collector");
+            self.failures.failed(count, &error);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_collector_is_logged_once_a_minute() {
+        let mut failures = Failures::default();
+        let error = OTelSdkError::Timeout(Duration::from_secs(1));
+        failures.failed(3, &error);
+        assert_eq!(failures.unlogged, 0, "the first failure is logged");
+        failures.failed(3, &error);
+        failures.failed(3, &error);
+        assert_eq!(failures.unlogged, 2);
+        tokio::time::advance(WARN_EVERY).await;
+        failures.failed(3, &error);
+        assert_eq!(failures.unlogged, 0, "logged again, with the count");
     }
 }

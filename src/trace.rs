@@ -8,9 +8,11 @@
 //! - `spans`: span names and attributes, the one place that decides them.
 //! - `queue`: the bounded export queue and the task that exports its batches.
 //!
-//! The edge starts a request's server span ([`Tracing::server`]) and runs the request within
-//! [`scope`]; the upstream balancer, which knows each attempt's endpoint, starts the client
-//! spans there ([`attempt`]) and the upstream response body ends them with the call's status.
+//! The edge starts a request's server span ([`Tracing::server`]) and hands its
+//! [`RequestTrace`] to the request's access note (`crate::access`); the upstream balancer,
+//! which knows each attempt's endpoint, finds it there and starts the client spans
+//! ([`RequestTrace::attempt`]), and the upstream response body ends them with the call's
+//! status.
 
 mod config;
 mod queue;
@@ -175,53 +177,30 @@ impl RequestTrace {
     }
 }
 
-tokio::task_local! {
-    static REQUEST: Arc<RequestTrace>;
-}
-
-/// Runs `f` as part of `trace`'s request: the upstream attempts it makes are its client spans.
-pub(crate) async fn scope<F: std::future::Future>(trace: Arc<RequestTrace>, f: F) -> F::Output {
-    REQUEST.scope(trace, f).await
-}
-
-/// The trace of the request whose scope this is called in, to carry into a task it spawns.
-pub(crate) fn current() -> Option<Arc<RequestTrace>> {
-    REQUEST.try_with(Arc::clone).ok()
-}
-
-/// Runs `f` within `trace`'s scope when there is one.
-pub(crate) async fn carried<F: std::future::Future>(
-    trace: Option<Arc<RequestTrace>>,
-    f: F,
-) -> F::Output {
-    match trace {
-        Some(trace) => scope(trace, f).await,
-        None => f.await,
+impl RequestTrace {
+    /// Starts the client span of an attempt to call `path` on `endpoint`, and sets the
+    /// request's `traceparent` (and `tracestate`) from it.
+    pub(crate) fn attempt(
+        self: &Arc<Self>,
+        path: &str,
+        endpoint: SocketAddr,
+        headers: &mut HeaderMap,
+    ) -> ClientSpan {
+        let _ = self.called.set(spans::clipped(path).to_string());
+        let span = self
+            .tracer
+            .span_builder(spans::client_name(path))
+            .with_kind(SpanKind::Client)
+            .with_attributes(spans::client_attributes(path, endpoint))
+            .start_with_context(&self.tracer, &self.cx);
+        let sent = Context::new().with_remote_span_context(span.span_context().clone());
+        TraceContextPropagator::new().inject_context(&sent, &mut HeadersMut(headers));
+        ClientSpan {
+            span,
+            request: self.clone(),
+            code: None,
+        }
     }
-}
-
-/// Starts the client span of an attempt to call `path` on `endpoint`, when the request is
-/// traced, and sets the request's `traceparent` (and `tracestate`) from it.
-pub(crate) fn attempt(
-    path: &str,
-    endpoint: SocketAddr,
-    headers: &mut HeaderMap,
-) -> Option<ClientSpan> {
-    let request = REQUEST.try_with(Arc::clone).ok()?;
-    let _ = request.called.set(spans::clipped(path).to_string());
-    let span = request
-        .tracer
-        .span_builder(spans::client_name(path))
-        .with_kind(SpanKind::Client)
-        .with_attributes(spans::client_attributes(path, endpoint))
-        .start_with_context(&request.tracer, &request.cx);
-    let sent = Context::new().with_remote_span_context(span.span_context().clone());
-    TraceContextPropagator::new().inject_context(&sent, &mut HeadersMut(headers));
-    Some(ClientSpan {
-        span,
-        request,
-        code: None,
-    })
 }
 
 /// The client span of one upstream attempt, ended with the call's gRPC status: from the

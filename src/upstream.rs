@@ -210,7 +210,8 @@ impl Upstream {
             let Some(endpoint) = balance::pick(&endpoints, avoid.as_ref()) else {
                 break;
             };
-            let span = crate::trace::attempt(uri.path(), endpoint.addr, request.headers_mut());
+            let span = crate::access::trace()
+                .map(|trace| trace.attempt(uri.path(), endpoint.addr, request.headers_mut()));
             let replay = Replay::of(&request);
             let started = std::time::Instant::now();
             match endpoint.send(request).await {

@@ -26,7 +26,7 @@ use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
 use crate::metrics::{self, RequestLabels};
 use crate::route::Lookup;
-use crate::trace::{self, RequestTrace};
+use crate::trace::RequestTrace;
 
 pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -49,7 +49,7 @@ impl Gateway {
         });
         let permits = self.admit(connection);
         let _in_flight = self.metrics.start();
-        let note = Arc::new(access::Note::default());
+        let note = Arc::new(access::Note::traced(trace.clone()));
         let response = match framing::refusal(request.version(), request.headers()) {
             Some(refusal) => closing(respond::rest_plain(&refusal)),
             None => match &permits {
@@ -58,11 +58,7 @@ impl Gateway {
                 }
                 _ => {
                     let handled = self.dispatch(kind, request, connection.peer);
-                    let handled = access::scope(note.clone(), handled);
-                    match &trace {
-                        Some(trace) => trace::scope(trace.clone(), handled).await,
-                        None => handled.await,
-                    }
+                    access::scope(note.clone(), handled).await
                 }
             },
         };

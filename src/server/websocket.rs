@@ -102,13 +102,19 @@ impl Gateway {
         };
         let (hold, held) = SessionHold::new();
         // The session's upstream calls belong to this request's trace.
-        let trace = crate::trace::current();
+        let trace = crate::access::trace();
         tokio::spawn(async move {
             match upgraded.await {
                 Ok(upgraded) => {
                     let _held = held.await.ok();
                     let session = session::run(call, TokioIo::new(upgraded));
-                    crate::trace::carried(trace, session).await;
+                    match trace {
+                        Some(trace) => {
+                            let note = Arc::new(crate::access::Note::traced(Some(trace)));
+                            crate::access::scope(note, session).await;
+                        }
+                        None => session.await,
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "the WebSocket upgrade did not complete"),
             }

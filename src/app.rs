@@ -11,7 +11,6 @@ use crate::metrics::Metrics;
 use crate::reload::ReloadSource;
 use crate::server::{self, Gateway};
 use crate::snapshot::Snapshot;
-use crate::trace::Tracing;
 use crate::transcode::JsonOptions;
 
 /// Runs a parsed command line to completion.
@@ -94,10 +93,7 @@ async fn prepare(args: &ServeArgs, serving: bool) -> anyhow::Result<(Arc<Gateway
         bail!("--validate: {broken}");
     }
     let metrics = Metrics::new();
-    let tracing = match trace_config.filter(|_| serving) {
-        Some(config) => Some(Tracing::start(&config, metrics.spans_dropped().clone())?),
-        None => None,
-    };
+    let tracing = crate::trace::start_if_set(trace_config.as_ref().filter(|_| serving), &metrics)?;
     let gateway = Gateway::traced(snapshot, upstreams, settings, metrics, tracing);
     Ok((gateway, source))
 }

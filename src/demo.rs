@@ -43,13 +43,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         crate::upstream::build_all(Some(&backend_url), &[], &args.serving.upstream_options())?;
     let snapshot = Snapshot::build(&vps_sources(), &Default::default(), Some(&map))?;
     let metrics = crate::metrics::Metrics::new();
-    let tracing = match args.serving.trace_config()? {
-        Some(config) => Some(crate::trace::Tracing::start(
-            &config,
-            metrics.spans_dropped().clone(),
-        )?),
-        None => None,
-    };
+    let tracing = crate::trace::start_if_set(args.serving.trace_config()?.as_ref(), &metrics)?;
     let gateway = Gateway::traced(snapshot, upstreams, settings, metrics, tracing);
     tracing::info!(backend = %backend_url, "VPS demo backend started; try: curl -d @examples/sample.json http://{}/skvps/locdata", args.listen);
     let tls = args.serving.server_tls()?;

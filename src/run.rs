@@ -2,18 +2,24 @@
 //! SIGINT, then drain. Used by `serve` and `demo`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::server::{self, Gateway, Settings};
 
-/// Binds `listen` and serves, over TLS when `tls` is set, until SIGTERM or SIGINT.
+/// The least time the spans still queued at exit get to be exported, even when the drain took
+/// the whole grace period (a Kubernetes pod's termination period has a few seconds more).
+const FLUSH_AT_LEAST: Duration = Duration::from_secs(1);
+
+/// Binds `listen` and serves, over TLS when `tls` is set, until SIGTERM or SIGINT; then the
+/// spans still queued for export get what is left of the grace period.
 pub async fn until_signal(
     gateway: Arc<Gateway>,
     listen: SocketAddr,
-    grace: std::time::Duration,
+    grace: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)
@@ -24,14 +30,23 @@ pub async fn until_signal(
     let address = listener.local_addr()?;
     tracing::info!(%address, routes, tls = tls_on, "serving");
     log_endpoints(gateway.settings(), address, tls_on);
-    match tls {
-        Some(config) => {
-            server::serve_tls(listener, gateway.clone(), config, shutdown_signal(), grace).await
+    let signalled = Arc::new(OnceLock::new());
+    let signal = {
+        let signalled = signalled.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = signalled.set(Instant::now());
         }
-        None => server::serve(listener, gateway.clone(), shutdown_signal(), grace).await,
+    };
+    match tls {
+        Some(config) => server::serve_tls(listener, gateway.clone(), config, signal, grace).await,
+        None => server::serve(listener, gateway.clone(), signal, grace).await,
     }
     if let Some(tracing) = gateway.tracing() {
-        tracing.flush(grace).await;
+        let spent = signalled.get().map_or(Duration::ZERO, Instant::elapsed);
+        tracing
+            .flush(grace.saturating_sub(spent).max(FLUSH_AT_LEAST))
+            .await;
     }
     tracing::info!("stopped");
     Ok(())

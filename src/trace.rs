@@ -37,7 +37,7 @@ use prometheus_client::metrics::counter::Counter;
 
 use crate::grpc::status::Status as GrpcStatus;
 use crate::grpc::Code;
-use crate::metrics::RequestLabels;
+use crate::metrics::{Metrics, RequestLabels};
 
 pub use config::{Protocol, TraceConfig};
 use spans::RequestFacts;
@@ -50,6 +50,16 @@ pub struct Tracing {
     _provider: SdkTracerProvider,
     flusher: queue::Flusher,
     scheme: &'static str,
+}
+
+/// The tracer of `config` when there is one, counting its dropped spans in `metrics`.
+pub fn start_if_set(
+    config: Option<&TraceConfig>,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<Tracing>> {
+    config
+        .map(|config| Tracing::start(config, metrics.spans_dropped().clone()))
+        .transpose()
 }
 
 impl Tracing {

@@ -1,7 +1,7 @@
 //! The edge of every request: admission (the concurrency limit), the request id, the access
-//! log line, the metrics, and (with `--otlp-endpoint`) the trace's server span. Handlers tag their responses with the route they matched and,
-//! for errors, the code and whose fault it was ([`super::tags`]); everything else is measured
-//! here.
+//! log line, the metrics, and (with `--otlp-endpoint`) the trace's server span. Handlers tag
+//! their responses with the route they matched and, for errors, the code and whose fault it
+//! was ([`super::tags`]); everything else is measured here.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -205,19 +205,23 @@ impl RequestTrace {
             .start_with_context(&self.tracer, &self.cx);
         let sent = Context::new().with_remote_span_context(span.span_context().clone());
         TraceContextPropagator::new().inject_context(&sent, &mut HeadersMut(headers));
-        ClientSpan {
+        ClientSpan(Box::new(Attempt {
             span,
             request: self.clone(),
             code: None,
-        }
+        }))
     }
 }
 
 /// The client span of one upstream attempt, ended with the call's gRPC status: from the
 /// response headers (trailers-only, whose body may never be read), its trailers, or the
-/// failure; a call dropped before its end was cancelled.
+/// failure; a call dropped before its end was cancelled. Boxed: an upstream call that is not
+/// traced carries only an empty `Option` of it.
 #[derive(Debug)]
-pub(crate) struct ClientSpan {
+pub(crate) struct ClientSpan(Box<Attempt>);
+
+#[derive(Debug)]
+struct Attempt {
     span: opentelemetry_sdk::trace::Span,
     request: Arc<RequestTrace>,
     /// The status the response headers carried, if any.
@@ -228,7 +232,7 @@ impl ClientSpan {
     /// Notes the response head: a status in its headers (trailers-only), or an HTTP status
     /// that is not gRPC's 200.
     pub(crate) fn answered(&mut self, status: StatusCode, headers: &HeaderMap) {
-        self.code = match GrpcStatus::from_headers(headers) {
+        self.0.code = match GrpcStatus::from_headers(headers) {
             Some(status) => Some(status.code),
             None if status != StatusCode::OK => Some(crate::error::code_from_upstream_http(status)),
             None => None,
@@ -241,16 +245,18 @@ impl ClientSpan {
         let code = trailers
             .and_then(GrpcStatus::from_headers)
             .map(|s| s.code)
-            .or(self.code)
+            .or(self.0.code)
             .unwrap_or(Code::Internal);
-        self.finish(code);
+        self.0.finish(code);
     }
 
     /// Ends the span of an attempt that failed with `code`.
     pub(crate) fn failed(mut self, code: Code) {
-        self.finish(code);
+        self.0.finish(code);
     }
+}
 
+impl Attempt {
     fn finish(&mut self, code: Code) {
         self.span.set_attribute(opentelemetry::KeyValue::new(
             "rpc.grpc.status_code",
@@ -270,8 +276,9 @@ impl ClientSpan {
 
 impl Drop for ClientSpan {
     fn drop(&mut self) {
-        if self.span.is_recording() {
-            self.finish(self.code.unwrap_or(Code::Cancelled));
+        if self.0.span.is_recording() {
+            let code = self.0.code.unwrap_or(Code::Cancelled);
+            self.0.finish(code);
         }
     }
 }
@@ -305,5 +312,43 @@ impl Injector for HeadersMut<'_> {
                 self.0.remove(name);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_untraced_requests_carry_is_an_empty_pointer() {
+        let word = std::mem::size_of::<usize>();
+        assert_eq!(std::mem::size_of::<Option<ClientSpan>>(), word);
+        assert_eq!(std::mem::size_of::<Option<Arc<RequestTrace>>>(), word);
+    }
+
+    #[test]
+    fn headers_are_read_and_written_for_the_propagator() {
+        let mut headers = HeaderMap::new();
+        headers.insert("tracestate", HeaderValue::from_static("a=1"));
+        let mut writer = HeadersMut(&mut headers);
+        writer.set(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        );
+        writer.set("tracestate", String::new());
+        writer.set("bad header", "x".into());
+        writer.set("x-control", "a\nb".into());
+        assert!(
+            headers.get("tracestate").is_none(),
+            "an empty state removes the header"
+        );
+        assert!(headers.get("x-control").is_none());
+        let reader = Headers(&headers);
+        assert_eq!(reader.keys(), ["traceparent"]);
+        let parent = TraceContextPropagator::new().extract(&reader);
+        assert_eq!(
+            parent.span().span_context().trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
     }
 }

@@ -137,13 +137,11 @@ fn exporter(config: &TraceConfig) -> anyhow::Result<SpanExporter> {
         Protocol::Grpc => SpanExporter::builder()
             .with_tonic()
             .with_endpoint(url.clone())
-            .with_timeout(config.export_timeout)
             .build(),
         Protocol::HttpProtobuf => SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(url.clone())
-            .with_timeout(config.export_timeout)
             .build(),
     };
     built.with_context(|| format!("cannot export traces to {url}"))

@@ -660,3 +660,36 @@ async fn spans_still_queued_are_exported_on_shutdown() {
     .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn an_unsampled_parent_is_followed_and_still_passed_on() {
+    let backend = Backend::start(reply_with(Bytes::new())).await;
+    let (collector, received) = grpc_collector(false).await;
+    let gw = traced_gateway(&backend.url, &collector, &[]);
+    let url = format!("{}/v1/shelves/3/books", gw.base);
+    let unsampled = "4af7651916cd43dd8448eb211c80319c";
+    let traceparent = format!("00-{unsampled}-{PARENT_ID}-00");
+    let response = send("GET", &url, &[("traceparent", &traceparent)], "").await;
+    assert_eq!(response.status, 200);
+    let call = backend.only_call();
+    let sent = call.metadata.get("traceparent").unwrap().to_str().unwrap();
+    assert!(
+        sent.starts_with(&format!("00-{unsampled}-")) && sent.ends_with("-00"),
+        "the upstream is told the trace is not sampled: {sent}"
+    );
+    assert!(
+        !sent.contains(PARENT_ID),
+        "a span of the gateway is its parent: {sent}"
+    );
+
+    // A sampled request after it: once its spans are in, the unsampled ones would be too.
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    let response = send("GET", &url, &[("traceparent", &traceparent)], "").await;
+    assert_eq!(response.status, 200);
+    received.trace(&unhex(TRACE_ID), 2).await;
+    let spans = received.spans.lock().unwrap();
+    assert!(
+        spans.iter().all(|(_, s)| s.trace_id != unhex(unsampled)),
+        "{spans:#?}"
+    );
+}

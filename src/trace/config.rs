@@ -69,10 +69,12 @@ impl TraceConfig {
             env("OTEL_TRACES_SAMPLER").as_deref(),
             env("OTEL_TRACES_SAMPLER_ARG").as_deref(),
         )?;
-        let max_queue_size = number(&env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)?.max(1);
+        let max_queue_size = number(&env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)?.clamp(1, MAX_QUEUE);
         let max_export_batch_size =
             number(&env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.clamp(1, max_queue_size);
-        let millis = |name, default| number(&env, name, default).map(|n| n as u64);
+        let millis = |name, default| {
+            number(&env, name, default).map(|n| (n as u64).min(MAX_WAIT.as_millis() as u64))
+        };
         Ok(TraceConfig {
             endpoint,
             protocol,
@@ -94,6 +96,11 @@ impl TraceConfig {
         }
     }
 }
+
+/// The largest export queue taken (a larger `OTEL_BSP_MAX_QUEUE_SIZE` is cut to it).
+const MAX_QUEUE: usize = 1 << 20;
+/// The longest schedule delay or export timeout taken.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
 
 /// A whole number variable, or `default` when it is unset or empty.
 fn number(
@@ -184,6 +191,13 @@ mod tests {
         assert!(matches!(c.sampler, Sampler::TraceIdRatioBased(r) if r == 0.25));
         assert_eq!((c.max_queue_size, c.max_export_batch_size), (4, 4));
         assert_eq!(c.schedule_delay, Duration::from_millis(50));
+        let c = config(&[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "1000000000000"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "18446744073709551615"),
+        ])
+        .unwrap();
+        assert_eq!(c.max_queue_size, MAX_QUEUE);
+        assert_eq!(c.schedule_delay, MAX_WAIT);
     }
 
     #[test]

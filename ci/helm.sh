@@ -44,7 +44,7 @@ descriptor_values() { # descriptor_values FILE OUT
 }
 descriptor_values descriptors/vps.binpb "$work/vps-descriptors.yaml"
 
-# A production-like release: TLS on the serving port (tls.secretName: --tls-cert/--tls-key from a
+# A production-like release (traces to a collector over OTLP/HTTP, sampled): TLS on the serving port (tls.secretName: --tls-cert/--tls-key from a
 # kubernetes.io/tls Secret mounted read-only), no admin port (/healthz, /readyz and /metrics on the serving port), 3 replicas, the
 # descriptors from a ConfigMap the cluster already holds.
 # The ServiceMonitor and the NetworkPolicy are on, so the HTTPS scrape and the policy's ports are
@@ -60,6 +60,12 @@ serviceMonitor:
   enabled: true
   tlsConfig:
     serverName: api-gateway.api.svc
+otlp:
+  endpoint: http://otel-collector.observability:4318
+  protocol: http/protobuf
+  serviceName: api-gateway
+  sampler: parentbased_traceidratio
+  samplerArg: 0.25
 networkPolicy:
   enabled: true
   from:
@@ -157,10 +163,12 @@ expect_failure "descriptors.names must list" --set descriptors.source=configMap 
 expect_failure "needs resources.requests.cpu" --set autoscaling.enabled=true --set resources.requests=null
 expect_failure "exactly one of maxUnavailable and minAvailable" --set podDisruptionBudget.minAvailable=1
 expect_failure "at '/config': additional properties 'tls-cert' not allowed" --set config.tls-cert=/x/tls.crt
+expect_failure "at '/config': additional properties 'otlp-endpoint' not allowed" --set config.otlp-endpoint=http://c:4317
+expect_failure "at '/otlp/protocol': value must be one of" --set otlp.protocol=http/json
 expect_failure "at '/topologySpreadConstraints/0/whenUnsatisfiable': value must be one of" \
   --set 'topologySpreadConstraints[0].maxSkew=1' --set 'topologySpreadConstraints[0].topologyKey=zone' \
   --set 'topologySpreadConstraints[0].whenUnsatisfiable=Sometimes'
-ok "typos and impossible values fail rendering (15 cases)"
+ok "typos and impossible values fail rendering (17 cases)"
 
 # ---- the Containerfile ----------------------------------------------------------------------------
 # Fails on any finding, style included; an ignore needs an inline `# hadolint ignore=` with its reason.

@@ -336,6 +336,10 @@ def structure(args):
     (c,) = pod["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert "PROTOGATE_ADMIN_LISTEN" not in env and [p["name"] for p in c["ports"]] == ["https"], c["ports"]
+    otlp = {k: v for k, v in env.items() if k.startswith(("OTEL_", "PROTOGATE_OTLP"))}
+    assert otlp == {"PROTOGATE_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_SERVICE_NAME": "api-gateway",
+                    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"}, otlp
     (svc_port,) = prod["Service"]["spec"]["ports"]
     assert (svc_port["name"], svc_port["appProtocol"]) == ("https", "https"), svc_port
     for probe in ("livenessProbe", "readinessProbe"):
@@ -377,7 +381,7 @@ def structure(args):
     # values.schema.json's `config` knows exactly the flags the chart does not set itself.
     schema = json.load(open("helm/protogate/values.schema.json"))
     first_class = {"descriptor-set", "listen", "admin-listen", "upstream", "service-upstream",
-                   "shutdown-grace", "watch-descriptors", "tls-cert", "tls-key"}
+                   "shutdown-grace", "watch-descriptors", "tls-cert", "tls-key", "otlp-endpoint"}
     flags = {e[len("PROTOGATE_"):].lower().replace("_", "-") for e in FLAG_ENVS}
     config = set(schema["properties"]["config"]["properties"])
     if config | first_class != flags or config & first_class:

@@ -5,6 +5,9 @@
 //! each request instead of threading it through every handler. Outside such a scope noting
 //! does nothing. A body read outside the scope (one forwarded upstream is polled by the
 //! connection's task) notes through [`Reading`], which takes the note along.
+//!
+//! The same note carries the request's trace, when traces are exported, to the upstream
+//! balancer that starts a client span per attempt: one scope per request, not two.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -16,6 +19,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::trace::RequestTrace;
+
 tokio::task_local! {
     static NOTE: Arc<Note>;
 }
@@ -25,9 +30,18 @@ tokio::task_local! {
 pub(crate) struct Note {
     bytes_in: AtomicU64,
     upstream: Mutex<Option<(SocketAddr, Duration)>>,
+    trace: Option<Arc<RequestTrace>>,
 }
 
 impl Note {
+    /// The notes of a request with this trace (none when traces are not exported).
+    pub(crate) fn traced(trace: Option<Arc<RequestTrace>>) -> Note {
+        Note {
+            trace,
+            ..Note::default()
+        }
+    }
+
     /// Request body bytes read.
     pub(crate) fn bytes_in(&self) -> u64 {
         self.bytes_in.load(Ordering::Relaxed)
@@ -42,6 +56,11 @@ impl Note {
 /// Runs `f` with `note` as the request's notes.
 pub(crate) async fn scope<F: std::future::Future>(note: Arc<Note>, f: F) -> F::Output {
     NOTE.scope(note, f).await
+}
+
+/// The trace of the request whose scope this is, when it is traced.
+pub(crate) fn trace() -> Option<Arc<RequestTrace>> {
+    NOTE.try_with(|note| note.trace.clone()).ok().flatten()
 }
 
 /// Notes `n` request body bytes read.

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use tokio::net::TcpListener;
 
 use crate::config::{Cli, Command, CompileArgs, DescriptorArgs, OpenapiArgs, ServeArgs};
+use crate::metrics::Metrics;
 use crate::reload::ReloadSource;
 use crate::server::{self, Gateway};
 use crate::snapshot::Snapshot;
@@ -48,9 +49,11 @@ fn init_logging(format: &str, filter: &str) {
     };
 }
 
-/// Everything `serve` builds before it binds: the same checks `check` runs.
-async fn prepare(args: &ServeArgs) -> anyhow::Result<(Arc<Gateway>, ReloadSource)> {
+/// Everything `serve` builds before it binds: the same checks `check` runs. The trace
+/// exporter starts only when `serving`.
+async fn prepare(args: &ServeArgs, serving: bool) -> anyhow::Result<(Arc<Gateway>, ReloadSource)> {
     let settings = args.serving.settings()?;
+    let trace_config = args.serving.trace_config()?;
     let upstream_options = args.serving.upstream_options();
     let (upstreams, map) = crate::upstream::build_all(
         args.upstream.as_deref(),
@@ -89,11 +92,14 @@ async fn prepare(args: &ServeArgs) -> anyhow::Result<(Arc<Gateway>, ReloadSource
     if let (true, Some(broken)) = (settings.validate, snapshot.rules.broken().first()) {
         bail!("--validate: {broken}");
     }
-    Ok((Gateway::new(snapshot, upstreams, settings), source))
+    let metrics = Metrics::new();
+    let tracing = crate::trace::start_if_set(trace_config.as_ref().filter(|_| serving), &metrics)?;
+    let gateway = Gateway::traced(snapshot, upstreams, settings, metrics, tracing);
+    Ok((gateway, source))
 }
 
 async fn check(args: &ServeArgs) -> anyhow::Result<()> {
-    let (gateway, _) = prepare(args).await?;
+    let (gateway, _) = prepare(args, false).await?;
     args.serving.server_tls()?;
     let snapshot = gateway.snapshot();
     println!(
@@ -105,7 +111,7 @@ async fn check(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let (gateway, source) = prepare(&args).await?;
+    let (gateway, source) = prepare(&args, true).await?;
     let refresh = args
         .descriptors_from_reflection
         .then_some(args.reflection_interval);

@@ -15,6 +15,7 @@ use crate::compression;
 use crate::descriptor::Sources;
 use crate::route::{RouteOptions, Unescape};
 use crate::server::{self, Settings};
+use crate::trace::TraceConfig;
 use crate::transcode::JsonOptions;
 use crate::upstream::{UpstreamOptions, UpstreamTls};
 
@@ -317,6 +318,11 @@ pub struct ServingArgs {
         default_value = "zstd,br,gzip"
     )]
     pub response_compression: Vec<String>,
+    /// Export traces over OTLP to this collector (its base URL: `http://collector:4317`);
+    /// OTEL_EXPORTER_OTLP_ENDPOINT when unset. The protocol, service name, sampler and export
+    /// queue follow the standard OTEL_* variables. No tracing at all when neither is set.
+    #[arg(long, value_name = "URL", env = "PROTOGATE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     #[command(flatten)]
     pub json: JsonArgs,
 }
@@ -488,6 +494,23 @@ impl ServingArgs {
                 Ok((name.trim().trim_start_matches('.').to_string(), duration))
             })
             .collect()
+    }
+
+    /// How traces are exported, or `None` when no endpoint is set: `--otlp-endpoint`, else
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, and the other `OTEL_*` variables.
+    pub fn trace_config(&self) -> anyhow::Result<Option<TraceConfig>> {
+        let endpoint = self
+            .otlp_endpoint
+            .clone()
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+            .filter(|e| !e.trim().is_empty());
+        let Some(endpoint) = endpoint else {
+            return Ok(None);
+        };
+        let tls = self.tls_cert.is_some();
+        TraceConfig::from_env(&endpoint, tls, |name| std::env::var(name).ok())
+            .map(Some)
+            .map_err(anyhow::Error::msg)
     }
 
     pub fn upstream_options(&self) -> UpstreamOptions {

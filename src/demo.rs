@@ -42,7 +42,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (upstreams, map) =
         crate::upstream::build_all(Some(&backend_url), &[], &args.serving.upstream_options())?;
     let snapshot = Snapshot::build(&vps_sources(), &Default::default(), Some(&map))?;
-    let gateway = Gateway::new(snapshot, upstreams, settings);
+    let metrics = crate::metrics::Metrics::new();
+    let tracing = crate::trace::start_if_set(args.serving.trace_config()?.as_ref(), &metrics)?;
+    let gateway = Gateway::traced(snapshot, upstreams, settings, metrics, tracing);
     tracing::info!(backend = %backend_url, "VPS demo backend started; try: curl -d @examples/sample.json http://{}/skvps/locdata", args.listen);
     crate::run::until_signal(gateway, args.listen, &args.serving).await
 }

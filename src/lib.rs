@@ -45,6 +45,7 @@ pub mod run;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod trace;
 pub mod transcode;
 pub mod upstream;
 pub mod validate;

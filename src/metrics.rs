@@ -2,7 +2,8 @@
 //! built for other services read the gateway's too: requests and their duration by
 //! `http_request_method`, `http_route`, `http_response_status_code`, `rpc_grpc_status_code`,
 //! `protocol` and `error_source`; requests in flight; upstream connections by state; reloads
-//! by outcome; bytes in and out; the standard `process_*` metrics and `protogate_build_info`.
+//! by outcome; bytes in and out; trace spans dropped by a full export queue; the standard
+//! `process_*` metrics and `protogate_build_info`.
 //!
 //! Pure: the process figures are read from `/proc` by the caller at scrape time and handed to
 //! [`Metrics::render`]; the exposition formats are in [`exposition`], the `/proc` parsers in
@@ -92,6 +93,7 @@ pub struct Metrics {
     reloads: Family<OutcomeLabels, Counter>,
     bytes: Family<DirectionLabels, Counter>,
     connections: Family<ConnectionLabels, Gauge<i64, AtomicI64>>,
+    spans_dropped: Counter,
 }
 
 type AtomicI64 = std::sync::atomic::AtomicI64;
@@ -117,6 +119,7 @@ impl Metrics {
         let reloads = Family::default();
         let bytes = Family::default();
         let connections = Family::default();
+        let spans_dropped = Counter::default();
         registry.register("protogate_requests", "Requests answered", requests.clone());
         registry.register(
             "http_server_request_duration_seconds",
@@ -140,6 +143,11 @@ impl Metrics {
             "HTTP/2 connections to upstreams by state",
             connections.clone(),
         );
+        registry.register(
+            "protogate_trace_spans_dropped",
+            "Finished spans dropped because the trace export queue was full",
+            spans_dropped.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         let version = env!("CARGO_PKG_VERSION");
         build.get_or_create(&VersionLabels { version }).set(1);
@@ -152,7 +160,14 @@ impl Metrics {
             reloads,
             bytes,
             connections,
+            spans_dropped,
         }
+    }
+
+    /// The counter of spans the trace export queue had no room for (shared: the queue counts
+    /// into it).
+    pub fn spans_dropped(&self) -> &Counter {
+        &self.spans_dropped
     }
 
     /// Marks a request as started; the guard marks it finished when dropped.
@@ -294,6 +309,8 @@ mod tests {
             r#"protogate_reloads_total{outcome="failure"} 1"#,
             r#"protogate_bytes_total{direction="in"} 10"#,
             r#"protogate_upstream_connections{upstream="http://b:1",state="connected"} 2"#,
+            "protogate_trace_spans_dropped_total 0",
+            "# TYPE protogate_trace_spans_dropped_total counter",
             &format!(
                 "protogate_build_info{{version=\"{}\"}} 1",
                 env!("CARGO_PKG_VERSION")

@@ -2,7 +2,8 @@
 //! SIGINT, then drain. Used by `serve` and `demo`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -11,8 +12,13 @@ use crate::config::ServingArgs;
 use crate::server::{self, Gateway, Serving, Settings};
 use crate::workers::{self, Workers};
 
+/// The least time the spans still queued at exit get to be exported, even when the drain took
+/// the whole grace period (a Kubernetes pod's termination period has a few seconds more).
+const FLUSH_AT_LEAST: Duration = Duration::from_secs(1);
+
 /// Binds `listen` and serves on the serving threads, over TLS when the arguments say so,
-/// until SIGTERM or SIGINT.
+/// until SIGTERM or SIGINT; then the spans still queued for export get what is left of the
+/// grace period.
 pub async fn until_signal(
     gateway: Arc<Gateway>,
     listen: SocketAddr,
@@ -31,12 +37,26 @@ pub async fn until_signal(
     let address = listener.local_addr()?;
     tracing::info!(%address, routes, tls = tls_on, threads, "serving");
     log_endpoints(gateway.settings(), address, tls_on);
+    let signalled = Arc::new(OnceLock::new());
+    let signal = {
+        let signalled = signalled.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = signalled.set(Instant::now());
+        }
+    };
     let serving = Serving {
         tls,
         workers: Some(workers),
     };
     let grace = args.shutdown_grace;
-    server::serve_with(listener, gateway, serving, shutdown_signal(), grace).await;
+    server::serve_with(listener, gateway.clone(), serving, signal, grace).await;
+    if let Some(tracing) = gateway.tracing() {
+        let spent = signalled.get().map_or(Duration::ZERO, Instant::elapsed);
+        tracing
+            .flush(grace.saturating_sub(spent).max(FLUSH_AT_LEAST))
+            .await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

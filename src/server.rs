@@ -2,8 +2,9 @@
 //!
 //! 1. `listen.rs` accepts a connection (TLS in `crate::tls`), `detect.rs` waits for its
 //!    protocol, and `connection.rs` keeps what the gateway bounds per connection.
-//! 2. `edge.rs` takes every request: request id, admission, metrics, access log; HTTP/1.1
-//!    framing it refuses is in `framing.rs`.
+//! 2. `edge.rs` takes every request: request id, admission, metrics, access log, and the
+//!    server span when traces are exported (`crate::trace`); HTTP/1.1 framing it refuses is in
+//!    `framing.rs`.
 //! 3. `dispatch.rs` classifies it once (admin, docs, REST, gRPC, gRPC-Web, Connect,
 //!    WebSocket; a REST route wins over a Connect-shaped request) and applies CORS
 //!    (`cors.rs`).

@@ -210,15 +210,22 @@ impl Upstream {
             let Some(endpoint) = balance::pick(&endpoints, avoid.as_ref()) else {
                 break;
             };
+            let span = crate::access::trace()
+                .map(|trace| trace.attempt(uri.path(), endpoint.addr, request.headers_mut()));
             let replay = Replay::of(&request);
             let started = std::time::Instant::now();
             match endpoint.send(request).await {
                 Ok(response) => {
                     crate::access::answered(endpoint.addr, started.elapsed());
-                    return Ok(response);
+                    return Ok(body::traced(response, span));
                 }
                 Err(SendFailure::Sent { error, addr }) => {
                     crate::access::answered(addr, started.elapsed());
+                    if let Some(span) = span {
+                        span.failed(crate::error::code_from_reset(crate::error::h2_reset(
+                            &error,
+                        )));
+                    }
                     // A refused stream was not processed (RFC 9113 §8.7): a request whose body
                     // can be sent again goes once more, as after a connection failure.
                     let refused = crate::error::h2_reset(&error).is_some_and(|r| r.unprocessed());
@@ -237,6 +244,9 @@ impl Upstream {
                     error,
                     refused,
                 }) => {
+                    if let Some(span) = span {
+                        span.failed(crate::grpc::Code::Unavailable);
+                    }
                     request = *returned;
                     last_error = error;
                     // A refused connection says the endpoint is down: go elsewhere. A stale

@@ -1,7 +1,7 @@
 //! The edge of every request: admission (the concurrency limit), the request id, the access
-//! log line, and the metrics. Handlers tag their responses with the route they matched and,
-//! for errors, the code and whose fault it was ([`super::tags`]); everything else is measured
-//! here.
+//! log line, the metrics, and (with `--otlp-endpoint`) the trace's server span. Handlers tag
+//! their responses with the route they matched and, for errors, the code and whose fault it
+//! was ([`super::tags`]); everything else is measured here.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +26,7 @@ use crate::error::{ErrorSource, GatewayError};
 use crate::grpc::Code;
 use crate::metrics::{self, RequestLabels};
 use crate::route::Lookup;
+use crate::trace::RequestTrace;
 
 pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -42,9 +43,13 @@ impl Gateway {
         let request_id = request_id(&mut request);
         let (method, path) = (request.method().clone(), request.uri().path().to_string());
         let declared_in = declared_length(request.headers());
+        let trace = self.tracing.as_ref().map(|tracing| {
+            let (version, headers) = (request.version(), request.headers());
+            tracing.server(&method, &path, version, headers, connection.peer)
+        });
         let permits = self.admit(connection);
         let _in_flight = self.metrics.start();
-        let note = Arc::new(access::Note::default());
+        let note = Arc::new(access::Note::traced(trace.clone()));
         let response = match framing::refusal(request.version(), request.headers()) {
             Some(refusal) => closing(respond::rest_plain(&refusal)),
             None => match &permits {
@@ -75,7 +80,7 @@ impl Gateway {
             labels,
             elapsed,
         };
-        self.outgoing(response, connection, reserved, permits.ok(), line)
+        self.outgoing(response, connection, reserved, permits.ok(), line, trace)
     }
 
     /// A permit from the gateway's budget and one from the connection's, or why not.
@@ -137,6 +142,7 @@ impl Gateway {
         reserved: usize,
         permits: Option<Permits>,
         line: AccessLine,
+        trace: Option<Arc<RequestTrace>>,
     ) -> Response<ResponseBody> {
         // An accepted WebSocket keeps the permits for as long as its session lasts.
         let permits = match response.extensions().get::<SessionHold>() {
@@ -151,6 +157,7 @@ impl Gateway {
             _permits: permits,
             sent: AtomicU64::new(0),
             line,
+            trace,
         };
         let count: fn(&Held, usize) = |held, n| {
             held.gateway.metrics.bytes_out(n as u64);
@@ -165,18 +172,23 @@ impl Gateway {
 /// The gateway's admission permit and the connection's.
 type Permits = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
-/// What a response body keeps until it is done: the permits, the bytes sent, and the access
-/// line written when it ends (so that it can say how many bytes went out).
+/// What a response body keeps until it is done: the permits, the bytes sent, the access
+/// line written when it ends (so that it can say how many bytes went out), and the request's
+/// trace, whose server span ends then too.
 struct Held {
     gateway: Arc<Gateway>,
     _permits: Option<Permits>,
     sent: AtomicU64,
     line: AccessLine,
+    trace: Option<Arc<RequestTrace>>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         self.line.log(self.sent.load(Ordering::Relaxed));
+        if let Some(trace) = &self.trace {
+            trace.finish(&self.line.labels);
+        }
     }
 }
 

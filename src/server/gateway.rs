@@ -10,6 +10,7 @@ use super::reflection::ReflectionCache;
 use super::settings::Settings;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::trace::Tracing;
 use crate::upstream::Upstream;
 
 /// A snapshot and what is built from it on first use, replaced with it on reload: the
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub(super) settings: Settings,
     /// Set on shutdown: open WebSocket sessions close (each holds a receiver until it ends).
     pub(super) sessions_closing: tokio::sync::watch::Sender<bool>,
+    /// Exports traces when `--otlp-endpoint` is set; `None` costs the request path nothing.
+    pub(super) tracing: Option<Tracing>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -56,8 +59,20 @@ impl Gateway {
         upstreams: Vec<Arc<Upstream>>,
         settings: Settings,
     ) -> Arc<Gateway> {
+        Gateway::traced(snapshot, upstreams, settings, Metrics::new(), None)
+    }
+
+    /// A gateway counting into `metrics` and exporting traces with `tracing`, when set (whose
+    /// queue counts its dropped spans into `metrics`).
+    pub fn traced(
+        snapshot: Snapshot,
+        upstreams: Vec<Arc<Upstream>>,
+        settings: Settings,
+        metrics: Metrics,
+        tracing: Option<Tracing>,
+    ) -> Arc<Gateway> {
         Arc::new(Gateway {
-            metrics: Metrics::new(),
+            metrics,
             admission: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_concurrent_requests.max(1),
             )),
@@ -65,6 +80,7 @@ impl Gateway {
             upstreams,
             settings,
             sessions_closing: tokio::sync::watch::Sender::new(false),
+            tracing,
         })
     }
 
@@ -85,6 +101,11 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The tracer, when the gateway exports traces.
+    pub fn tracing(&self) -> Option<&Tracing> {
+        self.tracing.as_ref()
     }
 
     pub fn settings(&self) -> &Settings {

@@ -101,11 +101,20 @@ impl Gateway {
             request_id,
         };
         let (hold, held) = SessionHold::new();
+        // The session's upstream calls belong to this request's trace.
+        let trace = crate::access::trace();
         tokio::spawn(async move {
             match upgraded.await {
                 Ok(upgraded) => {
                     let _held = held.await.ok();
-                    session::run(call, TokioIo::new(upgraded)).await;
+                    let session = session::run(call, TokioIo::new(upgraded));
+                    match trace {
+                        Some(trace) => {
+                            let note = Arc::new(crate::access::Note::traced(Some(trace)));
+                            crate::access::scope(note, session).await;
+                        }
+                        None => session.await,
+                    }
                 }
                 Err(e) => tracing::debug!(error = %e, "the WebSocket upgrade did not complete"),
             }

@@ -1,5 +1,6 @@
 //! The response body of an upstream call: hyper's body, plus the endpoint's load count,
-//! released when the body ends so that the balancer sees streams as long as they last.
+//! released when the body ends so that the balancer sees streams as long as they last, and
+//! the attempt's client span when the request is traced, ended with the call's status.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,8 +8,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::trace::ClientSpan;
 
 /// An upstream response body. Reads exactly like [`Incoming`] (same data and error types);
 /// the request stops counting as in flight on its endpoint at the end of the body (the
@@ -16,6 +20,7 @@ use hyper::body::Incoming;
 pub struct UpstreamResponseBody {
     body: Incoming,
     load: Option<Load>,
+    span: Option<ClientSpan>,
 }
 
 impl UpstreamResponseBody {
@@ -23,8 +28,25 @@ impl UpstreamResponseBody {
         UpstreamResponseBody {
             body,
             load: Some(load),
+            span: None,
         }
     }
+}
+
+/// `response` with the client span of its attempt (when traced), which notes its head now and
+/// ends with its body.
+pub(super) fn traced(
+    response: Response<UpstreamResponseBody>,
+    span: Option<ClientSpan>,
+) -> Response<UpstreamResponseBody> {
+    let Some(mut span) = span else {
+        return response;
+    };
+    span.answered(response.status(), response.headers());
+    response.map(|mut body| {
+        body.span = Some(span);
+        body
+    })
 }
 
 impl std::fmt::Debug for UpstreamResponseBody {
@@ -53,6 +75,9 @@ impl Body for UpstreamResponseBody {
         };
         if ended {
             this.load = None;
+            if let Some(span) = this.span.take() {
+                end_span(span, &polled);
+            }
         }
         polled
     }
@@ -63,6 +88,17 @@ impl Body for UpstreamResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// Ends a client span with how its body ended: its trailers, an error, or nothing more.
+fn end_span(span: ClientSpan, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) {
+    match polled {
+        Poll::Ready(Some(Ok(frame))) => span.ended(frame.trailers_ref()),
+        Poll::Ready(Some(Err(error))) => {
+            span.failed(crate::error::code_from_reset(crate::error::h2_reset(error)));
+        }
+        _ => span.ended(None),
     }
 }
 

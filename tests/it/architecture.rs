@@ -1,6 +1,7 @@
 //! The shape of `src/`, checked from its `use` lines: no two files import each other, directly
 //! or through others, and the pure modules (no I/O, no serving) import nothing from the
-//! modules that do I/O, nor (`LAYERS`) from a module above them. A file's imports are its
+//! modules that do I/O, nor (`LAYERS`) from a module above them; the pure files of impure
+//! modules (`PURE_FILES`) import pure modules only. A file's imports are its
 //! `use crate::...` and `use super::...` paths (outside `#[cfg(test)]` modules), resolved to
 //! the longest module path that is a file.
 
@@ -19,8 +20,10 @@ const PURE: [&str; 9] = [
     "well_known",
     "validate",
 ];
+/// Pure files of modules that do I/O: they import pure modules only.
+const PURE_FILES: [&str; 2] = ["trace::spans", "trace::config"];
 /// What they must not import.
-const IMPURE: [&str; 4] = ["server", "upstream", "app", "reload"];
+const IMPURE: [&str; 5] = ["server", "upstream", "app", "reload", "trace"];
 /// Imports between pure modules that the layering forbids: a route plan says what a request
 /// means and the transcoders read it, never the reverse (the compiled schemas belong to the
 /// snapshot, not to a route).
@@ -207,6 +210,23 @@ fn pure_modules_import_nothing_that_does_io() {
         }
     }
     assert!(bad.is_empty(), "pure modules importing I/O: {bad:#?}");
+}
+
+#[test]
+fn pure_files_import_pure_modules_only() {
+    let graph = import_graph();
+    let mut bad = Vec::new();
+    for from in PURE_FILES {
+        let to = graph
+            .get(from)
+            .unwrap_or_else(|| panic!("{from} not found"));
+        for target in to {
+            if !PURE.contains(&top(target)) && !PURE_FILES.contains(&target.as_str()) {
+                bad.push(format!("{from} imports {target}"));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "pure files importing I/O: {bad:#?}");
 }
 
 #[test]

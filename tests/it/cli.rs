@@ -570,6 +570,49 @@ fn check_and_serve_without_descriptors_say_what_to_pass() {
     }
 }
 
+#[test]
+fn check_refuses_trace_settings_it_cannot_honour() {
+    let library = ["--proto", "testapi/v1/library.proto", "-I", "tests/protos"];
+    let check = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["check", "--upstream", "http://127.0.0.1:1"];
+        args.extend_from_slice(&library);
+        args.extend_from_slice(extra);
+        protogate_env(&args, env)
+    };
+    let https = check(&["--otlp-endpoint", "https://collector:4317"], &[]);
+    assert_mentions(
+        https.failed(),
+        &["--otlp-endpoint", "https://collector:4317", "http://"],
+    );
+    let from_env = check(&[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317")]);
+    assert_mentions(from_env.failed(), &["collector:4317", "not an http:// URL"]);
+    let endpoint = ["--otlp-endpoint", "http://127.0.0.1:1"];
+    for (name, value, said) in [
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "http/json",
+            "grpc or http/protobuf",
+        ),
+        (
+            "OTEL_TRACES_SAMPLER",
+            "sometimes",
+            "parentbased_traceidratio",
+        ),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "lots", "whole number"),
+    ] {
+        let run = check(&endpoint, &[(name, value)]);
+        assert_mentions(run.failed(), &[name, value, said]);
+    }
+    let run = check(
+        &endpoint,
+        &[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+        ],
+    );
+    assert!(run.ok().starts_with("ok: "), "{}", run.ok());
+}
+
 // --- environment variables and help --------------------------------------------------
 
 #[test]

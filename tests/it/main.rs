@@ -33,6 +33,7 @@ mod reflection;
 mod reflection_source;
 mod rest_streaming;
 mod routing;
+mod traces;
 mod upstream_tls;
 mod validate;
 mod vps;

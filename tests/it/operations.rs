@@ -657,3 +657,87 @@ async fn the_access_line_names_the_upstream_endpoint() {
     assert_eq!(line["protocol"], "grpc", "{line}");
     assert_eq!(line["upstream"], backend.addr.to_string(), "{line}");
 }
+
+/// An endpoint that was down and comes back: the log says it went down, then that it is up
+/// again (the background reconnection, without a request), and requests reach it.
+#[tokio::test]
+async fn an_endpoint_coming_back_is_logged_up() {
+    let dead = dead_url().await;
+    let addr: std::net::SocketAddr = dead.trim_start_matches("http://").parse().unwrap();
+    let process = spawn_gateway(&[
+        "--descriptor-set",
+        "descriptors/vps.binpb",
+        "--upstream",
+        &dead,
+    ]);
+    let url = format!("{}/skvps/locdata", process.base);
+    assert_eq!(send("POST", &url, &[], vps_sample()).await.status, 503);
+    process.log_until(|v| v["message"] == "upstream endpoint down");
+
+    // The same address now serves: the reconnection (every 100 ms, doubling) finds it.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let handler = protogate::demo::backend::handler(|_call| async move { Ok(Default::default()) });
+    tokio::spawn(protogate::demo::backend::serve(
+        listener,
+        handler,
+        std::future::pending(),
+    ));
+    let lines = process.log_until(|v| v["message"] == "upstream endpoint up");
+    let up = lines.last().unwrap();
+    assert_eq!(up["level"], "INFO", "{up}");
+    assert_eq!(up["endpoint"], addr.to_string(), "{up}");
+    assert_eq!(up["upstream"], dead, "{up}");
+    assert_eq!(send("POST", &url, &[], vps_sample()).await.status, 200);
+}
+
+/// SIGHUP reloads the descriptor files: a good set is logged with its route count, a broken
+/// one is refused with the reason while the routes already loaded stay in service.
+#[tokio::test]
+async fn reloads_are_logged_whether_taken_or_refused() {
+    let backend = vps_backend().await;
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("api.binpb");
+    std::fs::copy(repo_path("descriptors/vps.binpb"), &set).unwrap();
+    let process = spawn_gateway(&[
+        "--descriptor-set",
+        set.to_str().unwrap(),
+        "--upstream",
+        &backend.url,
+    ]);
+    let hangup = |process: &Process| {
+        let pid = process.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    hangup(&process);
+    let lines = process.log_until(|v| v["message"] == "descriptors reloaded");
+    let reloaded = lines.last().unwrap();
+    assert_eq!(reloaded["level"], "INFO", "{reloaded}");
+    assert!(reloaded["routes"].as_u64().unwrap() >= 1, "{reloaded}");
+
+    std::fs::write(&set, b"not a descriptor set").unwrap();
+    hangup(&process);
+    let lines = process
+        .log_until(|v| v["message"] == "reload failed; the previous descriptors stay in service");
+    let refused = lines.last().unwrap();
+    assert_eq!(refused["level"], "ERROR", "{refused}");
+    assert!(
+        refused["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{refused}"
+    );
+    let url = format!("{}/skvps/locdata", process.base);
+    assert_eq!(send("POST", &url, &[], vps_sample()).await.status, 200);
+    let metrics = get(&format!("{}/metrics", process.base)).await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    assert_eq!(
+        metric_value(&text, r#"protogate_reloads_total{outcome="success"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&text, r#"protogate_reloads_total{outcome="failure"}"#),
+        1.0
+    );
+}

@@ -374,6 +374,11 @@ impl Drop for Process {
 /// Starts `protogate serve --listen 127.0.0.1:0` with `args`, from the repository root, and
 /// waits (at most [`TIMEOUT`]) until it logs the address it listens on.
 pub(crate) fn spawn_gateway(args: &[&str]) -> Process {
+    spawn_gateway_env(args, &[])
+}
+
+/// [`spawn_gateway`] with these environment variables set too.
+pub(crate) fn spawn_gateway_env(args: &[&str], env: &[(&str, &str)]) -> Process {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
@@ -382,6 +387,7 @@ pub(crate) fn spawn_gateway(args: &[&str]) -> Process {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
         .env("PROTOGATE_LOG_FORMAT", "json")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

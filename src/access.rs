@@ -53,9 +53,13 @@ impl Note {
     }
 }
 
-/// Runs `f` with `note` as the request's notes.
-pub(crate) async fn scope<F: std::future::Future>(note: Arc<Note>, f: F) -> F::Output {
-    NOTE.scope(note, f).await
+/// Runs `f` with `note` as the request's notes. A plain function, not an `async` one: that
+/// would hold `f` twice (as its argument and inside the scope), doubling the request's future.
+pub(crate) fn scope<F: std::future::Future>(
+    note: Arc<Note>,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
+    NOTE.scope(note, f)
 }
 
 /// The trace of the request whose scope this is, when it is traced.

@@ -327,19 +327,6 @@ async fn send(
     Ok(response)
 }
 
-/// The earlier of `call` and the deadline.
-async fn within<T>(
-    deadline: Option<Duration>,
-    call: impl std::future::Future<Output = Result<T, GatewayError>>,
-) -> Result<T, GatewayError> {
-    match deadline {
-        None => call.await,
-        Some(d) => tokio::time::timeout(d, call)
-            .await
-            .unwrap_or_else(|_| Err(super::deadline::exceeded(d))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

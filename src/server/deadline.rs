@@ -83,6 +83,25 @@ fn configured(settings: &Settings, method: &str) -> Option<Duration> {
         .or(settings.timeout)
 }
 
+/// The earlier of `call` and the deadline. The call's future is held once (a `match` with a
+/// `timeout` arm would hold it twice), so the future of a request that awaits this stays small.
+pub(super) async fn within<T>(
+    deadline: Option<Duration>,
+    call: impl std::future::Future<Output = Result<T, GatewayError>>,
+) -> Result<T, GatewayError> {
+    let expiry = async {
+        match deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        result = call => result,
+        () = expiry => Err(exceeded(deadline.unwrap_or_default())),
+    }
+}
+
 /// The error of a call that outlived its deadline.
 pub(super) fn exceeded(deadline: Duration) -> GatewayError {
     GatewayError::upstream(

@@ -170,8 +170,9 @@ impl Gateway {
             Kind::Grpc => self.handle_grpc(request).await,
             Kind::GrpcWeb => self.handle_grpc_web(request).await,
             Kind::Rest => self.handle_rest(request, peer).await,
-            Kind::Connect(kind) => self.handle_connect(kind, request).await,
-            Kind::WebSocket => self.handle_websocket(request, peer).await,
+            // Boxed: their futures are large, and a REST request's should not carry their room.
+            Kind::Connect(kind) => Box::pin(self.handle_connect(kind, request)).await,
+            Kind::WebSocket => Box::pin(self.handle_websocket(request, peer)).await,
         };
         if let Some(cors) = &self.settings.cors {
             cors.decorate(origin.as_ref(), response.headers_mut());

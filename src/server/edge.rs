@@ -56,9 +56,10 @@ impl Gateway {
                 Err(refusal) if !kind.bypasses_admission() => {
                     self.overloaded(protocol, request.headers(), refusal)
                 }
+                // Straight into the scope: a future held in a local first would take its
+                // room twice in this one, which hyper moves whole.
                 _ => {
-                    let handled = self.dispatch(kind, request, connection.peer);
-                    access::scope(note.clone(), handled).await
+                    access::scope(note.clone(), self.dispatch(kind, request, connection.peer)).await
                 }
             },
         };

@@ -125,9 +125,9 @@ impl Gateway {
         *route = Some(plan.label.clone());
         let setup = self.call_setup(&parts, peer, &plan)?;
         if !plan.is_unary() {
-            return self
-                .stream(snapshot, plan, vars.to_vec(), parts, body, setup)
-                .await;
+            // Boxed, like multipart below: a unary call's future should not carry their room.
+            let stream = self.stream(snapshot, plan, vars.to_vec(), parts, body, setup);
+            return Box::pin(stream).await;
         }
         let answer = Answer::of(&self.settings, &parts.headers);
         let body = self.read_request_body(&parts.headers, body).await?;
@@ -136,7 +136,8 @@ impl Gateway {
         let form = match multipart {
             true => {
                 let limit = self.settings.max_form_parts;
-                Some(multipart::read_parts(&parts.headers, body.clone(), limit).await?)
+                let parts = multipart::read_parts(&parts.headers, body.clone(), limit);
+                Some(Box::pin(parts).await?)
             }
             false => None,
         };
@@ -220,12 +221,7 @@ impl Gateway {
         let upstream = self.upstream_of(plan)?;
         let limit = self.settings.max_response_bytes;
         let call = call::unary(upstream, plan, body, setup.headers, setup.deadline, limit);
-        match setup.deadline {
-            None => call.await,
-            Some(d) => tokio::time::timeout(d, call)
-                .await
-                .unwrap_or_else(|_| Err(deadline::exceeded(d))),
-        }
+        deadline::within(setup.deadline, call).await
     }
 
     /// The response to a unary reply, compressed as `coding` says.

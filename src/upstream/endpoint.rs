@@ -165,19 +165,21 @@ impl Endpoint {
     async fn connection(self: &Arc<Self>) -> Result<SendRequest<UpstreamBody>, Unreachable> {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         let index = slot_for(turn, self.slots.len(), crate::workers::current());
+        if let Some(sender) = open_sender(&self.slots[index]) {
+            return Ok(sender);
+        }
         if self.slots[index].state.load(Ordering::Relaxed) == CONNECTING {
             if let Some(sender) = self.any_open() {
                 return Ok(sender);
             }
         }
-        self.open(index).await
+        // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is a large future that the
+        // request's own should not carry when the connection is already open.
+        Box::pin(self.open(index)).await
     }
 
     fn any_open(&self) -> Option<SendRequest<UpstreamBody>> {
-        self.slots.iter().find_map(|slot| {
-            let held = slot.sender.try_lock().ok()?;
-            held.as_ref().filter(|s| !s.is_closed()).cloned()
-        })
+        self.slots.iter().find_map(open_sender)
     }
 
     /// The slot's connection, opened now if it has none or its last one closed.
@@ -244,6 +246,12 @@ impl Endpoint {
         }
         tokio::spawn(recover(Arc::downgrade(self)));
     }
+}
+
+/// The slot's connection if it is open and not being replaced.
+fn open_sender(slot: &Slot) -> Option<SendRequest<UpstreamBody>> {
+    let held = slot.sender.try_lock().ok()?;
+    held.as_ref().filter(|s| !s.is_closed()).cloned()
 }
 
 /// The slot a request takes on its `turn`, out of `slots`. On serving thread `index` of

@@ -11,7 +11,7 @@ use http::{HeaderMap, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use super::{codec_of, coding, send, upstream_metadata, within, Codec, Target, PROTOCOL_VERSION};
+use super::{codec_of, coding, send, upstream_metadata, Codec, Target, PROTOCOL_VERSION};
 use crate::compression::Encoding;
 use crate::error::{quoted, ErrorSource, GatewayError};
 use crate::grpc::frame::{self, Decoder, Frame};
@@ -122,7 +122,7 @@ impl Gateway {
             let response = send(call.target, metadata, body).await?;
             read_reply(response, limit, call.target).await
         };
-        let reply = within(call.deadline, exchange).await?;
+        let reply = deadline::within(call.deadline, exchange).await?;
         let offer = &self.settings.response_compression;
         let accepted = coding::response(call.headers, "accept-encoding", offer);
         let (body, encoding) =

@@ -43,39 +43,32 @@ pub fn build_request(
     Ok(frame::encode(&message))
 }
 
-/// The request frame through the direct JSON-to-wire encoder (`json_to_wire.rs`), with the
-/// path variables and query parameters encoded after the body. `None` when the route is
-/// outside the fast path, the fast paths are off, or the encoder declines the body: the
-/// reference path then decides. A body it refuses (a key given twice) is refused as the
-/// reference path refuses it.
+/// The request frame without `DynamicMessage`: a JSON body through the direct JSON-to-wire
+/// encoder (`json_to_wire.rs`), a binary protobuf body as the client sent it once it decodes,
+/// and the path variables and query parameters encoded after it. `None` when the route is
+/// outside the fast path, the fast paths are off, or the body is declined: the reference path
+/// then decides. A JSON body it refuses (a key given twice) is refused as the reference path
+/// refuses it.
 pub fn fast_request(
     plan: &RoutePlan,
     schemas: &Schemas,
     options: &JsonOptions,
     input: &RequestInput<'_>,
 ) -> Result<Option<Bytes>, GatewayError> {
-    let json = BodyFormat::of(input.content_type, input.body) == BodyFormat::Json;
-    if !options.fast_paths || !json || is_blank(input.body) {
+    if !options.fast_paths || is_blank(input.body) {
         return Ok(None);
     }
     let Some(body_type) = fast_body_type(plan) else {
         return Ok(None);
     };
-    let Some(encoder) = schemas.encoder(&body_type) else {
-        return Ok(None);
-    };
-    check_depth(input.body, options.max_depth)?;
     let mut out = Vec::with_capacity(frame::HEADER_LEN + input.body.len() + 64);
     out.extend_from_slice(&[0; frame::HEADER_LEN]);
-    let deny = options.reject_unknown_fields;
-    let encoded = match &plan.body {
-        BodyPlan::Field(field) => {
-            encoder.encode_field(field.leaf().number(), input.body, deny, &mut out)
-        }
-        _ => encoder.encode(input.body, deny, &mut out),
+    let written = match BodyFormat::of(input.content_type, input.body) {
+        BodyFormat::Json => json_body(plan, schemas, options, &body_type, input.body, &mut out)?,
+        BodyFormat::Protobuf => protobuf_body(plan, &body_type, input.body, &mut out),
+        _ => false,
     };
-    if encoded.is_err() {
-        // The reference path decides, and says where a refused body is wrong.
+    if !written {
         return Ok(None);
     }
     let query = input
@@ -95,6 +88,51 @@ pub fn fast_request(
         .map_err(|_| GatewayError::invalid_argument("request message too large"))?;
     out[1..frame::HEADER_LEN].copy_from_slice(&len.to_be_bytes());
     Ok(Some(Bytes::from(out)))
+}
+
+/// A JSON body's wire bytes into `out`, or `false` when the encoder declines it.
+fn json_body(
+    plan: &RoutePlan,
+    schemas: &Schemas,
+    options: &JsonOptions,
+    body_type: &MessageDescriptor,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<bool, GatewayError> {
+    let Some(encoder) = schemas.encoder(body_type) else {
+        return Ok(false);
+    };
+    check_depth(body, options.max_depth)?;
+    let deny = options.reject_unknown_fields;
+    let encoded = match &plan.body {
+        BodyPlan::Field(field) => encoder.encode_field(field.leaf().number(), body, deny, out),
+        _ => encoder.encode(body, deny, out),
+    };
+    // A refused body: the reference path decides, and says where it is wrong.
+    Ok(encoded.is_ok())
+}
+
+/// A binary protobuf body into `out` as the client sent it (as the body field's bytes on a
+/// `body: "field"` route), once it decodes as the body message: the same message the
+/// reference path would encode again, without the copy and the walk. `false` when it does
+/// not decode: the reference path then says why.
+fn protobuf_body(
+    plan: &RoutePlan,
+    body_type: &MessageDescriptor,
+    body: &Bytes,
+    out: &mut Vec<u8>,
+) -> bool {
+    // Decoding from `Bytes` shares the body's `bytes` fields instead of copying them.
+    if DynamicMessage::decode(body_type.clone(), body.clone()).is_err() {
+        return false;
+    }
+    if let BodyPlan::Field(field) = &plan.body {
+        let key = u64::from(field.leaf().number()) << 3 | 2;
+        prost::encoding::encode_varint(key, out);
+        prost::encoding::encode_varint(body.len() as u64, out);
+    }
+    out.extend_from_slice(body);
+    true
 }
 
 /// The message type the fast path encodes a route's body as, where it applies: a JSON body

@@ -52,6 +52,70 @@ fn the_benchmark_bodies_take_the_fast_path_and_match_the_reference() {
     }
 }
 
+/// A binary protobuf body goes into the frame as the client sent it, with the path
+/// variables after it: the same message the reference path builds. A body that does not
+/// decode is left to the reference path, which refuses it.
+#[test]
+fn protobuf_bodies_pass_as_sent_and_match_the_reference() {
+    let snapshot = common::snapshot().expect("bench descriptors");
+    let options = JsonOptions::default();
+    for case in [common::SMALL_POST, common::VPS] {
+        let resolved = common::Resolved::new(&snapshot, case).expect("case resolves");
+        let from_json = request_message(&resolved.plan, &options, resolved.input()).unwrap();
+        let body = match &resolved.plan.body {
+            protogate::route::BodyPlan::Field(field) => from_json
+                .get_field(field.leaf())
+                .as_message()
+                .expect("a message field")
+                .encode_to_vec(),
+            _ => from_json.encode_to_vec(),
+        };
+        let body = bytes::Bytes::from(body);
+        let input = protogate::transcode::RequestInput {
+            body: &body,
+            content_type: Some("application/x-protobuf"),
+            ..resolved.input()
+        };
+        let fast = fast_request(&resolved.plan, &snapshot.schemas, &options, &input)
+            .expect("accepted")
+            .unwrap_or_else(|| panic!("{}: the fast path declined", resolved.case.name));
+        assert!(
+            fast.windows(body.len()).any(|w| w == &body[..]),
+            "{}: the body is in the frame as sent",
+            resolved.case.name
+        );
+        let reference = request_message(&resolved.plan, &options, input).expect("accepted");
+        let input_type = resolved.plan.input.clone();
+        let got = DynamicMessage::decode(input_type, fast.slice(frame::HEADER_LEN..)).unwrap();
+        assert_eq!(
+            rendered(&got),
+            rendered(&reference),
+            "{}",
+            resolved.case.name
+        );
+        assert_eq!(
+            rendered(&reference),
+            rendered(&from_json),
+            "{}",
+            resolved.case.name
+        );
+
+        let broken = bytes::Bytes::from_static(b"\x0a\xff\xff");
+        let input = protogate::transcode::RequestInput {
+            body: &broken,
+            ..input
+        };
+        let declined = fast_request(&resolved.plan, &snapshot.schemas, &options, &input);
+        assert!(matches!(declined, Ok(None)), "{}", resolved.case.name);
+        let refused = request_message(&resolved.plan, &options, input).unwrap_err();
+        assert!(
+            refused.message.contains("invalid protobuf body"),
+            "{}",
+            refused.message
+        );
+    }
+}
+
 #[test]
 fn routes_outside_the_fast_path_keep_the_reference_path() {
     let snapshot = common::snapshot().expect("bench descriptors");

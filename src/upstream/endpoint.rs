@@ -42,6 +42,13 @@ pub(super) enum SendFailure {
     },
 }
 
+/// Which connection a request was sent on: its slot, and the slot's connection then.
+#[derive(Clone, Copy)]
+struct Used {
+    index: usize,
+    generation: u64,
+}
+
 /// One HTTP/2 connection, opened on first use and again after it closes.
 struct Slot {
     /// Held while connecting, so that concurrent requests share one new connection.
@@ -130,8 +137,8 @@ impl Endpoint {
     ) -> Result<Response<UpstreamResponseBody>, SendFailure> {
         // Counted from now, so that the balancer sees requests waiting for a connection too.
         let load = Load::new(&self.in_flight);
-        let mut sender = match self.connection().await {
-            Ok(sender) => sender,
+        let (used, mut sender) = match self.connection().await {
+            Ok(picked) => picked,
             Err(error) => {
                 return Err(SendFailure::Unsent {
                     request: Box::new(request),
@@ -143,43 +150,74 @@ impl Endpoint {
         match sender.try_send_request(request).await {
             Ok(response) => Ok(response.map(|body| UpstreamResponseBody::new(body, load))),
             Err(mut e) => match e.take_message() {
-                Some(request) => Err(SendFailure::Unsent {
-                    request: Box::new(request),
-                    error: Unreachable::new(
-                        "the connection closed",
-                        format!("the connection to {} closed", self.addr),
-                    ),
-                    refused: false,
-                }),
-                None => Err(SendFailure::Sent {
-                    error: e.into_error(),
-                    addr: self.addr,
-                }),
+                Some(request) => {
+                    self.forget(used);
+                    Err(SendFailure::Unsent {
+                        request: Box::new(request),
+                        error: Unreachable::new(
+                            "the connection closed",
+                            format!("the connection to {} closed", self.addr),
+                        ),
+                        refused: false,
+                    })
+                }
+                None => {
+                    let error = e.into_error();
+                    if crate::error::h2_reset(&error).is_some_and(|r| r.go_away) {
+                        self.forget(used);
+                    }
+                    Err(SendFailure::Sent {
+                        error,
+                        addr: self.addr,
+                    })
+                }
             },
+        }
+    }
+
+    /// Stops sending new requests on a connection that closed or is going away (its streams
+    /// in flight finish on it): the slot opens a new one for its next request, so a retry
+    /// does not meet the same connection again. Nothing happens when the slot already moved
+    /// on to a newer connection, or is opening one.
+    fn forget(&self, used: Used) {
+        let slot = &self.slots[used.index];
+        if let Ok(mut held) = slot.sender.try_lock() {
+            if slot.generation.load(Ordering::Relaxed) == used.generation {
+                *held = None;
+            }
         }
     }
 
     /// A connection to send on: the next slot's, round robin among the serving thread's own
     /// (`slot_for`). When that one is being opened by another request, an open one is used
     /// instead of waiting for it.
-    async fn connection(self: &Arc<Self>) -> Result<SendRequest<UpstreamBody>, Unreachable> {
+    async fn connection(
+        self: &Arc<Self>,
+    ) -> Result<(Used, SendRequest<UpstreamBody>), Unreachable> {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         let index = slot_for(turn, self.slots.len(), crate::workers::current());
-        if let Some(sender) = open_sender(&self.slots[index]) {
-            return Ok(sender);
+        if let Some(open) = self.open_at(index) {
+            return Ok(open);
         }
         if self.slots[index].state.load(Ordering::Relaxed) == CONNECTING {
-            if let Some(sender) = self.any_open() {
-                return Ok(sender);
+            if let Some(open) = (0..self.slots.len()).find_map(|i| self.open_at(i)) {
+                return Ok(open);
             }
         }
         // Boxed: connecting (TCP, TLS, the HTTP/2 handshake) is a large future that the
         // request's own should not carry when the connection is already open.
-        Box::pin(self.open(index)).await
+        let sender = Box::pin(self.open(index)).await?;
+        let generation = self.slots[index].generation.load(Ordering::Relaxed);
+        Ok((Used { index, generation }, sender))
     }
 
-    fn any_open(&self) -> Option<SendRequest<UpstreamBody>> {
-        self.slots.iter().find_map(open_sender)
+    /// Slot `index`'s connection if it is open and not being replaced.
+    fn open_at(&self, index: usize) -> Option<(Used, SendRequest<UpstreamBody>)> {
+        let slot = &self.slots[index];
+        let held = slot.sender.try_lock().ok()?;
+        let sender = held.as_ref().filter(|s| !s.is_closed())?.clone();
+        let generation = slot.generation.load(Ordering::Relaxed);
+        Some((Used { index, generation }, sender))
     }
 
     /// The slot's connection, opened now if it has none or its last one closed.
@@ -246,12 +284,6 @@ impl Endpoint {
         }
         tokio::spawn(recover(Arc::downgrade(self)));
     }
-}
-
-/// The slot's connection if it is open and not being replaced.
-fn open_sender(slot: &Slot) -> Option<SendRequest<UpstreamBody>> {
-    let held = slot.sender.try_lock().ok()?;
-    held.as_ref().filter(|s| !s.is_closed()).cloned()
 }
 
 /// The slot a request takes on its `turn`, out of `slots`. On serving thread `index` of

@@ -1380,6 +1380,6 @@ async fn the_access_log_has_the_upgrade_and_the_sessions_end() {
     assert_eq!(upgrade["route"], "/v1/chat", "{upgrade}");
     assert_eq!(closed["protocol"], "websocket", "{closed}");
     assert_eq!(closed["close_code"], 1000, "{closed}");
-    assert_eq!(closed["grpc_code"], "OK", "{closed}");
+    assert_eq!(closed["grpc_code"], 0, "{closed}");
     assert_eq!(closed["route"], "/v1/chat", "{closed}");
 }

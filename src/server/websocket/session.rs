@@ -472,10 +472,12 @@ impl Call {
 
     /// The session's line in the access log (the upgrade has its own, from the edge).
     fn log(&self, ending: &Ending, started: std::time::Instant) {
+        // The number, as on the access lines; absent when the call did not end (the client
+        // closed first or vanished).
         let grpc_code = match ending {
-            Ending::Failed(error) => error.code.name(),
-            Ending::Ok => crate::grpc::Code::Ok.name(),
-            Ending::Close(..) | Ending::Gone => "",
+            Ending::Failed(error) => Some(error.code as u16),
+            Ending::Ok => Some(crate::grpc::Code::Ok as u16),
+            Ending::Close(..) | Ending::Gone => None,
         };
         tracing::info!(
             target: "protogate::access",

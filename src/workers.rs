@@ -63,16 +63,6 @@ impl Workers {
         }))
     }
 
-    /// How many serving threads there are.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Never true: there is at least one serving thread.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Runs `task` on the next serving thread, round robin.
     pub fn spawn<F>(&self, task: F)
     where

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use http::HeaderMap;
 
 use super::settings::Settings;
@@ -89,16 +91,24 @@ pub(super) async fn within<T>(
     deadline: Option<Duration>,
     call: impl std::future::Future<Output = Result<T, GatewayError>>,
 ) -> Result<T, GatewayError> {
+    within_at(deadline.map(|d| (Instant::now() + d, d)), call).await
+}
+
+/// Like [`within`], for a deadline already placed in time: `(when, the deadline's length)`.
+pub(super) async fn within_at<T>(
+    deadline: Option<(Instant, Duration)>,
+    call: impl std::future::Future<Output = Result<T, GatewayError>>,
+) -> Result<T, GatewayError> {
     let expiry = async {
         match deadline {
-            Some(d) => tokio::time::sleep(d).await,
+            Some((at, _)) => tokio::time::sleep_until(at).await,
             None => std::future::pending().await,
         }
     };
     tokio::select! {
         biased;
         result = call => result,
-        () = expiry => Err(exceeded(deadline.unwrap_or_default())),
+        () = expiry => Err(exceeded(deadline.map_or(Duration::ZERO, |(_, d)| d))),
     }
 }
 

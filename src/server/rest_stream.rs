@@ -148,13 +148,9 @@ impl Gateway {
                 expiry = clock.expired() => Err(expiry.error()),
             }
         };
-        let response = match deadline {
-            None => start.await,
-            Some((at, d)) => tokio::time::timeout_at(at, start)
-                .await
-                .unwrap_or_else(|_| Err(deadline::exceeded(d))),
-        }
-        .map_err(|e| pumped(&pump_error).unwrap_or(e))?;
+        let response = deadline::within_at(deadline, start)
+            .await
+            .map_err(|e| pumped(&pump_error).unwrap_or(e))?;
         let (head, body) = response.into_parts();
         if call::trailers_only(&head.headers, &plan)? {
             return Ok(empty_stream(format, &head.headers));

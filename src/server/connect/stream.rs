@@ -165,12 +165,7 @@ impl Gateway {
                 expiry = clock.expired() => Err(expiry.error()),
             }
         };
-        let started = match ends {
-            None => started.await,
-            Some((at, d)) => tokio::time::timeout_at(at, started)
-                .await
-                .unwrap_or_else(|_| Err(deadline::exceeded(d))),
-        };
+        let started = deadline::within_at(ends, started).await;
         let response = started.map_err(|e| recorded(&failure).unwrap_or(e))?;
         let (head, upstream_body) = response.into_parts();
         if let Some(status) = Status::from_headers(&head.headers) {

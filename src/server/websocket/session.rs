@@ -347,12 +347,7 @@ impl Call {
         let deadline = self.setup.deadline.map(|d| (Instant::now() + d, d));
         let headers = self.setup.headers.clone();
         let start = call::start(upstream, plan, body, headers, self.setup.deadline);
-        let response = match deadline {
-            None => start.await,
-            Some((at, d)) => tokio::time::timeout_at(at, start)
-                .await
-                .unwrap_or_else(|_| Err(deadline::exceeded(d))),
-        }?;
+        let response = deadline::within_at(deadline, start).await?;
         let (head, body) = response.into_parts();
         if call::trailers_only(&head.headers, plan)? {
             return Ok(None);

@@ -58,15 +58,18 @@ fn accepts_protobuf(headers: &HeaderMap) -> bool {
         .flat_map(|v| v.split(','))
     {
         let mut fields = range.split(';');
-        let media = fields.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = fields
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
-        match media.as_str() {
-            "application/x-protobuf" | "application/protobuf" => protobuf = protobuf.max(q),
-            "application/json" => json = json.max(q),
-            _ => {}
+        let media = fields.next().unwrap_or("").trim();
+        let is = |name: &str| media.eq_ignore_ascii_case(name);
+        let q = || {
+            fields
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0)
+        };
+        if is("application/x-protobuf") || is("application/protobuf") {
+            protobuf = protobuf.max(q());
+        } else if is("application/json") {
+            json = json.max(q());
         }
     }
     protobuf > 0.0 && protobuf > json

@@ -130,14 +130,22 @@ impl ResponseCoding {
     /// The coding for a request with `headers`: none without `Accept-Encoding`.
     pub(super) fn of(settings: &Settings, headers: &HeaderMap) -> ResponseCoding {
         let offer = &settings.response_compression;
-        let accept: Vec<&str> = headers
+        let mut accept = headers
             .get_all(ACCEPT_ENCODING)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
+            .filter_map(|v| v.to_str().ok());
+        // Most requests carry one `Accept-Encoding` or none: neither needs joining.
+        let chosen = match (accept.next(), accept.next()) {
+            (None, _) => None,
+            (Some(one), None) => compression::negotiate(one, offer),
+            (Some(first), Some(second)) => {
+                let all: Vec<&str> = [first, second].into_iter().chain(accept).collect();
+                compression::negotiate(&all.join(","), offer)
+            }
+        };
         ResponseCoding {
             offered: !offer.is_empty(),
-            chosen: compression::negotiate(&accept.join(","), offer),
+            chosen,
         }
     }
 

@@ -74,7 +74,8 @@ pub fn fast_request(
     let query = input
         .query
         .filter(|_| !matches!(plan.body, BodyPlan::Message));
-    if !plan.path_vars.is_empty() || query.is_some() {
+    let direct = query.is_none() && string_variables(plan, input.vars, &mut out);
+    if !direct && (!plan.path_vars.is_empty() || query.is_some()) {
         let mut rest = DynamicMessage::new(plan.input.clone());
         for (path, raw) in plan.path_vars.iter().zip(input.vars) {
             set_path_variable(&mut rest, path, raw).map_err(|e| invalid_variable(path, &e))?;
@@ -88,6 +89,24 @@ pub fn fast_request(
         .map_err(|_| GatewayError::invalid_argument("request message too large"))?;
     out[1..frame::HEADER_LEN].copy_from_slice(&len.to_be_bytes());
     Ok(Some(Bytes::from(out)))
+}
+
+/// Path variables that are all non-empty singular string fields of the request message
+/// itself (the usual `{name}`) written straight as wire fields into `out`, as encoding them
+/// through a message would; `false`, writing nothing, when any is not one.
+fn string_variables(plan: &RoutePlan, vars: &[String], out: &mut Vec<u8>) -> bool {
+    let direct = plan.path_vars.iter().zip(vars).all(|(path, raw)| {
+        let [field] = path.fields.as_slice() else {
+            return false;
+        };
+        field.kind() == Kind::String && !field.is_list() && !raw.is_empty()
+    });
+    if direct {
+        for (path, raw) in plan.path_vars.iter().zip(vars) {
+            prost::encoding::string::encode(path.leaf().number(), raw, out);
+        }
+    }
+    direct
 }
 
 /// A JSON body's wire bytes into `out`, or `false` when the encoder declines it.

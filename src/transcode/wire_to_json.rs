@@ -23,6 +23,7 @@ use super::options::JsonOptions;
 use super::schema::{
     self, wire_type, Declined, FieldSchema, MessageSchema, Scalar, Schema, Shape, ValueKind, LEN,
 };
+use crate::well_known::{well_known, WellKnown};
 
 type Result<T = ()> = std::result::Result<T, Declined>;
 
@@ -101,6 +102,30 @@ fn payload<'w>(o: &Occurrence<'w>) -> Result<&'w [u8]> {
         varint(&mut value)?;
     }
     Ok(value)
+}
+
+/// A `Timestamp`'s or `Duration`'s JSON text read straight from its wire bytes (`seconds` = 1,
+/// `nanos` = 2, the last of each kept), without decoding a message: they are in most replies.
+/// `None` for anything else, an unexpected field, or a value out of range: the reference path
+/// then writes it, or says what is wrong.
+fn time_text(desc: &MessageDescriptor, mut bytes: &[u8]) -> Option<String> {
+    let kind = well_known(desc)?;
+    if !matches!(kind, WellKnown::Timestamp | WellKnown::Duration) {
+        return None;
+    }
+    let (mut seconds, mut nanos) = (0i64, 0i32);
+    while !bytes.is_empty() {
+        match schema::field_key(&mut bytes)? {
+            // int64 and int32 as protobuf reads them: two's complement, truncated.
+            (1, 0) => seconds = schema::varint(&mut bytes)? as i64,
+            (2, 0) => nanos = schema::varint(&mut bytes)? as i32,
+            _ => return None,
+        }
+    }
+    match kind {
+        WellKnown::Timestamp => message_to_json::format_timestamp(seconds, nanos),
+        _ => message_to_json::format_duration(seconds, nanos),
+    }
 }
 
 /// The scalars of a repeated field's occurrences, packed or not, in wire order.
@@ -301,6 +326,13 @@ impl Renderer<'_> {
     }
 
     fn well_known(&mut self, desc: &MessageDescriptor, bytes: &[u8]) -> Result {
+        if let Some(text) = time_text(desc, bytes) {
+            // Digits, '-', ':', '.', 'T', 'Z' and 's': nothing to escape.
+            self.out.push(b'"');
+            self.out.extend_from_slice(text.as_bytes());
+            self.out.push(b'"');
+            return Ok(());
+        }
         let message = DynamicMessage::decode(desc.clone(), bytes).map_err(|_| Declined)?;
         message_to_json::write_message(self.out, &message, self.options).map_err(|_| Declined)
     }

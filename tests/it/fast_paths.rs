@@ -195,3 +195,72 @@ fn every_output_flag() -> JsonOptions {
         ..JsonOptions::default()
     }
 }
+
+/// `Timestamp` and `Duration` are read straight from the wire by the fast renderer: every
+/// encoding of them renders as the reference path renders it, and one the reference path
+/// refuses (out of range) is refused the same way.
+#[test]
+fn timestamps_and_durations_render_as_the_reference_renders_them() {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    let snapshot = common::snapshot().expect("bench descriptors");
+    let plan = common::Resolved::new(&snapshot, common::SMALL_POST)
+        .expect("resolves")
+        .plan;
+    // (seconds, nanos) pairs as they appear on the wire, in order; `extra` adds field 3.
+    let inner = |pairs: &[(u32, i64)], extra: bool| {
+        let mut out = Vec::new();
+        for &(number, value) in pairs {
+            encode_key(number, WireType::Varint, &mut out);
+            encode_varint(value as u64, &mut out);
+        }
+        if extra {
+            encode_key(3, WireType::Varint, &mut out);
+            encode_varint(1, &mut out);
+        }
+        out
+    };
+    // Book.published (7) is a Timestamp, Book.read_time (13) a Duration.
+    let book = |field: u32, value: &[u8]| {
+        let mut out = Vec::new();
+        encode_key(field, WireType::LengthDelimited, &mut out);
+        encode_varint(value.len() as u64, &mut out);
+        out.extend_from_slice(value);
+        bytes::Bytes::from(out)
+    };
+    // (Book field, wire pairs, extra field, fast path taken)
+    type Case = (u32, &'static [(u32, i64)], bool, bool);
+    let cases: [Case; 10] = [
+        (7, &[], false, true),
+        (7, &[(1, -14_182_940), (2, 5)], false, true),
+        (7, &[(1, 1), (2, 120_000_000), (1, 2)], false, true),
+        (7, &[(1, 253_402_300_799), (2, 999_999_999)], false, true),
+        (7, &[(1, 253_402_300_800)], false, false),
+        (7, &[(2, -1)], false, false),
+        (7, &[(1, 5)], true, true),
+        (13, &[(1, -1), (2, -500_000_000)], false, true),
+        (13, &[(1, 3600), (2, 1_000)], false, true),
+        (13, &[(1, 1), (2, -1)], false, false),
+    ];
+    for (field, pairs, extra, fast_expected) in cases {
+        let payload = book(field, &inner(pairs, extra));
+        let render = |fast_paths| {
+            let options = JsonOptions {
+                fast_paths,
+                ..JsonOptions::default()
+            };
+            match render_response(&plan, &snapshot.schemas, &options, payload.clone()) {
+                Ok(RenderedBody::Json(json)) => Ok(String::from_utf8_lossy(&json).into_owned()),
+                Ok(_) => panic!("not JSON"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let context = format!("field {field}, {pairs:?}, extra {extra}");
+        assert_eq!(render(true), render(false), "{context}");
+        let mut fast = Vec::new();
+        let taken = snapshot
+            .schemas
+            .render_fast(&plan.output, &payload, &JsonOptions::default(), &mut fast)
+            .is_ok();
+        assert_eq!(taken, fast_expected, "{context}: fast path taken");
+    }
+}

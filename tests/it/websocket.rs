@@ -1143,7 +1143,7 @@ async fn the_docs_page_console_holds_a_bidi_stream() {
             condition.replace('\'', "")
         )
     };
-    let ready = "document.documentElement.dataset.ready === 'true'";
+    let ready = "document.documentElement?.dataset.ready === 'true'";
     assert_eq!(page.eval(&wait(ready)).await, json!(true));
     let opened = page
         .eval(

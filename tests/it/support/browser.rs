@@ -193,7 +193,7 @@ impl Cdp {
     /// Waits until the page has loaded and set `data-ready` on its root element.
     pub(crate) async fn wait_ready(&mut self) {
         let ready = "document.readyState === 'complete' && \
-                     document.documentElement.dataset.ready === 'true'";
+                     document.documentElement?.dataset.ready === 'true'";
         bounded(async {
             while self.eval(ready).await != json!(true) {
                 tokio::time::sleep(std::time::Duration::from_millis(25)).await;

@@ -349,7 +349,20 @@ impl StreamEncoder {
 /// acceptable; `q=0` excludes. The highest weight wins, ties go to the server's order.
 /// Identity is chosen over them only when the client weighs it explicitly higher.
 pub fn negotiate(accept: &str, offered: &[Encoding]) -> Option<Encoding> {
-    let entries: Vec<(&str, u16)> = accept.split(',').filter_map(entry).collect();
+    negotiate_values([accept], offered)
+}
+
+/// [`negotiate`] over every `Accept-Encoding` value a request carries, read as one
+/// comma-separated list (RFC 9110 §5.3); none: identity.
+pub fn negotiate_values<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+    offered: &[Encoding],
+) -> Option<Encoding> {
+    let entries: Vec<(&str, u16)> = values
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(entry)
+        .collect();
     let weight = |name: &str| {
         let own = entries
             .iter()
@@ -618,6 +631,17 @@ mod tests {
             Some(Encoding::Gzip)
         );
         assert_eq!(negotiate("gzip", &[]), None);
+    }
+
+    #[test]
+    fn several_accept_encoding_values_read_as_one_list() {
+        let offer = [Encoding::Zstd, Encoding::Gzip];
+        let values = |v: &[&str]| negotiate_values(v.iter().copied(), &offer);
+        assert_eq!(values(&[]), None);
+        assert_eq!(values(&["gzip"]), Some(Encoding::Gzip));
+        assert_eq!(values(&["gzip", "zstd;q=0.5"]), Some(Encoding::Gzip));
+        assert_eq!(values(&["gzip;q=0.2", "zstd;q=0.5"]), Some(Encoding::Zstd));
+        assert_eq!(values(&["gzip;q=0.5", "identity"]), None);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct RoutePlan {
     pub response_body: Option<FieldPath>,
     /// One per template variable, in the template's order.
     pub path_vars: Vec<FieldPath>,
+    /// Every path variable is a singular string field of the request message itself (the
+    /// usual `{name}`), so its value goes on the wire as it is.
+    pub string_path_vars: bool,
     /// Field-number paths the query string may not set (path variables and the body field).
     pub bound: Vec<Vec<u32>>,
     /// Index of the upstream that serves the method's service.

@@ -153,6 +153,10 @@ fn compile(
             Ok(path)
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let string_path_vars = path_vars.iter().all(|path| {
+        let leaf = path.leaf();
+        path.fields.len() == 1 && leaf.kind() == Kind::String && !leaf.is_list()
+    });
     let body = body_plan(&rule, method)?;
     let response_body = match rule.response_body.as_str() {
         "" => None,
@@ -197,6 +201,7 @@ fn compile(
         body,
         response_body,
         path_vars,
+        string_path_vars,
         bound,
         upstream,
     };

@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use http::HeaderMap;
+use tokio::time::Instant;
 
 use super::settings::Settings;
 use crate::error::{quoted, GatewayError};
@@ -91,7 +90,14 @@ pub(super) async fn within<T>(
     deadline: Option<Duration>,
     call: impl std::future::Future<Output = Result<T, GatewayError>>,
 ) -> Result<T, GatewayError> {
-    within_at(deadline.map(|d| (Instant::now() + d, d)), call).await
+    within_at(from_now(deadline), call).await
+}
+
+/// A deadline placed in time from now: `(when, its length)`. One beyond the clock's range is
+/// no deadline.
+pub(super) fn from_now(deadline: Option<Duration>) -> Option<(Instant, Duration)> {
+    let d = deadline?;
+    Some((Instant::now().checked_add(d)?, d))
 }
 
 /// Like [`within`], for a deadline already placed in time: `(when, the deadline's length)`.

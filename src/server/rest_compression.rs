@@ -130,22 +130,13 @@ impl ResponseCoding {
     /// The coding for a request with `headers`: none without `Accept-Encoding`.
     pub(super) fn of(settings: &Settings, headers: &HeaderMap) -> ResponseCoding {
         let offer = &settings.response_compression;
-        let mut accept = headers
+        let accept = headers
             .get_all(ACCEPT_ENCODING)
             .iter()
             .filter_map(|v| v.to_str().ok());
-        // Most requests carry one `Accept-Encoding` or none: neither needs joining.
-        let chosen = match (accept.next(), accept.next()) {
-            (None, _) => None,
-            (Some(one), None) => compression::negotiate(one, offer),
-            (Some(first), Some(second)) => {
-                let all: Vec<&str> = [first, second].into_iter().chain(accept).collect();
-                compression::negotiate(&all.join(","), offer)
-            }
-        };
         ResponseCoding {
             offered: !offer.is_empty(),
-            chosen,
+            chosen: compression::negotiate_values(accept, offer),
         }
     }
 

@@ -140,7 +140,7 @@ impl Gateway {
             clock,
         } = call;
         let upstream = self.upstream_of(&plan)?;
-        let deadline = setup.deadline.map(|d| (Instant::now() + d, d));
+        let deadline = deadline::from_now(setup.deadline);
         let start = call::start(upstream, &plan, request_body, setup.headers, setup.deadline);
         let start = async {
             tokio::select! {

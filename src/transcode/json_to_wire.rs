@@ -33,7 +33,7 @@ use super::schema::{
     put_tag, put_varint, wire_type, Declined, Delimited, FieldSchema, Names, Scalar, Schema, Shape,
     ValueKind, LEN, MAX_FIELDS,
 };
-use crate::well_known::{check_any_type_names, well_known, WellKnown};
+use crate::well_known::{check_any_type_names, WellKnown};
 use serde::de::{
     DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
 };
@@ -210,9 +210,7 @@ impl<'de> Visitor<'de> for FieldSeed<'_> {
     /// (left to the reference path).
     fn visit_none<E: serde::de::Error>(self) -> Result<bool, E> {
         match &self.field.kind {
-            ValueKind::WellKnown(m) if matches!(well_known(m), Some(WellKnown::Value)) => {
-                Err(E::custom("null Value"))
-            }
+            ValueKind::WellKnown(WellKnown::Value, _) => Err(E::custom("null Value")),
             ValueKind::NullValue => Err(E::custom("NullValue")),
             _ => Ok(false),
         }
@@ -279,7 +277,7 @@ impl ValueWriter<'_> {
                     out.truncate(mark);
                 }
             }
-            ValueKind::Message(_) | ValueKind::WellKnown(_) => {
+            ValueKind::Message(_) | ValueKind::WellKnown(..) => {
                 put_tag(out, number, LEN);
                 self.delimited(d, out)?;
             }
@@ -317,14 +315,14 @@ impl ValueWriter<'_> {
                 len.close(out);
                 Ok(written)
             }
-            ValueKind::WellKnown(desc) => {
+            ValueKind::WellKnown(kind, desc) => {
                 let options = DeserializeOptions::new().deny_unknown_fields(self.deny_unknown);
                 let message = DynamicMessage::deserialize_with_options(
                     desc.clone(),
                     Strict::new(d, desc),
                     &options,
                 )?;
-                if matches!(well_known(desc), Some(WellKnown::Any)) {
+                if *kind == WellKnown::Any {
                     check_any_type_names(&message).map_err(D::Error::custom)?;
                 }
                 let len = message.encoded_len();
@@ -365,7 +363,7 @@ impl ValueWriter<'_> {
             ValueKind::String
             | ValueKind::Bytes
             | ValueKind::Message(_)
-            | ValueKind::WellKnown(_) => self.delimited(d, out).map(drop),
+            | ValueKind::WellKnown(..) => self.delimited(d, out).map(drop),
             kind => self.scalar(d)?.put(kind, out).ok_or_else(mismatch),
         }
     }

@@ -91,16 +91,12 @@ pub fn fast_request(
     Ok(Some(Bytes::from(out)))
 }
 
-/// Path variables that are all non-empty singular string fields of the request message
-/// itself (the usual `{name}`) written straight as wire fields into `out`, as encoding them
-/// through a message would; `false`, writing nothing, when any is not one.
+/// The path variables of a route whose variables are all string fields of the request
+/// message itself (`RoutePlan::string_path_vars`) written straight as wire fields into `out`,
+/// as encoding them through a message would; `false`, writing nothing, for another route or
+/// an empty value (which a message would leave out).
 fn string_variables(plan: &RoutePlan, vars: &[String], out: &mut Vec<u8>) -> bool {
-    let direct = plan.path_vars.iter().zip(vars).all(|(path, raw)| {
-        let [field] = path.fields.as_slice() else {
-            return false;
-        };
-        field.kind() == Kind::String && !field.is_list() && !raw.is_empty()
-    });
+    let direct = plan.string_path_vars && vars.iter().all(|raw| !raw.is_empty());
     if direct {
         for (path, raw) in plan.path_vars.iter().zip(vars) {
             prost::encoding::string::encode(path.leaf().number(), raw, out);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, Syntax};
 
-use crate::well_known::{in_protobuf_package, is_null_value, well_known};
+use crate::well_known::{in_protobuf_package, is_null_value, well_known, WellKnown};
 
 /// Fields and oneofs per message that the duplicate checks can track.
 pub(super) const MAX_FIELDS: usize = 256;
@@ -85,8 +85,9 @@ pub(super) enum ValueKind {
     Enum(Arc<EnumSchema>),
     /// A message type compiled here, by index.
     Message(usize),
-    /// A well-known type: read and written by the reference path's code.
-    WellKnown(MessageDescriptor),
+    /// A well-known type (which one decided here, once): read and written by the reference
+    /// path's code, but for `Timestamp` and `Duration` replies.
+    WellKnown(WellKnown, MessageDescriptor),
     /// `google.protobuf.NullValue`, whose JSON form is `null`.
     NullValue,
 }
@@ -326,8 +327,10 @@ impl Compiler<'_> {
                     Names::new(e.values().map(|v| (v.name().into(), v.number())).collect());
                 ValueKind::Enum(Arc::new(EnumSchema { by_name, by_number }))
             }
-            Kind::Message(m) if well_known(m).is_some() => ValueKind::WellKnown(m.clone()),
-            Kind::Message(m) => ValueKind::Message(self.message(m)?),
+            Kind::Message(m) => match well_known(m) {
+                Some(kind) => ValueKind::WellKnown(kind, m.clone()),
+                None => ValueKind::Message(self.message(m)?),
+            },
         })
     }
 }
@@ -361,7 +364,7 @@ pub(super) fn wire_type(kind: &ValueKind) -> u8 {
     match kind {
         ValueKind::Double | ValueKind::Fixed64 | ValueKind::Sfixed64 => FIXED64,
         ValueKind::Float | ValueKind::Fixed32 | ValueKind::Sfixed32 => FIXED32,
-        ValueKind::String | ValueKind::Bytes | ValueKind::Message(_) | ValueKind::WellKnown(_) => {
+        ValueKind::String | ValueKind::Bytes | ValueKind::Message(_) | ValueKind::WellKnown(..) => {
             LEN
         }
         _ => VARINT,

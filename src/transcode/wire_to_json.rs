@@ -22,8 +22,9 @@ use super::message_to_json;
 use super::options::JsonOptions;
 use super::schema::{
     self, wire_type, Declined, FieldSchema, MessageSchema, Scalar, Schema, Shape, ValueKind, LEN,
+    VARINT,
 };
-use crate::well_known::{well_known, WellKnown};
+use crate::well_known::WellKnown;
 
 type Result<T = ()> = std::result::Result<T, Declined>;
 
@@ -108,24 +109,22 @@ fn payload<'w>(o: &Occurrence<'w>) -> Result<&'w [u8]> {
 /// `nanos` = 2, the last of each kept), without decoding a message: they are in most replies.
 /// `None` for anything else, an unexpected field, or a value out of range: the reference path
 /// then writes it, or says what is wrong.
-fn time_text(desc: &MessageDescriptor, mut bytes: &[u8]) -> Option<String> {
-    let kind = well_known(desc)?;
-    if !matches!(kind, WellKnown::Timestamp | WellKnown::Duration) {
-        return None;
-    }
+fn time_text(kind: WellKnown, mut bytes: &[u8]) -> Option<String> {
+    let format = match kind {
+        WellKnown::Timestamp => message_to_json::format_timestamp,
+        WellKnown::Duration => message_to_json::format_duration,
+        _ => return None,
+    };
     let (mut seconds, mut nanos) = (0i64, 0i32);
     while !bytes.is_empty() {
         match schema::field_key(&mut bytes)? {
             // int64 and int32 as protobuf reads them: two's complement, truncated.
-            (1, 0) => seconds = schema::varint(&mut bytes)? as i64,
-            (2, 0) => nanos = schema::varint(&mut bytes)? as i32,
+            (1, VARINT) => seconds = schema::varint(&mut bytes)? as i64,
+            (2, VARINT) => nanos = schema::varint(&mut bytes)? as i32,
             _ => return None,
         }
     }
-    match kind {
-        WellKnown::Timestamp => message_to_json::format_timestamp(seconds, nanos),
-        _ => message_to_json::format_duration(seconds, nanos),
-    }
+    format(seconds, nanos)
 }
 
 /// The scalars of a repeated field's occurrences, packed or not, in wire order.
@@ -244,7 +243,7 @@ impl Renderer<'_> {
                     false => FieldValue::Present(group),
                 })
             }
-            (Shape::Single, ValueKind::Message(_) | ValueKind::WellKnown(_)) => {
+            (Shape::Single, ValueKind::Message(_) | ValueKind::WellKnown(..)) => {
                 if group.len() > 1 || last.wire != LEN {
                     return Err(Declined);
                 }
@@ -297,7 +296,7 @@ impl Renderer<'_> {
             ValueKind::String | ValueKind::Bytes | ValueKind::Message(_) => {
                 self.delimited(kind, payload(o)?)
             }
-            ValueKind::WellKnown(desc) => self.well_known(desc, payload(o)?),
+            ValueKind::WellKnown(kind, desc) => self.well_known(*kind, desc, payload(o)?),
             _ => {
                 let mut input = o.value;
                 let v = read(kind, &mut input)?;
@@ -319,14 +318,14 @@ impl Renderer<'_> {
                 self.out.push(b'"');
             }
             ValueKind::Message(index) => self.message(*index, bytes)?,
-            ValueKind::WellKnown(desc) => self.well_known(desc, bytes)?,
+            ValueKind::WellKnown(kind, desc) => self.well_known(*kind, desc, bytes)?,
             _ => return Err(Declined),
         }
         Ok(())
     }
 
-    fn well_known(&mut self, desc: &MessageDescriptor, bytes: &[u8]) -> Result {
-        if let Some(text) = time_text(desc, bytes) {
+    fn well_known(&mut self, kind: WellKnown, desc: &MessageDescriptor, bytes: &[u8]) -> Result {
+        if let Some(text) = time_text(kind, bytes) {
             // Digits, '-', ':', '.', 'T', 'Z' and 's': nothing to escape.
             self.out.push(b'"');
             self.out.extend_from_slice(text.as_bytes());
@@ -343,7 +342,7 @@ impl Renderer<'_> {
             ValueKind::String
             | ValueKind::Bytes
             | ValueKind::Message(_)
-            | ValueKind::WellKnown(_) => {
+            | ValueKind::WellKnown(..) => {
                 for (i, o) in group.iter().enumerate() {
                     if o.wire != LEN {
                         return Err(Declined);
@@ -422,7 +421,7 @@ impl Renderer<'_> {
         match (&field.shape, &field.kind) {
             (Shape::Repeated { .. }, _) => self.out.extend_from_slice(b"[]"),
             (Shape::Map { .. }, _) => self.out.extend_from_slice(b"{}"),
-            (_, ValueKind::Message(_) | ValueKind::WellKnown(_)) => {
+            (_, ValueKind::Message(_) | ValueKind::WellKnown(..)) => {
                 self.out.extend_from_slice(b"null")
             }
             (_, ValueKind::String) => self.out.extend_from_slice(b"\"\""),
@@ -530,13 +529,13 @@ fn map_entry<'w>(
             (1, w) if w == wire_type(key) => k = Some(read_key(key, &mut input)?),
             (2, w) if w == wire_type(value) => {
                 v = match value {
-                    ValueKind::Message(_) | ValueKind::WellKnown(_) if v.is_some() => {
+                    ValueKind::Message(_) | ValueKind::WellKnown(..) if v.is_some() => {
                         return Err(Declined)
                     }
                     ValueKind::String
                     | ValueKind::Bytes
                     | ValueKind::Message(_)
-                    | ValueKind::WellKnown(_) => {
+                    | ValueKind::WellKnown(..) => {
                         let len = usize::try_from(varint(&mut input)?).map_err(|_| Declined)?;
                         let bytes = take(&mut input, len)?;
                         // A string is checked here: a later value in the entry may replace it.
@@ -570,7 +569,7 @@ fn map_entry<'w>(
             ValueKind::String
             | ValueKind::Bytes
             | ValueKind::Message(_)
-            | ValueKind::WellKnown(_) => EntryValue::Delimited(&[]),
+            | ValueKind::WellKnown(..) => EntryValue::Delimited(&[]),
             kind => EntryValue::Scalar(Scalar::default_of(kind)),
         },
     };

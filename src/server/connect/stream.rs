@@ -20,7 +20,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use prost_reflect::MessageDescriptor;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 
 use super::envelope::{self, EnvelopeError, RequestDecoder};
 use super::{codec_of, coding, send, upstream_metadata, Codec, Target};
@@ -157,7 +157,7 @@ impl Gateway {
             done: false,
         };
         let request_body = Counted::new(inbound.boxed_unsync(), clock.clone()).boxed_unsync();
-        let ends = call.deadline.map(|d| (Instant::now() + d, d));
+        let ends = deadline::from_now(call.deadline);
         let started = async {
             let body = call::CallBody::Streamed(request_body);
             tokio::select! {

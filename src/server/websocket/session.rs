@@ -344,7 +344,7 @@ impl Call {
         let plan = &self.mapping.plan;
         let upstream = self.gateway.upstream_of(plan)?;
         let limit = self.gateway.settings().max_response_bytes;
-        let deadline = self.setup.deadline.map(|d| (Instant::now() + d, d));
+        let deadline = deadline::from_now(self.setup.deadline);
         let headers = self.setup.headers.clone();
         let start = call::start(upstream, plan, body, headers, self.setup.deadline);
         let response = deadline::within_at(deadline, start).await?;

@@ -46,6 +46,7 @@ use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 
 use crate::error::GatewayError;
+use crate::grpc::frame::Outgoing;
 
 pub use body::UpstreamResponseBody;
 
@@ -380,7 +381,7 @@ const ATTEMPTS: usize = 3;
 
 /// The body of a request that can be sent again, attached by callers that hold it whole.
 #[derive(Debug, Clone)]
-pub struct ReplayBody(pub Bytes);
+pub struct ReplayBody(pub Outgoing);
 
 /// What it takes to send a request again: its head and its whole body.
 struct Replay {
@@ -388,7 +389,7 @@ struct Replay {
     uri: Uri,
     version: http::Version,
     headers: http::HeaderMap,
-    body: Bytes,
+    body: Outgoing,
 }
 
 impl Replay {
@@ -404,11 +405,7 @@ impl Replay {
     }
 
     fn request(self) -> Request<UpstreamBody> {
-        use http_body_util::{BodyExt, Full};
-        let body = Full::new(self.body.clone())
-            .map_err(|never| match never {})
-            .boxed_unsync();
-        let mut request = Request::new(body);
+        let mut request = Request::new(body::whole(self.body.clone()));
         *request.method_mut() = self.method;
         *request.uri_mut() = self.uri;
         *request.version_mut() = self.version;

@@ -163,6 +163,7 @@ impl Resolved {
     pub(crate) fn frame(&self, snapshot: &Snapshot) -> anyhow::Result<Bytes> {
         let options = JsonOptions::default();
         build_request(&self.plan, &snapshot.schemas, &options, self.input())
+            .map(|frame| frame.to_bytes())
             .map_err(|e| anyhow!("{}: {}", self.case.name, e.message))
     }
 }

@@ -24,6 +24,78 @@ pub fn encode_raw(payload: &[u8]) -> Bytes {
     buf.freeze()
 }
 
+/// Payloads from this size on are framed without being copied, a piece of their own (the
+/// upstream reads them as their own HTTP/2 DATA frames); smaller ones are copied into one
+/// buffer with their header.
+pub const SHARE_FROM: usize = 4096;
+
+/// One frame to send, held as up to three pieces sent one after the other: the header and
+/// what precedes the payload, a payload shared with the buffer it arrived in, and what
+/// follows it. A large message the client sent as binary protobuf is framed this way without
+/// being copied; every other frame is one piece.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outgoing {
+    pieces: [Bytes; 3],
+}
+
+impl Outgoing {
+    /// A frame already in one buffer.
+    pub fn whole(frame: Bytes) -> Outgoing {
+        Outgoing {
+            pieces: [frame, Bytes::new(), Bytes::new()],
+        }
+    }
+
+    /// `head` (the header, and any bytes of the payload before `shared`), then `shared` as it
+    /// is, then `tail`.
+    pub fn around(head: Bytes, shared: Bytes, tail: Bytes) -> Outgoing {
+        Outgoing {
+            pieces: [head, shared, tail],
+        }
+    }
+
+    /// `payload` framed: without copying it from [`SHARE_FROM`] bytes on.
+    pub fn shared(payload: Bytes) -> Outgoing {
+        if payload.len() < SHARE_FROM {
+            return Outgoing::whole(encode_raw(&payload));
+        }
+        let mut head = BytesMut::with_capacity(HEADER_LEN);
+        head.put_u8(0);
+        head.put_u32(payload.len() as u32);
+        Outgoing::around(head.freeze(), payload, Bytes::new())
+    }
+
+    /// Bytes in the whole frame.
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(Bytes::len).sum()
+    }
+
+    /// Whether the frame has no bytes at all (never a valid frame).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes the next piece that holds bytes, in order; `None` once all are taken.
+    pub fn next_piece(&mut self) -> Option<Bytes> {
+        let piece = self.pieces.iter_mut().find(|p| !p.is_empty())?;
+        Some(std::mem::take(piece))
+    }
+
+    /// The frame in one buffer: the piece itself when only one holds bytes, else a copy.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut pieces = self.pieces.iter().filter(|p| !p.is_empty());
+        match (pieces.next(), pieces.next()) {
+            (None, _) => Bytes::new(),
+            (Some(only), None) => only.clone(),
+            _ => {
+                let mut whole = BytesMut::with_capacity(self.len());
+                self.pieces.iter().for_each(|p| whole.put_slice(p));
+                whole.freeze()
+            }
+        }
+    }
+}
+
 /// Why a byte stream is not a valid sequence of gRPC frames.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -140,6 +212,51 @@ mod tests {
             d.finish().unwrap();
             assert_eq!(got, vec![&b"abc"[..], b"", b"0123456789"], "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn an_outgoing_frame_in_pieces_is_the_frame_in_one_buffer() {
+        let small = Outgoing::shared(Bytes::from_static(b"0123456789"));
+        assert_eq!(
+            small,
+            Outgoing::whole(encode_raw(b"0123456789")),
+            "a small one is copied"
+        );
+        let payload = Bytes::from(vec![7; SHARE_FROM]);
+        let shared = Outgoing::shared(payload.clone());
+        assert_eq!(shared.to_bytes(), encode_raw(&payload));
+        assert_eq!(shared.len(), HEADER_LEN + SHARE_FROM);
+        let pieces: Vec<Bytes> = std::iter::from_fn({
+            let mut frame = shared.clone();
+            move || frame.next_piece()
+        })
+        .collect();
+        assert_eq!(pieces.len(), 2);
+        assert_eq!(
+            pieces[1].as_ptr(),
+            payload.as_ptr(),
+            "the payload is not copied"
+        );
+
+        let around = Outgoing::around(
+            Bytes::from_static(b"ab"),
+            Bytes::new(),
+            Bytes::from_static(b"cd"),
+        );
+        assert_eq!(around.to_bytes(), Bytes::from_static(b"abcd"));
+        let mut taken = around.clone();
+        assert_eq!(taken.next_piece(), Some(Bytes::from_static(b"ab")));
+        assert_eq!(
+            taken.next_piece(),
+            Some(Bytes::from_static(b"cd")),
+            "empty pieces are left out"
+        );
+        assert_eq!(taken.next_piece(), None);
+        assert!(taken.is_empty());
+
+        let whole = Outgoing::whole(encode_raw(b"x"));
+        assert_eq!(whole.to_bytes(), encode_raw(b"x"));
+        assert!(Outgoing::default().is_empty());
     }
 
     #[test]

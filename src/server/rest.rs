@@ -207,8 +207,7 @@ impl Gateway {
         Ok(CallSetup { headers, deadline })
     }
 
-    /// The earlier of the client's `Grpc-Timeout` and the configured timeout (the method's,
-    /// else the service's, else the default).
+    /// The upstream that serves `plan`'s method.
     pub(super) fn upstream_of(&self, plan: &RoutePlan) -> Result<&Arc<Upstream>, GatewayError> {
         self.upstream(plan.upstream)
             .ok_or_else(|| GatewayError::internal("no upstream configured for this route"))

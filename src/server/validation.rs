@@ -11,7 +11,8 @@ use prost_reflect::MessageDescriptor;
 
 use super::gateway::Gateway;
 use crate::error::GatewayError;
-use crate::grpc::{frame, Code};
+use crate::grpc::frame::{self, Outgoing};
+use crate::grpc::Code;
 use crate::snapshot::{GrpcMethod, Snapshot};
 use crate::upstream::{call, UpstreamBody};
 
@@ -29,14 +30,19 @@ impl Gateway {
         }
     }
 
-    /// Checks the request message inside the uncompressed gRPC frame `frame`.
+    /// Checks the request message inside the uncompressed gRPC frame `frame` (gathered into
+    /// one buffer only when `--validate` is on).
     pub(super) fn validate_frame(
         &self,
         snapshot: &Snapshot,
         desc: &MessageDescriptor,
-        frame: &Bytes,
+        frame: &Outgoing,
     ) -> Result<(), GatewayError> {
-        self.validate_wire(snapshot, desc, crate::validate::frame_payload(frame))
+        if !self.settings.validate {
+            return Ok(());
+        }
+        let frame = frame.to_bytes();
+        self.validate_wire(snapshot, desc, crate::validate::frame_payload(&frame))
     }
 }
 

@@ -12,7 +12,7 @@ use super::query::{self, parent_mut};
 use super::scalar;
 use super::schemas::Schemas;
 use crate::error::GatewayError;
-use crate::grpc::frame;
+use crate::grpc::frame::{self, Outgoing};
 use crate::route::{BodyPlan, FieldPath, RoutePlan};
 use crate::well_known::{in_protobuf_package, well_known, WellKnown};
 
@@ -35,46 +35,83 @@ pub fn build_request(
     schemas: &Schemas,
     options: &JsonOptions,
     input: RequestInput<'_>,
-) -> Result<Bytes, GatewayError> {
+) -> Result<Outgoing, GatewayError> {
     if let Some(frame) = fast_request(plan, schemas, options, &input)? {
         return Ok(frame);
     }
     let message = request_message(plan, options, input)?;
-    Ok(frame::encode(&message))
+    Ok(Outgoing::whole(frame::encode(&message)))
 }
 
 /// The request frame without `DynamicMessage`: a JSON body through the direct JSON-to-wire
-/// encoder (`json_to_wire.rs`), a binary protobuf body as the client sent it once it decodes,
-/// and the path variables and query parameters encoded after it. `None` when the route is
-/// outside the fast path, the fast paths are off, or the body is declined: the reference path
-/// then decides. A JSON body it refuses (a key given twice) is refused as the reference path
-/// refuses it.
+/// encoder (`json_to_wire.rs`), a binary protobuf body as the client sent it once it decodes
+/// (shared with the request's buffer, not copied), and the path variables and query
+/// parameters encoded after it. `None` when the route is outside the fast path, the fast paths
+/// are off, or the body is declined: the reference path then decides. A JSON body it refuses
+/// (a key given twice) is refused as the reference path refuses it.
 pub fn fast_request(
     plan: &RoutePlan,
     schemas: &Schemas,
     options: &JsonOptions,
     input: &RequestInput<'_>,
-) -> Result<Option<Bytes>, GatewayError> {
+) -> Result<Option<Outgoing>, GatewayError> {
     if !options.fast_paths || is_blank(input.body) {
         return Ok(None);
     }
     let Some(body_type) = fast_body_type(plan) else {
         return Ok(None);
     };
-    let mut out = Vec::with_capacity(frame::HEADER_LEN + input.body.len() + 64);
-    out.extend_from_slice(&[0; frame::HEADER_LEN]);
-    let written = match BodyFormat::of(input.content_type, input.body) {
-        BodyFormat::Json => json_body(plan, schemas, options, &body_type, input.body, &mut out)?,
-        BodyFormat::Protobuf => protobuf_body(plan, &body_type, input.body, &mut out),
-        _ => false,
+    let format = BodyFormat::of(input.content_type, input.body);
+    let capacity = match format {
+        BodyFormat::Json => input.body.len() + 64,
+        _ => 16,
     };
-    if !written {
-        return Ok(None);
-    }
+    let mut head = Vec::with_capacity(frame::HEADER_LEN + capacity);
+    head.extend_from_slice(&[0; frame::HEADER_LEN]);
+    let shared = match format {
+        BodyFormat::Json => {
+            match json_body(plan, schemas, options, &body_type, input.body, &mut head)? {
+                true => Bytes::new(),
+                false => return Ok(None),
+            }
+        }
+        BodyFormat::Protobuf => match protobuf_body(plan, &body_type, input.body, &mut head) {
+            true if input.body.len() >= frame::SHARE_FROM => input.body.clone(),
+            true => {
+                head.extend_from_slice(input.body);
+                Bytes::new()
+            }
+            false => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    // What follows a shared body goes into a piece of its own; otherwise after the body.
+    let mut tail = Vec::new();
+    let after = match shared.is_empty() {
+        true => &mut head,
+        false => &mut tail,
+    };
+    write_path_and_query(plan, options, input, after)?;
+    let len = head.len() - frame::HEADER_LEN + shared.len() + tail.len();
+    let len = u32::try_from(len)
+        .map_err(|_| GatewayError::invalid_argument("request message too large"))?;
+    head[1..frame::HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    let (head, tail) = (Bytes::from(head), Bytes::from(tail));
+    Ok(Some(Outgoing::around(head, shared, tail)))
+}
+
+/// The path variables and query parameters as wire fields into `out`, after the body: plain
+/// string variables directly, anything else through a message of the request type.
+fn write_path_and_query(
+    plan: &RoutePlan,
+    options: &JsonOptions,
+    input: &RequestInput<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), GatewayError> {
     let query = input
         .query
         .filter(|_| !matches!(plan.body, BodyPlan::Message));
-    let direct = query.is_none() && string_variables(plan, input.vars, &mut out);
+    let direct = query.is_none() && string_variables(plan, input.vars, out);
     if !direct && (!plan.path_vars.is_empty() || query.is_some()) {
         let mut rest = DynamicMessage::new(plan.input.clone());
         for (path, raw) in plan.path_vars.iter().zip(input.vars) {
@@ -83,12 +120,9 @@ pub fn fast_request(
         if let Some(q) = query {
             query::apply(&mut rest, q, &plan.bound, options)?;
         }
-        prost::Message::encode_raw(&rest, &mut out);
+        prost::Message::encode_raw(&rest, out);
     }
-    let len = u32::try_from(out.len() - frame::HEADER_LEN)
-        .map_err(|_| GatewayError::invalid_argument("request message too large"))?;
-    out[1..frame::HEADER_LEN].copy_from_slice(&len.to_be_bytes());
-    Ok(Some(Bytes::from(out)))
+    Ok(())
 }
 
 /// The path variables of a route whose variables are all string fields of the request
@@ -127,10 +161,11 @@ fn json_body(
     Ok(encoded.is_ok())
 }
 
-/// A binary protobuf body into `out` as the client sent it (as the body field's bytes on a
-/// `body: "field"` route), once it decodes as the body message: the same message the
-/// reference path would encode again, without the copy and the walk. `false` when it does
-/// not decode: the reference path then says why.
+/// Whether a binary protobuf body goes into the frame as the client sent it (as the body
+/// field's bytes on a `body: "field"` route, whose key and length it writes into `out`): when
+/// it decodes as the body message, the same message the reference path would encode again,
+/// without the copy and the walk. `false` when it does not decode: the reference path then
+/// says why.
 fn protobuf_body(
     plan: &RoutePlan,
     body_type: &MessageDescriptor,
@@ -146,7 +181,6 @@ fn protobuf_body(
         prost::encoding::encode_varint(key, out);
         prost::encoding::encode_varint(body.len() as u64, out);
     }
-    out.extend_from_slice(body);
     true
 }
 

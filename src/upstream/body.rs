@@ -1,6 +1,7 @@
-//! The response body of an upstream call: hyper's body, plus the endpoint's load count,
-//! released when the body ends so that the balancer sees streams as long as they last, and
-//! the attempt's client span when the request is traced, ended with the call's status.
+//! The bodies of an upstream call. The request body of a whole frame, sent in its pieces.
+//! The response body: hyper's body, plus the endpoint's load count, released when the body
+//! ends so that the balancer sees streams as long as they last, and the attempt's client span
+//! when the request is traced, ended with the call's status.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +13,40 @@ use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::UpstreamBody;
+use crate::grpc::frame::Outgoing;
 use crate::trace::ClientSpan;
+
+/// A request body of one whole frame, each of its pieces sent as it is: a large binary
+/// message goes out from the buffer it arrived in.
+pub(crate) fn whole(frame: Outgoing) -> UpstreamBody {
+    use http_body_util::BodyExt;
+    OutgoingBody(frame)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+struct OutgoingBody(Outgoing);
+
+impl Body for OutgoingBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.next_piece().map(|piece| Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.0.len() as u64)
+    }
+}
 
 /// An upstream response body. Reads exactly like [`Incoming`] (same data and error types);
 /// the request stops counting as in flight on its endpoint at the end of the body (the

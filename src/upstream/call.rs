@@ -6,12 +6,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 
-use super::{ReplayBody, Upstream, UpstreamBody, UpstreamResponseBody};
+use super::{body, ReplayBody, Upstream, UpstreamBody, UpstreamResponseBody};
 use crate::compression::{self, DecodeError, Encoding};
 use crate::error::{code_from_upstream_http, GatewayError};
-use crate::grpc::frame::{Decoder, Frame, FrameError};
+use crate::grpc::frame::{Decoder, Frame, FrameError, Outgoing};
 use crate::grpc::status::Status;
 use crate::grpc::{timeout, Code};
 use crate::route::RoutePlan;
@@ -36,12 +36,12 @@ pub(crate) struct UnaryReply {
 /// What a call sends: one whole frame (which can be sent again if the upstream refuses the
 /// stream), or a stream of frames.
 pub(crate) enum CallBody {
-    Whole(Bytes),
+    Whole(Outgoing),
     Streamed(UpstreamBody),
 }
 
 /// One request frame.
-pub(crate) fn single_frame(frame: Bytes) -> CallBody {
+pub(crate) fn single_frame(frame: Outgoing) -> CallBody {
     CallBody::Whole(frame)
 }
 
@@ -104,10 +104,7 @@ pub(crate) fn request_to(
     headers: HeaderMap,
 ) -> Result<Request<UpstreamBody>, GatewayError> {
     let (body, replay) = match body {
-        CallBody::Whole(frame) => {
-            let full = Full::new(frame.clone()).map_err(|never| match never {});
-            (full.boxed_unsync(), Some(ReplayBody(frame)))
-        }
+        CallBody::Whole(frame) => (body::whole(frame.clone()), Some(ReplayBody(frame))),
         CallBody::Streamed(body) => (body, None),
     };
     let mut request = Request::new(body);

@@ -886,7 +886,8 @@ fn fast_frame(
     };
     (
         plan.input.clone(),
-        fast_request(plan, &api().snapshot.schemas, options, &input),
+        fast_request(plan, &api().snapshot.schemas, options, &input)
+            .map(|frame| frame.map(|frame| frame.to_bytes())),
     )
 }
 

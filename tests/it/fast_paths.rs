@@ -29,7 +29,8 @@ fn the_benchmark_bodies_take_the_fast_path_and_match_the_reference() {
         let input = resolved.input();
         let fast = fast_request(&resolved.plan, &snapshot.schemas, &options, &input)
             .expect("accepted")
-            .unwrap_or_else(|| panic!("{}: the fast path declined", resolved.case.name));
+            .unwrap_or_else(|| panic!("{}: the fast path declined", resolved.case.name))
+            .to_bytes();
         let reference = request_message(&resolved.plan, &options, input).expect("accepted");
 
         let input_type = resolved.plan.input.clone();
@@ -59,9 +60,23 @@ fn the_benchmark_bodies_take_the_fast_path_and_match_the_reference() {
 fn protobuf_bodies_pass_as_sent_and_match_the_reference() {
     let snapshot = common::snapshot().expect("bench descriptors");
     let options = JsonOptions::default();
-    for case in [common::SMALL_POST, common::VPS] {
+    // The small POST also with a title long enough to share its body: the field's key and
+    // length before the body, the path variable after it, each a piece of the frame.
+    for (case, long_title) in [
+        (common::SMALL_POST, false),
+        (common::SMALL_POST, true),
+        (common::VPS, false),
+    ] {
         let resolved = common::Resolved::new(&snapshot, case).expect("case resolves");
-        let from_json = request_message(&resolved.plan, &options, resolved.input()).unwrap();
+        let mut from_json = request_message(&resolved.plan, &options, resolved.input()).unwrap();
+        if long_title {
+            let book = from_json
+                .get_field_by_name_mut("book")
+                .expect("a book field");
+            let title = prost_reflect::Value::String("t".repeat(2 * frame::SHARE_FROM));
+            let book = book.as_message_mut().expect("a message");
+            book.set_field_by_name("title", title);
+        }
         let body = match &resolved.plan.body {
             protogate::route::BodyPlan::Field(field) => from_json
                 .get_field(field.leaf())
@@ -76,9 +91,21 @@ fn protobuf_bodies_pass_as_sent_and_match_the_reference() {
             content_type: Some("application/x-protobuf"),
             ..resolved.input()
         };
-        let fast = fast_request(&resolved.plan, &snapshot.schemas, &options, &input)
+        let outgoing = fast_request(&resolved.plan, &snapshot.schemas, &options, &input)
             .expect("accepted")
             .unwrap_or_else(|| panic!("{}: the fast path declined", resolved.case.name));
+        // A large body is sent from the buffer it came in, a piece of the frame of its own.
+        let mut pieces = outgoing.clone();
+        let shared = std::iter::from_fn(|| pieces.next_piece())
+            .any(|piece| piece.as_ptr() == body.as_ptr() && piece.len() == body.len());
+        assert_eq!(
+            shared,
+            body.len() >= frame::SHARE_FROM,
+            "{}: a body of {} bytes is shared exactly when it is large",
+            resolved.case.name,
+            body.len()
+        );
+        let fast = outgoing.to_bytes();
         assert!(
             fast.windows(body.len()).any(|w| w == &body[..]),
             "{}: the body is in the frame as sent",

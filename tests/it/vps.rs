@@ -9,21 +9,21 @@ fn sample() -> Vec<u8> {
     std::fs::read(repo_path("examples/sample.json")).unwrap()
 }
 
+/// A backend answering every call with a location whose key frame index is `frame`, and the
+/// gateway in front of it.
+async fn vps_gateway(pool: &prost_reflect::DescriptorPool, frame: &str) -> (Backend, Gw) {
+    let result = serde_json::json!({"stVPResult": {"u64KeyFrameIndex": frame}});
+    let reply = encode_json(pool, "vpresult.VPService_t", result);
+    let backend = Backend::start(reply_with(reply)).await;
+    let sources = protogate::demo::vps_sources();
+    let gw = start_gateway(sources, &backend.url, Settings::default()).await;
+    (backend, gw)
+}
+
 #[tokio::test]
 async fn sample_json_reaches_the_backend_exactly_as_encoded() {
     let pool = protogate::descriptor::load(&protogate::demo::vps_sources()).unwrap();
-    let reply = encode_json(
-        &pool,
-        "vpresult.VPService_t",
-        serde_json::json!({"stVPResult": {"u64KeyFrameIndex": "7"}}),
-    );
-    let backend = Backend::start(reply_with(reply)).await;
-    let gw = start_gateway(
-        protogate::demo::vps_sources(),
-        &backend.url,
-        Settings::default(),
-    )
-    .await;
+    let (backend, gw) = vps_gateway(&pool, "7").await;
 
     let resp = send("POST", &format!("{}/skvps/locdata", gw.base), &[], sample()).await;
     assert_eq!(resp.status, 200, "{:?}", resp.body);
@@ -62,6 +62,40 @@ async fn sample_json_reaches_the_backend_exactly_as_encoded() {
         image.as_slice()
     );
     assert!(image.len() > 100_000, "the sample carries a real image");
+}
+
+/// The sample as binary protobuf, over REST (`application/x-protobuf`) and over Connect
+/// (`application/proto`), reaches the backend byte for byte as the client sent it: a body this
+/// large goes upstream from the buffer it arrived in, in pieces of the frame.
+#[tokio::test]
+async fn the_sample_as_binary_protobuf_reaches_the_backend_byte_for_byte() {
+    let pool = protogate::descriptor::load(&protogate::demo::vps_sources()).unwrap();
+    let desc = pool.get_message_by_name("vpdata.VPData").unwrap();
+    let sample_bytes = sample();
+    let mut de = serde_json::Deserializer::from_slice(&sample_bytes);
+    let wire = prost::Message::encode_to_vec(&DynamicMessage::deserialize(desc, &mut de).unwrap());
+    assert!(wire.len() > 100_000, "{} bytes", wire.len());
+    let (backend, gw) = vps_gateway(&pool, "7").await;
+
+    let rest = format!("{}/skvps/locdata", gw.base);
+    let connect = format!("{}/vpresult.LocationService/getLocationPose", gw.base);
+    for (url, content_type) in [
+        (&rest, "application/x-protobuf"),
+        (&connect, "application/proto"),
+    ] {
+        let headers = [
+            ("content-type", content_type),
+            ("connect-protocol-version", "1"),
+        ];
+        let resp = send("POST", url, &headers, wire.clone()).await;
+        assert_eq!(resp.status, 200, "{content_type}: {:?}", resp.body);
+    }
+    let calls = backend.calls();
+    assert_eq!(calls.len(), 2);
+    for call in calls {
+        assert_eq!(call.path, "/vpresult.LocationService/getLocationPose");
+        assert!(call.message == wire, "the backend saw other bytes");
+    }
 }
 
 #[tokio::test]
@@ -106,18 +140,7 @@ async fn the_demo_backend_answers_the_sample_through_the_gateway() {
 #[tokio::test]
 async fn a_curl_multipart_upload_is_answered_as_the_json_sample() {
     let pool = protogate::descriptor::load(&protogate::demo::vps_sources()).unwrap();
-    let reply = encode_json(
-        &pool,
-        "vpresult.VPService_t",
-        serde_json::json!({"stVPResult": {"u64KeyFrameIndex": "9"}}),
-    );
-    let backend = Backend::start(reply_with(reply)).await;
-    let gw = start_gateway(
-        protogate::demo::vps_sources(),
-        &backend.url,
-        Settings::default(),
-    )
-    .await;
+    let (backend, gw) = vps_gateway(&pool, "9").await;
     let url = format!("{}/skvps/locdata", gw.base);
     let json = send("POST", &url, &[], sample()).await;
     assert_eq!(json.status, 200);

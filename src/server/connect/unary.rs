@@ -118,7 +118,7 @@ impl Gateway {
         let metadata = upstream_metadata(call.headers, call.deadline);
         let limit = self.settings.max_response_bytes;
         let exchange = async {
-            let body = call::CallBody::Whole(frame::encode_raw(&wire));
+            let body = call::single_frame(frame::Outgoing::shared(wire));
             let response = send(call.target, metadata, body).await?;
             read_reply(response, limit, call.target).await
         };

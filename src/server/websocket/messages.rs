@@ -44,7 +44,9 @@ impl Mapping {
             return self.binary_request(payload);
         }
         let input = self.input(payload);
-        transcode::build_request(&self.plan, &self.snapshot.schemas, &self.json, input)
+        let frame =
+            transcode::build_request(&self.plan, &self.snapshot.schemas, &self.json, input)?;
+        Ok(frame.to_bytes())
     }
 
     /// The wire bytes as sent, then the path variables and query parameters.

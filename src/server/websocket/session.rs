@@ -38,6 +38,7 @@ use super::super::rest_stream::{Event, Events};
 use super::halves::{ReadOnly, WriteOnly};
 use super::messages::{Ending, Mapping};
 use crate::error::GatewayError;
+use crate::grpc::frame::Outgoing;
 use crate::upstream::call::{self, CallBody};
 
 type Socket = TokioIo<Upgraded>;
@@ -311,7 +312,7 @@ impl Call {
             // A server stream starts with the client's first frame; a client that closes
             // without one made no call.
             RequestBody::First(first) => match self.guard(to, shared, pinger, first).await? {
-                Ok(frame) => CallBody::Whole(frame),
+                Ok(frame) => call::single_frame(Outgoing::whole(frame)),
                 Err(_) => return Ok(()),
             },
             RequestBody::Stream(body) => CallBody::Streamed(body),

@@ -229,6 +229,24 @@ write_frames() {
   "$HELPER_BIN" frames "$1" >&2
 }
 
+# write_frames DIR, then every variant of the VPS request into DIR.
+# vps_gzip: the vps request sent gzip-compressed (its 190 KB of JSON in 145 KB) with
+# `Accept-Encoding: gzip`: what decoding a compressed body and negotiating the response cost.
+# (The VPS reply is under the 1 KiB threshold, so it comes back as it is.)
+# The same VPS request in the other forms a client may send it: Connect with JSON and with
+# binary protobuf (to the method's own path), REST with a binary protobuf body, and REST as
+# multipart/form-data with the camera image as a raw file part (no base64).
+write_cases() {
+  local dir="$1" vps_method vps_target vps_body ext
+  write_frames "$dir"
+  for ext in rpc grpc; do cp "$dir/vps.$ext" "$dir/vps_gzip.$ext"; done
+  read -r vps_method vps_target vps_body <"$dir/vps.http" || true
+  gzip -c "$vps_body" >"$dir/vps_gzip.json.gz"
+  echo "$vps_method $vps_target $dir/vps_gzip.json.gz" >"$dir/vps_gzip.http"
+  printf 'content-encoding: gzip\naccept-encoding: gzip\n' >"$dir/vps_gzip.headers"
+  python3 "$ROOT/bench/vps_variants.py" "$dir" "$vps_method" "$vps_target" "$vps_body"
+}
+
 # CASE fields from DIR/CASE.http: sets HTTP_METHOD, HTTP_TARGET, HTTP_BODY ("-" for none),
 # GRPC_PATH and FRAME; HTTP_HEADERS (an array of `name: value`) from DIR/CASE.headers, if any.
 read_case() {

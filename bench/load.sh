@@ -45,19 +45,7 @@ ensure_tools
 ((ENVOY)) && ensure_envoy
 build
 mkdir -p "$OUT/raw"
-write_frames "$OUT"
-# vps_gzip: the vps request sent gzip-compressed (its 190 KB of JSON in 145 KB) with
-# `Accept-Encoding: gzip`: what decoding a compressed body and negotiating the response cost.
-# (The VPS reply is under the 1 KiB threshold, so it comes back as it is.)
-for ext in rpc grpc; do cp "$OUT/vps.$ext" "$OUT/vps_gzip.$ext"; done
-read -r vps_method vps_target vps_body <"$OUT/vps.http" || true
-gzip -c "$vps_body" >"$OUT/vps_gzip.json.gz"
-echo "$vps_method $vps_target $OUT/vps_gzip.json.gz" >"$OUT/vps_gzip.http"
-printf 'content-encoding: gzip\naccept-encoding: gzip\n' >"$OUT/vps_gzip.headers"
-# The same VPS request in the other forms a client may send it: Connect with JSON and with
-# binary protobuf (to the method's own path), REST with a binary protobuf body, and REST as
-# multipart/form-data with the camera image as a raw file part (no base64).
-python3 "$ROOT/bench/vps_variants.py" "$OUT" "$vps_method" "$vps_target" "$vps_body"
+write_cases "$OUT"
 start_backend "$OUT"
 start_gateway "$OUT"
 ENVOY_PID=""

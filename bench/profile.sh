@@ -36,7 +36,7 @@ case "$TOOL" in
 esac
 build
 mkdir -p "$OUT"
-write_frames "$OUT"
+write_cases "$OUT"
 
 profile_callgrind() {
   local case="$1" requests="$2" work="$OUT/$1"
@@ -68,7 +68,11 @@ profile_callgrind() {
 oha_requests() { # a fixed number of requests at 4 clients
   local out="$1" n="$2"
   local args=(-n "$n" -c 4 --no-tui --output-format json -m "$HTTP_METHOD" -t 60s)
-  [[ "$HTTP_BODY" != "-" ]] && args+=(-D "$HTTP_BODY" -T application/json)
+  [[ "$HTTP_BODY" != "-" ]] && args+=(-D "$HTTP_BODY" -T "$(body_type)")
+  local header
+  while IFS= read -r header; do
+    [[ -n "$header" ]] && args+=(-H "$header")
+  done < <(other_headers)
   oha "${args[@]}" "http://$GATEWAY_ADDR$HTTP_TARGET" >"$out"
 }
 

@@ -304,6 +304,7 @@ impl Injector for HeadersMut<'_> {
         };
         match HeaderValue::from_str(&value) {
             Ok(value) if !value.is_empty() => {
+                let value = crate::grpc::metadata::upstream_value(key, value);
                 self.0.insert(name, value);
             }
             _ => {

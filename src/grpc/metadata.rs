@@ -6,6 +6,7 @@
 //! Response side: header metadata comes back as `Grpc-Metadata-<key>` and trailer metadata
 //! as `Grpc-Trailer-<key>` (as headers, since a unary response is complete before it is sent).
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use base64::Engine;
@@ -47,6 +48,24 @@ const PERMANENT: [(&str, &str); 23] = [
 
 /// Headers forwarded as they are: the request id and W3C trace context.
 const ALWAYS_FORWARDED: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
+
+/// Forwarded headers whose value is new on every request: a request id, a trace context's
+/// span. They go upstream never indexed by HPACK: each value would take a new entry of the
+/// HTTP/2 connection's header table, push out the entries every request shares, and
+/// lengthen the search for a value under the same name on every later request.
+const NEW_PER_REQUEST: [&str; 2] = ["x-request-id", "traceparent"];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// `value` of header `name` as it goes upstream: never indexed when it is new on every
+/// request (`NEW_PER_REQUEST`).
+pub fn upstream_value(name: &str, mut value: HeaderValue) -> HeaderValue {
+    if NEW_PER_REQUEST.contains(&name) {
+        value.set_sensitive(true);
+    }
+    value
+}
 
 /// Metadata keys that belong to the gRPC transport and are never set from a client header.
 fn is_reserved_key(key: &str) -> bool {
@@ -118,7 +137,7 @@ fn map_request_header(
             out.append(http::header::AUTHORIZATION, value.clone());
         }
     } else if (ALWAYS_FORWARDED.contains(&key) || forward.contains(name)) && !is_reserved_key(key) {
-        out.append(name.clone(), value.clone());
+        out.append(name.clone(), upstream_value(key, value.clone()));
     }
     Ok(())
 }
@@ -149,32 +168,38 @@ fn canonical_binary(key: &str, value: &HeaderValue) -> Result<HeaderValue, Gatew
 }
 
 fn forwarded_for(incoming: &HeaderMap, ip: Option<IpAddr>, out: &mut HeaderMap) {
-    let existing: Vec<&str> = incoming
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let mut parts = existing.join(", ");
+    let mut parts = String::new();
+    let existing = incoming.get_all(&X_FORWARDED_FOR).iter();
+    for hop in existing.filter_map(|v| v.to_str().ok()) {
+        separate(&mut parts);
+        parts.push_str(hop);
+    }
     if let Some(ip) = ip {
-        if !parts.is_empty() {
-            parts.push_str(", ");
-        }
-        parts.push_str(&ip.to_string());
+        separate(&mut parts);
+        // Writing into a String cannot fail.
+        let _ = write!(parts, "{ip}");
     }
     if let Ok(value) = HeaderValue::from_str(&parts) {
         if !parts.is_empty() {
-            out.insert("x-forwarded-for", value);
+            out.insert(X_FORWARDED_FOR, value);
         }
+    }
+}
+
+/// A list's ", " before its next item.
+fn separate(list: &mut String) {
+    if !list.is_empty() {
+        list.push_str(", ");
     }
 }
 
 fn forwarded_host(incoming: &HeaderMap, authority: Option<&str>, out: &mut HeaderMap) {
     let value = incoming
-        .get("x-forwarded-host")
+        .get(&X_FORWARDED_HOST)
         .cloned()
         .or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
     if let Some(value) = value {
-        out.insert("x-forwarded-host", value);
+        out.insert(X_FORWARDED_HOST, value);
     }
 }
 
@@ -291,6 +316,11 @@ mod tests {
             out["x-request-id"], "r1",
             "the request id is always forwarded"
         );
+        assert!(
+            out["x-request-id"].is_sensitive(),
+            "a value new on every request is never indexed upstream"
+        );
+        assert!(!out["grpcgateway-user-agent"].is_sensitive());
         assert!(out.get("x-random").is_none());
         assert!(out.get("grpc-timeout").is_none());
         assert_eq!(out["x-forwarded-for"], "10.1.2.3");
@@ -309,6 +339,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        let hops = map(
+            &[
+                ("x-forwarded-for", "1.1.1.1"),
+                ("x-forwarded-for", "2.2.2.2"),
+            ],
+            &[],
+        );
+        assert_eq!(
+            hops.unwrap()["x-forwarded-for"],
+            "1.1.1.1, 2.2.2.2, 10.1.2.3"
+        );
         assert_eq!(out["x-forwarded-host"], "public.example");
         assert_eq!(out["x-request-id"], "r1");
     }

@@ -103,14 +103,14 @@ impl Status {
     /// Reads the status from trailers (or trailers-only headers). `None` when the map has no
     /// `grpc-status`; a present but unparsable one is `Unknown`, as the spec requires.
     pub fn from_headers(headers: &HeaderMap) -> Option<Status> {
-        let raw = headers.get("grpc-status")?;
+        let raw = headers.get(STATUS)?;
         let code = raw
             .to_str()
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
             .map_or(Code::Unknown, Code::from_i32);
         let message = headers
-            .get("grpc-message")
+            .get(MESSAGE)
             .map(|v| decode_message(v.as_bytes()))
             .unwrap_or_default();
         let details = valid_details(headers);
@@ -123,6 +123,8 @@ impl Status {
 }
 
 const DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+const STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// Base64 as gRPC clients read `grpc-status-details-bin`: standard alphabet, padded or not,
 /// no stray bits after the last byte (tonic's decoder; gRPC-Go's takes a subset of it).
@@ -203,7 +205,7 @@ fn valid_details(headers: &HeaderMap) -> Option<Bytes> {
         return None;
     };
     let code = headers
-        .get("grpc-status")
+        .get(STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse::<i32>().ok())?;
     let bytes = Bytes::from(STRICT.decode(raw.as_bytes()).ok()?);
@@ -244,12 +246,12 @@ pub fn insert_details(headers: &mut HeaderMap, details: &[u8]) {
 /// Sets `grpc-status` and `grpc-message` (percent-encoded) of trailers, or of the headers of a
 /// trailers-only response.
 pub fn insert_status(headers: &mut HeaderMap, code: Code, message: &str) {
-    headers.insert("grpc-status", http::HeaderValue::from(code as i32));
+    headers.insert(STATUS, http::HeaderValue::from(code as i32));
     let encoded =
         percent_encoding::utf8_percent_encode(message, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
     if let Ok(v) = http::HeaderValue::from_str(&encoded) {
-        headers.insert("grpc-message", v);
+        headers.insert(MESSAGE, v);
     }
 }
 

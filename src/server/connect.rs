@@ -67,12 +67,23 @@ pub(super) fn kind_of(
     if method != Method::POST {
         return None;
     }
-    if media_type(headers).starts_with("application/connect+") {
+    if media_type_starts_with(headers, "application/connect+") {
         return Some(ConnectKind::Stream);
     }
     headers
         .contains_key(PROTOCOL_VERSION)
         .then_some(ConnectKind::Unary)
+}
+
+/// Whether the media type of `content-type` starts with `prefix` (lower-case), read as
+/// [`media_type`] reads it, without a copy: every POST asks.
+fn media_type_starts_with(headers: &HeaderMap, prefix: &str) -> bool {
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let media = content_type
+        .and_then(|ct| ct.split(';').next())
+        .unwrap_or("");
+    let start = media.trim_start().get(..prefix.len());
+    start.is_some_and(|start| start.eq_ignore_ascii_case(prefix))
 }
 
 /// The media type of `content-type`, lower-cased, without parameters.
@@ -364,6 +375,20 @@ mod tests {
             "application/connect+",
         );
         assert_eq!(stream.unwrap(), Codec::Json);
+    }
+
+    #[test]
+    fn a_connect_stream_is_told_by_its_content_type_in_any_case() {
+        let kind = |ct: &str| kind_of(&Method::POST, &headers(&[("content-type", ct)]), None);
+        for stream in [
+            "application/connect+json",
+            " Application/Connect+Proto; charset=utf-8",
+        ] {
+            assert_eq!(kind(stream), Some(ConnectKind::Stream), "{stream}");
+        }
+        for other in ["application/connect", "application/json", "ä", ""] {
+            assert_eq!(kind(other), None, "{other}");
+        }
     }
 
     #[test]

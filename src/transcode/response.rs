@@ -98,7 +98,9 @@ fn compact_json(
     let Some(renderer) = schemas.renderer(desc).filter(|_| options.fast_paths) else {
         return to_json(&decode(desc, wire)?, options);
     };
-    let mut out = Vec::with_capacity(2 * wire.len() + 16);
+    // Field names make a small message's JSON several times its wire size: room for a few
+    // hundred bytes of them, so that a small reply is written without growing the buffer.
+    let mut out = Vec::with_capacity(2 * wire.len() + 256);
     if renderer.render(&wire, options, &mut out).is_ok() {
         return Ok(out);
     }

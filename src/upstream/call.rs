@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, TE, USER_AGENT};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
@@ -19,6 +19,8 @@ use crate::route::RoutePlan;
 const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 const GRPC_ENCODING: &str = "grpc-encoding";
+const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// The codings the gateway decodes in response messages, in its order of preference.
 const ACCEPTED: [Encoding; 3] = [Encoding::Gzip, Encoding::Zstd, Encoding::Deflate];
 pub(crate) const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("gzip, zstd, deflate");
@@ -87,10 +89,10 @@ fn grpc_request(
 pub(crate) fn insert_grpc_headers(headers: &mut HeaderMap, deadline: Option<Duration>) {
     headers.insert(CONTENT_TYPE, GRPC);
     headers.insert(TE, TRAILERS);
-    headers.insert("grpc-accept-encoding", ACCEPT_ENCODING);
+    headers.insert(GRPC_ACCEPT_ENCODING, ACCEPT_ENCODING);
     if let Some(d) = deadline {
         if let Ok(v) = HeaderValue::from_str(&timeout::format(d)) {
-            headers.insert("grpc-timeout", v);
+            headers.insert(GRPC_TIMEOUT, v);
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct RoutePlan {
     pub patch_mask: Option<FieldDescriptor>,
     /// The request message can hold a `google.protobuf.Any` at some depth.
     pub input_holds_any: bool,
+    /// The message type the request transcoder's fast path encodes the body as, where it
+    /// applies ([`fast_body_type`]); `None` sends every request of the route through the
+    /// reference path.
+    pub fast_body: Option<MessageDescriptor>,
 }
 
 impl RoutePlan {
@@ -63,6 +67,30 @@ impl RoutePlan {
     /// `vpresult.LocationService.getLocationPose`, for messages.
     pub fn method_name(&self) -> &str {
         self.method.full_name()
+    }
+}
+
+/// The message type the fast path encodes a route's body as, where it applies: a JSON body
+/// that is the whole request message or one top-level message field of it (not an
+/// `HttpBody`, not a PATCH whose mask is filled from the body), and path variables that each
+/// set one singular scalar or enum field. Those (and query parameters) are encoded after the
+/// body: decoding keeps the last value of a scalar and merges messages, which is the
+/// reference path's overwriting. A repeated or message-typed variable would append or merge
+/// instead, so such routes keep the reference path.
+pub(super) fn fast_body_type(plan: &RoutePlan) -> Option<MessageDescriptor> {
+    let simple_vars = plan.path_vars.iter().all(|p| {
+        let leaf = p.leaf();
+        !leaf.is_list() && !leaf.is_map() && !matches!(leaf.kind(), Kind::Message(_))
+    });
+    if !simple_vars || plan.patch_mask.is_some() || plan.http_body_request {
+        return None;
+    }
+    match &plan.body {
+        BodyPlan::Message => Some(plan.input.clone()),
+        BodyPlan::Field(f) if f.fields.len() == 1 && !f.leaf().is_list() && !f.leaf().is_map() => {
+            f.leaf().kind().as_message().cloned()
+        }
+        _ => None,
     }
 }
 

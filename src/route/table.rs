@@ -9,7 +9,8 @@ use prost_reflect::{DescriptorPool, Kind, MethodDescriptor, ServiceDescriptor};
 use super::field_path::FieldPath;
 use super::matcher::{Lookup, Matcher, MethodSel, Unescape};
 use super::plan::{
-    check_path_leaf, holds_any, is_http_body, single_field_mask, BodyPlan, RoutePlan,
+    check_path_leaf, fast_body_type, holds_any, is_http_body, single_field_mask, BodyPlan,
+    RoutePlan,
 };
 use super::rule::{rules_of, HttpRule};
 use super::template;
@@ -173,7 +174,7 @@ fn compile(
         (BodyPlan::Field(_), true) => single_field_mask(&input),
         _ => None,
     };
-    let plan = RoutePlan {
+    let mut plan = RoutePlan {
         label: rule.path.to_string().into(),
         patch_mask,
         input_holds_any: holds_any(&input),
@@ -204,7 +205,9 @@ fn compile(
         string_path_vars,
         bound,
         upstream,
+        fast_body: None,
     };
+    plan.fast_body = fast_body_type(&plan);
     Ok(plan)
 }
 

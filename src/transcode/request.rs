@@ -58,7 +58,7 @@ pub fn fast_request(
     if !options.fast_paths || is_blank(input.body) {
         return Ok(None);
     }
-    let Some(body_type) = fast_body_type(plan) else {
+    let Some(body_type) = &plan.fast_body else {
         return Ok(None);
     };
     let format = BodyFormat::of(input.content_type, input.body);
@@ -70,12 +70,12 @@ pub fn fast_request(
     head.extend_from_slice(&[0; frame::HEADER_LEN]);
     let shared = match format {
         BodyFormat::Json => {
-            match json_body(plan, schemas, options, &body_type, input.body, &mut head)? {
+            match json_body(plan, schemas, options, body_type, input.body, &mut head)? {
                 true => Bytes::new(),
                 false => return Ok(None),
             }
         }
-        BodyFormat::Protobuf => match protobuf_body(plan, &body_type, input.body, &mut head) {
+        BodyFormat::Protobuf => match protobuf_body(plan, body_type, input.body, &mut head) {
             true if input.body.len() >= frame::SHARE_FROM => input.body.clone(),
             true => {
                 head.extend_from_slice(input.body);
@@ -182,30 +182,6 @@ fn protobuf_body(
         prost::encoding::encode_varint(body.len() as u64, out);
     }
     true
-}
-
-/// The message type the fast path encodes a route's body as, where it applies: a JSON body
-/// that is the whole request message or one top-level message field of it (not an
-/// `HttpBody`, not a PATCH whose mask is filled from the body), and path variables that each
-/// set one singular scalar or enum field. Those (and query parameters) are encoded after the
-/// body: decoding keeps the last value of a scalar and merges messages, which is the
-/// reference path's overwriting. A repeated or message-typed variable would append or merge
-/// instead, so such routes keep the reference path.
-fn fast_body_type(plan: &RoutePlan) -> Option<MessageDescriptor> {
-    let simple_vars = plan.path_vars.iter().all(|p| {
-        let leaf = p.leaf();
-        !leaf.is_list() && !leaf.is_map() && !matches!(leaf.kind(), Kind::Message(_))
-    });
-    if !simple_vars || plan.patch_mask.is_some() || plan.http_body_request {
-        return None;
-    }
-    match &plan.body {
-        BodyPlan::Message => Some(plan.input.clone()),
-        BodyPlan::Field(f) if f.fields.len() == 1 && !f.leaf().is_list() && !f.leaf().is_map() => {
-            f.leaf().kind().as_message().cloned()
-        }
-        _ => None,
-    }
 }
 
 /// Builds the request message for `plan`.

@@ -300,7 +300,9 @@ impl ValueWriter<'_> {
     ) -> Result<usize, D::Error> {
         match self.kind {
             ValueKind::String => d.deserialize_string(StringSeed(out)),
-            ValueKind::Bytes => d.deserialize_str(BytesSeed(out)),
+            // As bytes: serde_json then skips the UTF-8 check of a string that base64 decoding
+            // checks byte by byte anyway (any byte outside its alphabet is refused).
+            ValueKind::Bytes => d.deserialize_bytes(BytesSeed(out)),
             ValueKind::Message(index) => {
                 let len = Delimited::open(out);
                 let start = out.len();
@@ -513,7 +515,8 @@ impl Visitor<'_> for StringSeed<'_> {
 
 /// Base64 (standard or URL-safe, padded or not) decoded into the output with its length.
 /// Stricter than the reference path, which also takes non-zero trailing bits: such input is
-/// declined and left to it.
+/// declined and left to it. A string is read as raw bytes (escapes resolved, not checked as
+/// UTF-8): anything that is not ASCII base64 fails to decode, as it would as a string.
 struct BytesSeed<'o>(&'o mut Vec<u8>);
 
 impl Visitor<'_> for BytesSeed<'_> {
@@ -524,18 +527,24 @@ impl Visitor<'_> for BytesSeed<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<usize, E> {
-        let src = v.as_bytes();
-        let url_safe = memchr::memchr2(b'-', b'_', src).is_some();
+        self.visit_bytes(v.as_bytes())
+    }
+
+    /// Decoded with the standard alphabet, else the URL-safe one: one pass over the usual
+    /// value, not a search for `-` and `_` first.
+    fn visit_bytes<E: serde::de::Error>(self, src: &[u8]) -> Result<usize, E> {
         let padded = src.last() == Some(&b'=');
-        let engine = match (url_safe, padded) {
-            (false, true) => base64_simd::STANDARD,
-            (false, false) => base64_simd::STANDARD_NO_PAD,
-            (true, true) => base64_simd::URL_SAFE,
-            (true, false) => base64_simd::URL_SAFE_NO_PAD,
+        let (standard, url_safe) = match padded {
+            true => (base64_simd::STANDARD, base64_simd::URL_SAFE),
+            false => (base64_simd::STANDARD_NO_PAD, base64_simd::URL_SAFE_NO_PAD),
         };
-        let len = engine.decoded_length(src).map_err(E::custom)?;
+        let len = standard.decoded_length(src).map_err(E::custom)?;
         put_varint(self.0, len as u64);
-        engine.decode_append(src, self.0).map_err(E::custom)?;
+        // A failed decode leaves the output as it was (base64-simd sets the length last).
+        standard
+            .decode_append(src, self.0)
+            .or_else(|_| url_safe.decode_append(src, self.0))
+            .map_err(E::custom)?;
         Ok(len)
     }
 }

@@ -199,10 +199,10 @@ pub struct ServingArgs {
     #[arg(long, value_name = "DURATION", env = "PROTOGATE_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub body_timeout: Duration,
     /// Largest request body accepted, in bytes (413 beyond).
-    #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_REQUEST_BYTES", default_value_t = 8 << 20)]
+    #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_REQUEST_BYTES", default_value_t = 8 << 20, value_parser = parse_message_bytes)]
     pub max_request_bytes: usize,
     /// Largest upstream response message accepted, in bytes.
-    #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_RESPONSE_BYTES", default_value_t = 8 << 20)]
+    #[arg(long, value_name = "BYTES", env = "PROTOGATE_MAX_RESPONSE_BYTES", default_value_t = 8 << 20, value_parser = parse_message_bytes)]
     pub max_response_bytes: usize,
     /// Most parts a `multipart/form-data` request body may have (413 beyond).
     #[arg(
@@ -395,6 +395,18 @@ pub struct DemoArgs {
     pub serving: ServingArgs,
 }
 
+/// A message size limit: a gRPC frame writes a message's length in 32 bits, so no limit may
+/// pass `u32::MAX` bytes.
+pub fn parse_message_bytes(text: &str) -> Result<usize, String> {
+    let bytes: u32 = text.trim().parse().map_err(|_| {
+        format!(
+            "{text:?} is not a number of bytes from 0 to {} (a gRPC message length is 32 bits)",
+            u32::MAX
+        )
+    })?;
+    usize::try_from(bytes).map_err(|e| format!("{text:?}: {e}"))
+}
+
 /// `250ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -570,6 +582,19 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn message_limits_fit_a_frame_header() {
+        assert_eq!(parse_message_bytes("8388608"), Ok(8 << 20));
+        assert_eq!(parse_message_bytes("4294967295"), Ok(4_294_967_295));
+        let refused = parse_message_bytes("4294967296").unwrap_err();
+        assert!(refused.contains("32 bits"), "{refused}");
+        assert!(parse_message_bytes("-1").is_err());
+        let args = ["protogate", "serve", "--max-request-bytes", "5000000000"];
+        let refused = Cli::try_parse_from(args).err().map(|e| e.to_string());
+        assert!(refused.is_some_and(|e| e.contains("32 bits")));
+        assert!(Cli::try_parse_from(&args[..2]).is_ok());
     }
 
     #[test]

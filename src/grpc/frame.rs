@@ -5,12 +5,22 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 5;
 
+/// The header of an uncompressed frame whose message is `len` bytes.
+///
+/// Messages are bounded by `--max-request-bytes` and `--max-response-bytes`, which start-up
+/// refuses beyond `u32::MAX`, so `len` fits in the header's 32 bits. Were it not to, the header
+/// would claim `u32::MAX` bytes: the peer then refuses a truncated frame instead of reading the
+/// rest as another message.
+pub fn header(len: usize) -> [u8; HEADER_LEN] {
+    let [a, b, c, d] = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    [0, a, b, c, d]
+}
+
 /// Encodes `message` as one uncompressed frame in a single buffer sized up front.
 pub fn encode<M: prost::Message>(message: &M) -> Bytes {
     let len = message.encoded_len();
     let mut buf = BytesMut::with_capacity(HEADER_LEN + len);
-    buf.put_u8(0);
-    buf.put_u32(len as u32);
+    buf.put_slice(&header(len));
     message.encode_raw(&mut buf);
     buf.freeze()
 }
@@ -18,8 +28,7 @@ pub fn encode<M: prost::Message>(message: &M) -> Bytes {
 /// Frames an already-encoded payload.
 pub fn encode_raw(payload: &[u8]) -> Bytes {
     let mut buf = BytesMut::with_capacity(HEADER_LEN + payload.len());
-    buf.put_u8(0);
-    buf.put_u32(payload.len() as u32);
+    buf.put_slice(&header(payload.len()));
     buf.put_slice(payload);
     buf.freeze()
 }
@@ -59,10 +68,8 @@ impl Outgoing {
         if payload.len() < SHARE_FROM {
             return Outgoing::whole(encode_raw(&payload));
         }
-        let mut head = BytesMut::with_capacity(HEADER_LEN);
-        head.put_u8(0);
-        head.put_u32(payload.len() as u32);
-        Outgoing::around(head.freeze(), payload, Bytes::new())
+        let head = Bytes::copy_from_slice(&header(payload.len()));
+        Outgoing::around(head, payload, Bytes::new())
     }
 
     /// Bytes in the whole frame.
@@ -212,6 +219,16 @@ mod tests {
             d.finish().unwrap();
             assert_eq!(got, vec![&b"abc"[..], b"", b"0123456789"], "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_header_holds_the_length_big_endian_and_never_wraps() {
+        assert_eq!(header(0x0102_0304), [0, 1, 2, 3, 4]);
+        assert_eq!(&encode_raw(b"ab")[..], &[0, 0, 0, 0, 2, b'a', b'b']);
+        // Past 32 bits the header claims the most it can, so the peer finds the frame
+        // truncated rather than reading its tail as another message.
+        let past = usize::try_from(u64::from(u32::MAX) + 1).unwrap();
+        assert_eq!(header(past), [0, 0xff, 0xff, 0xff, 0xff]);
     }
 
     #[test]

@@ -61,6 +61,37 @@ pub fn fast_request(
     let Some(body_type) = &plan.fast_body else {
         return Ok(None);
     };
+    let Some((mut head, shared)) = body_pieces(plan, schemas, options, body_type, input)? else {
+        return Ok(None);
+    };
+    // What follows a shared body goes into a piece of its own; otherwise after the body.
+    let mut tail = Vec::new();
+    let after = match shared.is_empty() {
+        true => &mut head,
+        false => &mut tail,
+    };
+    write_path_and_query(plan, options, input, after)?;
+    // JSON can take fewer bytes than its wire form (a field number past 2^28 costs five), so a
+    // body within the limit can still make a message too long for the frame header.
+    let len = head.len() - frame::HEADER_LEN + shared.len() + tail.len();
+    if u32::try_from(len).is_err() {
+        return Err(GatewayError::invalid_argument("request message too large"));
+    }
+    head[..frame::HEADER_LEN].copy_from_slice(&frame::header(len));
+    let (head, tail) = (Bytes::from(head), Bytes::from(tail));
+    Ok(Some(Outgoing::around(head, shared, tail)))
+}
+
+/// The body's part of the frame: the first piece (room for the header, then the body's wire
+/// fields) and, for a binary protobuf body of [`frame::SHARE_FROM`] bytes or more, the body
+/// itself shared as it came (else empty). `None` when the body is declined.
+fn body_pieces(
+    plan: &RoutePlan,
+    schemas: &Schemas,
+    options: &JsonOptions,
+    body_type: &MessageDescriptor,
+    input: &RequestInput<'_>,
+) -> Result<Option<(Vec<u8>, Bytes)>, GatewayError> {
     let format = BodyFormat::of(input.content_type, input.body);
     let capacity = match format {
         BodyFormat::Json => input.body.len() + 64,
@@ -70,34 +101,25 @@ pub fn fast_request(
     head.extend_from_slice(&[0; frame::HEADER_LEN]);
     let shared = match format {
         BodyFormat::Json => {
-            match json_body(plan, schemas, options, body_type, input.body, &mut head)? {
-                true => Bytes::new(),
-                false => return Ok(None),
+            if !json_body(plan, schemas, options, body_type, input.body, &mut head)? {
+                return Ok(None);
             }
+            Bytes::new()
         }
-        BodyFormat::Protobuf => match protobuf_body(plan, body_type, input.body, &mut head) {
-            true if input.body.len() >= frame::SHARE_FROM => input.body.clone(),
-            true => {
+        BodyFormat::Protobuf => {
+            if !protobuf_body(plan, body_type, input.body, &mut head) {
+                return Ok(None);
+            }
+            if input.body.len() >= frame::SHARE_FROM {
+                input.body.clone()
+            } else {
                 head.extend_from_slice(input.body);
                 Bytes::new()
             }
-            false => return Ok(None),
-        },
+        }
         _ => return Ok(None),
     };
-    // What follows a shared body goes into a piece of its own; otherwise after the body.
-    let mut tail = Vec::new();
-    let after = match shared.is_empty() {
-        true => &mut head,
-        false => &mut tail,
-    };
-    write_path_and_query(plan, options, input, after)?;
-    let len = head.len() - frame::HEADER_LEN + shared.len() + tail.len();
-    let len = u32::try_from(len)
-        .map_err(|_| GatewayError::invalid_argument("request message too large"))?;
-    head[1..frame::HEADER_LEN].copy_from_slice(&len.to_be_bytes());
-    let (head, tail) = (Bytes::from(head), Bytes::from(tail));
-    Ok(Some(Outgoing::around(head, shared, tail)))
+    Ok(Some((head, shared)))
 }
 
 /// The path variables and query parameters as wire fields into `out`, after the body: plain

@@ -319,6 +319,10 @@ impl AccessLine {
     /// One line per request, when its body is done; never headers (they may carry
     /// credentials).
     fn log(&self, bytes_out: u64) {
+        // The fields below are made before the event is filtered: skip them when it would be.
+        if !tracing::enabled!(target: "protogate::access", tracing::Level::INFO) {
+            return;
+        }
         let labels = &self.labels;
         let upstream = self.upstream.map(|(addr, _)| addr.to_string());
         let upstream_ms = self.upstream.map(|(_, took)| took.as_secs_f64() * 1000.0);

@@ -9,7 +9,11 @@
 //! (well-known types inside are left to the reference path's code, which knows their JSON
 //! forms), without extensions, with at most [`MAX_FIELDS`] fields and [`MAX_ONEOFS`] oneofs.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+/// The maps looked up while a request is transcoded (names, numbers, type names): keyed by
+/// what the descriptors hold, so a fast hash is enough; the seed is still random.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, Syntax};
@@ -171,7 +175,7 @@ impl Schema {
         let mut compiler = Compiler {
             handled: &handled,
             messages: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
         };
         for desc in pool.all_messages() {
             if handled.contains(desc.full_name()) && compiler.message(&desc).is_none() {
@@ -317,7 +321,7 @@ impl Compiler<'_> {
                 {
                     return None;
                 }
-                let mut by_number = HashMap::new();
+                let mut by_number = HashMap::default();
                 for v in e.values() {
                     by_number
                         .entry(v.number())

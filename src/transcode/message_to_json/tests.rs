@@ -185,4 +185,38 @@ fn timestamps_and_durations() {
     assert_eq!(format_duration(3600, 500_000_000).unwrap(), "3600.500s");
     assert_eq!(format_duration(0, -1).unwrap(), "-0.000000001s");
     assert!(format_duration(1, -1).is_none());
+    assert_eq!(format_duration(0, 0).unwrap(), "0s");
+    assert_eq!(format_duration(-5, 0).unwrap(), "-5s");
+    assert_eq!(format_duration(12, 10_000_000).unwrap(), "12.010s");
+    assert_eq!(
+        format_duration(315_576_000_000, 0).unwrap(),
+        "315576000000s"
+    );
+}
+
+#[test]
+fn timestamps_and_durations_are_written_as_format_writes_them() {
+    let fraction = |n: i32| match n {
+        0 => String::new(),
+        n if n % 1_000_000 == 0 => format!(".{:03}", n / 1_000_000),
+        n if n % 1_000 == 0 => format!(".{:06}", n / 1_000),
+        n => format!(".{n:09}"),
+    };
+    let mut seconds: i64 = -62_135_596_800;
+    let nanos = [0, 7, 120_000, 999_000_000, 999_999_999, 5_000_000];
+    while seconds < 253_402_300_799 {
+        let n = nanos[usize::try_from(seconds.rem_euclid(6)).unwrap()];
+        let days = seconds.div_euclid(86_400);
+        let secs = seconds.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        let (hh, mm, ss) = (secs / 3600, secs % 3600 / 60, secs % 60);
+        let expected = format!(
+            "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{}Z",
+            fraction(n)
+        );
+        assert_eq!(format_timestamp(seconds, n).unwrap(), expected);
+        let expected = format!("{}{}s", seconds.unsigned_abs(), fraction(n));
+        assert_eq!(format_duration(seconds.abs(), n).unwrap(), expected);
+        seconds += 86_400 * 37 + 3_601 * 13 + 7;
+    }
 }

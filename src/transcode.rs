@@ -25,6 +25,7 @@ mod message;
 pub mod message_to_json;
 mod options;
 mod query;
+mod query_to_wire;
 mod request;
 mod response;
 pub mod scalar;

@@ -3,6 +3,8 @@
 //! `+` as a space; keys bound by the path or the body are skipped; unknown keys are ignored
 //! unless the options reject them.
 
+use std::borrow::Cow;
+
 use crate::well_known::well_known;
 use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MapKey, MessageDescriptor, ReflectMessage, Value,
@@ -71,12 +73,18 @@ fn invalid(key: &str, reason: &str) -> GatewayError {
 
 /// One query key or value: `+` is a space, `%XX` escapes are decoded, and the result must be
 /// UTF-8 (a lossy replacement would hand the upstream text the client never sent).
-fn decode_component(raw: &str) -> Result<String, String> {
-    let spaced = raw.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8()
-        .map(|v| v.into_owned())
-        .map_err(|_| "is not valid UTF-8 once percent-decoded".to_string())
+pub(super) fn decode_component(raw: &str) -> Result<Cow<'_, str>, String> {
+    let invalid = |_| "is not valid UTF-8 once percent-decoded".to_string();
+    match raw.contains('+') {
+        true => {
+            let spaced = raw.replace('+', " ");
+            let decoded = percent_encoding::percent_decode_str(&spaced).decode_utf8();
+            decoded.map(|v| Cow::Owned(v.into_owned())).map_err(invalid)
+        }
+        false => percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(invalid),
+    }
 }
 
 fn apply_one(
@@ -147,7 +155,7 @@ fn resolve(
 }
 
 /// A query path is skipped when it and a bound path share a prefix (one contains the other).
-fn overlaps(bound: &[u32], path: &[u32]) -> bool {
+pub(super) fn overlaps(bound: &[u32], path: &[u32]) -> bool {
     let n = bound.len().min(path.len());
     bound[..n] == path[..n]
 }

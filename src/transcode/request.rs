@@ -46,19 +46,23 @@ pub fn build_request(
 /// The request frame without `DynamicMessage`: a JSON body through the direct JSON-to-wire
 /// encoder (`json_to_wire.rs`), a binary protobuf body as the client sent it once it decodes
 /// (shared with the request's buffer, not copied), and the path variables and query
-/// parameters encoded after it. `None` when the route is outside the fast path, the fast paths
-/// are off, or the body is declined: the reference path then decides. A JSON body it refuses
-/// (a key given twice) is refused as the reference path refuses it.
+/// parameters encoded after it; on a route without a body, those alone. `None` when the route
+/// is outside the fast path, the fast paths are off, or the body is declined: the reference
+/// path then decides. A JSON body it refuses (a key given twice) is refused as the reference
+/// path refuses it.
 pub fn fast_request(
     plan: &RoutePlan,
     schemas: &Schemas,
     options: &JsonOptions,
     input: &RequestInput<'_>,
 ) -> Result<Option<Outgoing>, GatewayError> {
-    if !options.fast_paths || is_blank(input.body) {
+    if !options.fast_paths {
         return Ok(None);
     }
-    let Some(body_type) = &plan.fast_body else {
+    if matches!(plan.body, BodyPlan::None) {
+        return bodiless_request(plan, schemas, input);
+    }
+    let Some(body_type) = plan.fast_body.as_ref().filter(|_| !is_blank(input.body)) else {
         return Ok(None);
     };
     let Some((mut head, shared)) = body_pieces(plan, schemas, options, body_type, input)? else {
@@ -70,7 +74,27 @@ pub fn fast_request(
         true => &mut head,
         false => &mut tail,
     };
-    write_path_and_query(plan, options, input, after)?;
+    write_path_and_query(plan, schemas, options, input, after)?;
+    framed(head, shared, tail).map(Some)
+}
+
+/// The frame of a route without a body (a GET): its path variables and query parameters,
+/// when all of them are written directly; `None` otherwise.
+fn bodiless_request(
+    plan: &RoutePlan,
+    schemas: &Schemas,
+    input: &RequestInput<'_>,
+) -> Result<Option<Outgoing>, GatewayError> {
+    let mut head = Vec::with_capacity(frame::HEADER_LEN + 64);
+    head.extend_from_slice(&[0; frame::HEADER_LEN]);
+    if !direct_path_and_query(plan, schemas, input.vars, input.query, &mut head) {
+        return Ok(None);
+    }
+    framed(head, Bytes::new(), Vec::new()).map(Some)
+}
+
+/// The frame of `head` (which starts with room for the header), `shared` and `tail`.
+fn framed(mut head: Vec<u8>, shared: Bytes, tail: Vec<u8>) -> Result<Outgoing, GatewayError> {
     // JSON can take fewer bytes than its wire form (a field number past 2^28 costs five), so a
     // body within the limit can still make a message too long for the frame header.
     let len = head.len() - frame::HEADER_LEN + shared.len() + tail.len();
@@ -79,7 +103,7 @@ pub fn fast_request(
     }
     head[..frame::HEADER_LEN].copy_from_slice(&frame::header(len));
     let (head, tail) = (Bytes::from(head), Bytes::from(tail));
-    Ok(Some(Outgoing::around(head, shared, tail)))
+    Ok(Outgoing::around(head, shared, tail))
 }
 
 /// The body's part of the frame: the first piece (room for the header, then the body's wire
@@ -122,10 +146,11 @@ fn body_pieces(
     Ok(Some((head, shared)))
 }
 
-/// The path variables and query parameters as wire fields into `out`, after the body: plain
-/// string variables directly, anything else through a message of the request type.
+/// The path variables and query parameters as wire fields into `out`, after the body:
+/// directly where [`direct_path_and_query`] can, else through a message of the request type.
 fn write_path_and_query(
     plan: &RoutePlan,
+    schemas: &Schemas,
     options: &JsonOptions,
     input: &RequestInput<'_>,
     out: &mut Vec<u8>,
@@ -133,8 +158,12 @@ fn write_path_and_query(
     let query = input
         .query
         .filter(|_| !matches!(plan.body, BodyPlan::Message));
-    let direct = query.is_none() && string_variables(plan, input.vars, out);
-    if !direct && (!plan.path_vars.is_empty() || query.is_some()) {
+    let start = out.len();
+    if direct_path_and_query(plan, schemas, input.vars, query, out) {
+        return Ok(());
+    }
+    out.truncate(start);
+    if !plan.path_vars.is_empty() || query.is_some() {
         let mut rest = DynamicMessage::new(plan.input.clone());
         for (path, raw) in plan.path_vars.iter().zip(input.vars) {
             set_path_variable(&mut rest, path, raw).map_err(|e| invalid_variable(path, &e))?;
@@ -145,6 +174,27 @@ fn write_path_and_query(
         prost::Message::encode_raw(&rest, out);
     }
     Ok(())
+}
+
+/// Plain string path variables ([`string_variables`]) and simple query parameters
+/// (`query_to_wire.rs`) written straight as wire fields into `out`; `false`, perhaps having
+/// written some of them, when either needs the reference path.
+fn direct_path_and_query(
+    plan: &RoutePlan,
+    schemas: &Schemas,
+    vars: &[String],
+    query: Option<&str>,
+    out: &mut Vec<u8>,
+) -> bool {
+    if !plan.path_vars.is_empty() && !string_variables(plan, vars, out) {
+        return false;
+    }
+    match query {
+        None => true,
+        Some(query) => schemas
+            .encode_query(&plan.input, query, &plan.bound, out)
+            .is_ok(),
+    }
 }
 
 /// The path variables of a route whose variables are all string fields of the request

@@ -48,13 +48,13 @@ fn to_f32(f: f64, raw: &str) -> Result<f32, String> {
     }
 }
 
-fn parse_int<T: std::str::FromStr>(raw: &str, type_name: &str) -> Result<T, String> {
+pub(super) fn parse_int<T: std::str::FromStr>(raw: &str, type_name: &str) -> Result<T, String> {
     raw.parse::<T>()
         .map_err(|_| format!("{} is not a valid {type_name}", quoted(raw)))
 }
 
 /// Go's `strconv.ParseBool`, which grpc-gateway uses.
-fn parse_bool(raw: &str) -> Result<bool, String> {
+pub(super) fn parse_bool(raw: &str) -> Result<bool, String> {
     match raw {
         "true" | "True" | "TRUE" | "t" | "T" | "1" => Ok(true),
         "false" | "False" | "FALSE" | "f" | "F" | "0" => Ok(false),

@@ -47,6 +47,21 @@ impl Schemas {
             .render(wire, options, out)
     }
 
+    /// The fields a query string sets, as wire fields of a `desc` message, into `out`
+    /// (`query_to_wire.rs`); [`Declined`], having written nothing, where the reference path
+    /// must decide.
+    pub(super) fn encode_query(
+        &self,
+        desc: &MessageDescriptor,
+        query: &str,
+        bound: &[Vec<u32>],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Declined> {
+        let root = self.schema.root(desc).ok_or(Declined)?;
+        let message = self.schema.messages.get(root).ok_or(Declined)?;
+        super::query_to_wire::encode(message, query, bound, out)
+    }
+
     pub(super) fn encoder(&self, desc: &MessageDescriptor) -> Option<JsonToWire<'_>> {
         let root = self.schema.root(desc)?;
         Some(JsonToWire {

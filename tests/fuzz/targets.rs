@@ -831,7 +831,7 @@ pub(crate) fn json_request(data: &[u8]) {
     };
     let reference = assemble(&method, path, None, body, options);
     check_fast_path(
-        &fast_frame(&method, path, body, options),
+        &fast_frame(&method, path, None, body, options),
         &reference,
         options,
     );
@@ -849,7 +849,10 @@ pub(crate) fn json_request(data: &[u8]) {
 /// that the target compares it with the reference path).
 pub(crate) fn json_request_takes_fast_path(data: &[u8]) -> bool {
     json_case(data).is_some_and(|(method, path, options, body)| {
-        matches!(fast_frame(&method, path, body, options).1, Ok(Some(_)))
+        matches!(
+            fast_frame(&method, path, None, body, options).1,
+            Ok(Some(_))
+        )
     })
 }
 
@@ -858,7 +861,7 @@ pub(crate) fn json_request_takes_fast_path(data: &[u8]) -> bool {
 pub(crate) fn json_request_refusals(data: &[u8]) -> Option<(String, Option<String>)> {
     let (method, path, options, body) = json_case(data)?;
     let reference = assemble(&method, path, None, body, options).err()?;
-    let fast = fast_frame(&method, path, body, options).1.err();
+    let fast = fast_frame(&method, path, None, body, options).1.err();
     Some((reference.message, fast.map(|e| e.message)))
 }
 
@@ -867,6 +870,7 @@ pub(crate) fn json_request_refusals(data: &[u8]) -> Option<(String, Option<Strin
 fn fast_frame(
     method: &Method,
     path: &str,
+    query: Option<&str>,
     body: &[u8],
     options: &JsonOptions,
 ) -> (MessageDescriptor, Result<Option<Bytes>, GatewayError>) {
@@ -881,7 +885,7 @@ fn fast_frame(
         body: &body,
         content_type: Some("application/json"),
         vars: &vars,
-        query: None,
+        query,
         form: None,
     };
     (
@@ -1000,22 +1004,15 @@ fn form_decode(query: &str) -> String {
 /// Query strings into request messages: on a query-only route and beside a body field; the
 /// path variable always wins over the query.
 pub(crate) fn query(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else {
+    let Some(case) = query_case(data) else {
         return;
     };
-    let api = api();
-    let query = String::from_utf8_lossy(rest);
-    let options = if selector & 0x80 != 0 {
-        &api.strict
-    } else {
-        &api.lenient
-    };
-    let (method, path, bound) = match selector & 3 {
-        0 => (Method::GET, "/v1/query/pathval", "f_string"),
-        1 => (Method::GET, "/v1/rest/a/%2F/b", "f_string"),
-        _ => (Method::POST, "/v1/field/pathval", "id"),
-    };
-    match assemble(&method, path, Some(&query), b"{\"fInt32\": 7}", options) {
+    let (method, path, bound, query, options) = case;
+    let reference = assemble(&method, path, Some(&query), QUERY_BODY, options);
+    let fast = fast_frame(&method, path, Some(&query), QUERY_BODY, options);
+    check_fast_path(&fast, &reference, options);
+    let selector = data[0];
+    match reference {
         Ok(message) => {
             let value = message.get_field_by_name(bound).unwrap();
             let expected = if selector & 3 == 1 {
@@ -1033,6 +1030,44 @@ pub(crate) fn query(data: &[u8]) {
         }
         Err(e) => assert_client_error(&e),
     }
+}
+
+/// The body of every `query` case (read only on the route with a body field).
+const QUERY_BODY: &[u8] = b"{\"fInt32\": 7}";
+
+/// A `query` input: its first byte picks the route (low bits) and the options (top bit), the
+/// rest is the query string. The method, path, path-bound field, query and options.
+fn query_case(
+    data: &[u8],
+) -> Option<(
+    Method,
+    &'static str,
+    &'static str,
+    String,
+    &'static JsonOptions,
+)> {
+    let (&selector, rest) = data.split_first()?;
+    let api = api();
+    let options = match selector & 0x80 {
+        0 => &api.lenient,
+        _ => &api.strict,
+    };
+    let (method, path, bound) = match selector & 3 {
+        0 => (Method::GET, "/v1/query/pathval", "f_string"),
+        1 => (Method::GET, "/v1/rest/a/%2F/b", "f_string"),
+        _ => (Method::POST, "/v1/field/pathval", "id"),
+    };
+    let query = String::from_utf8_lossy(rest).into_owned();
+    Some((method, path, bound, query, options))
+}
+
+/// Whether a `query` input is written by the direct query encoder (so that the target
+/// compares it with the reference path).
+pub(crate) fn query_takes_fast_path(data: &[u8]) -> bool {
+    query_case(data).is_some_and(|(method, path, _, query, options)| {
+        let fast = fast_frame(&method, path, Some(&query), QUERY_BODY, options);
+        matches!(fast.1, Ok(Some(_)))
+    })
 }
 
 // === gRPC frames ===

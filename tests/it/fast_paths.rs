@@ -144,16 +144,38 @@ fn protobuf_bodies_pass_as_sent_and_match_the_reference() {
 }
 
 #[test]
-fn routes_outside_the_fast_path_keep_the_reference_path() {
+fn a_get_with_a_query_takes_the_direct_encoder_and_matches_the_reference() {
     let snapshot = common::snapshot().expect("bench descriptors");
     let options = JsonOptions::default();
-    // No body to read.
     let get = common::Resolved::new(&snapshot, common::GET_QUERY).expect("case resolves");
+    let fast = fast_request(&get.plan, &snapshot.schemas, &options, &get.input())
+        .expect("no error")
+        .expect("the path variable and the query are written directly")
+        .to_bytes();
+    let reference = request_message(&get.plan, &options, get.input()).expect("accepted");
+    let input_type = get.plan.input.clone();
+    let got = DynamicMessage::decode(input_type, fast.slice(frame::HEADER_LEN..)).unwrap();
+    assert_eq!(rendered(&got), rendered(&reference));
     assert!(
-        fast_request(&get.plan, &snapshot.schemas, &options, &get.input())
-            .expect("no error")
-            .is_none()
+        rendered(&got).contains("\"tags\":[\"sf\",\"classic\"]"),
+        "{}",
+        rendered(&got)
     );
+
+    // What the direct encoder does not take keeps the reference path: an unknown key, a
+    // singular field given twice, a value that does not parse.
+    for query in [
+        "page_size=20&no_such_field=1",
+        "page_size=20&page_size=30",
+        "page_size=twenty",
+    ] {
+        let input = protogate::transcode::RequestInput {
+            query: Some(query),
+            ..get.input()
+        };
+        let declined = fast_request(&get.plan, &snapshot.schemas, &options, &input);
+        assert!(matches!(declined, Ok(None)), "{query}");
+    }
 }
 
 #[test]

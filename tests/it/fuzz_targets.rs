@@ -325,6 +325,31 @@ fn the_json_corpus_reaches_the_fast_path() {
     assert!(fast >= 2, "{fast} of {}", inputs.len());
 }
 
+/// The `query` seeds named `fast-*` are written by the direct query encoder, so the target
+/// compares it with the reference path from the first run on; those that give a singular field
+/// twice or a value that does not parse are left to the reference path.
+#[test]
+fn the_query_corpus_reaches_the_direct_encoder() {
+    let inputs = read_inputs(&fuzz_dir("corpus", "query"));
+    let mut fast = 0;
+    for (path, input) in &inputs {
+        let taken = targets::query_takes_fast_path(input);
+        fast += usize::from(taken);
+        let name = path.file_name().unwrap().to_string_lossy();
+        if name.starts_with("fast-") {
+            assert!(taken, "{name} missed the direct encoder");
+        }
+        if name.starts_with("twice-") || name.contains("-bad") {
+            assert!(!taken, "{name} took the direct encoder");
+        }
+    }
+    eprintln!(
+        "{fast} of {} query inputs take the direct encoder",
+        inputs.len()
+    );
+    assert!(fast >= 4, "{fast} of {}", inputs.len());
+}
+
 /// The seeds named `dup-*` give a key twice: the reference path refuses them as protojson
 /// does, naming the key, and the direct encoder gives no frame (it stops at the key, and the
 /// reference path answers).

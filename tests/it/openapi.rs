@@ -753,8 +753,11 @@ async fn schemathesis_requests_built_from_the_document_pass_against_the_gateway(
                 // The coverage phase trips over recursive schemas inside hypothesis itself.
                 .args(["--phases", "examples,fuzzing"])
                 .args(["--suppress-health-check", "filter_too_much,too_slow"])
-                .args(["--max-examples", "10", "--seed", "1"])
-                .args(["--request-timeout", "10", "--max-time", "45"])
+                // A fixed number of examples from a fixed seed, and no time limit: with
+                // `--max-time` it fuzzes until the time is up, so a slower machine tried other
+                // inputs than a faster one and could find what the other never saw.
+                .args(["--max-examples", "50", "--seed", "1"])
+                .args(["--request-timeout", "10"])
                 // One worker: hypothesis's cache of strategy descriptions is not thread-safe
                 // ("dictionary changed size during iteration" with two).
                 .args(["--workers", "1"])

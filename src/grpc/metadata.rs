@@ -185,22 +185,17 @@ fn forwarded_for(incoming: &HeaderMap, ip: Option<IpAddr>, out: &mut HeaderMap) 
     }
 }
 
-/// `ip` as `Display` writes it; an IPv4 address digit by digit, as `write!` costs many times
+/// `ip` as `Display` writes it; an IPv4 address through `itoa`, as `write!` costs many times
 /// more and runs once per request.
 fn push_ip(out: &mut String, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     out.push('.');
                 }
-                if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
-                }
-                out.push(char::from(b'0' + octet % 10));
+                out.push_str(digits.format(octet));
             }
         }
         // Writing into a String cannot fail.

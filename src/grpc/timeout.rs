@@ -3,6 +3,16 @@
 
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue};
+
+/// The header's name, the one place it is spelled.
+pub const HEADER: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// `d` as the header's value ([`format`]).
+pub fn header_value(d: Duration) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format(d)).ok()
+}
+
 /// Parses a `grpc-timeout` value; `None` when it is not one.
 pub fn parse(value: &str) -> Option<Duration> {
     let unit = value.chars().last()?;

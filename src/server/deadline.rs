@@ -11,9 +11,6 @@ use super::settings::Settings;
 use crate::error::{quoted, GatewayError};
 use crate::grpc::timeout;
 
-/// The header that carries a client's deadline.
-pub(super) const GRPC_TIMEOUT: &str = "grpc-timeout";
-
 /// The header that carries a Connect client's deadline, in milliseconds.
 pub(super) const CONNECT_TIMEOUT: &str = "connect-timeout-ms";
 
@@ -24,7 +21,7 @@ pub(super) fn deadline(
     method: &str,
     headers: &HeaderMap,
 ) -> Result<Option<Duration>, GatewayError> {
-    let client = match headers.get(GRPC_TIMEOUT) {
+    let client = match headers.get(timeout::HEADER) {
         None => None,
         Some(v) => Some(v.to_str().ok().and_then(timeout::parse).ok_or_else(|| {
             let text = String::from_utf8_lossy(v.as_bytes());
@@ -143,7 +140,7 @@ mod tests {
 
     fn with_client(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(GRPC_TIMEOUT, value.parse().unwrap());
+        h.insert(timeout::HEADER, value.parse().unwrap());
         h
     }
 

@@ -133,8 +133,8 @@ impl Gateway {
         let Some(deadline) = self.passthrough_deadline(&request) else {
             return forwarded(forward(upstream, request).await);
         };
-        if let Ok(value) = HeaderValue::from_str(&timeout::format(deadline)) {
-            request.headers_mut().insert(GRPC_TIMEOUT, value);
+        if let Some(value) = timeout::header_value(deadline) {
+            request.headers_mut().insert(timeout::HEADER, value);
         }
         match tokio::time::timeout(deadline, forward(upstream, request)).await {
             Ok(result) => forwarded(result),
@@ -142,8 +142,6 @@ impl Gateway {
         }
     }
 }
-
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static(deadline::GRPC_TIMEOUT);
 
 impl Gateway {
     /// The call's deadline; a client's `grpc-timeout` the gateway cannot read is left for the

@@ -495,8 +495,7 @@ pub fn format_duration(seconds: i64, nanos: i32) -> Option<String> {
     if seconds < 0 || nanos < 0 {
         text.push('-');
     }
-    let whole = seconds.unsigned_abs();
-    push_padded(&mut text, whole, whole.checked_ilog10().unwrap_or(0) + 1);
+    text.push_str(itoa::Buffer::new().format(seconds.unsigned_abs()));
     push_fraction(&mut text, nanos.unsigned_abs());
     text.push('s');
     Some(text)

@@ -10,15 +10,15 @@
 //! forms), without extensions, with at most [`MAX_FIELDS`] fields and [`MAX_ONEOFS`] oneofs.
 
 use std::collections::HashSet;
-
-/// The maps looked up while a request is transcoded (names, numbers, type names): keyed by
-/// what the descriptors hold, so a fast hash is enough; the seed is still random.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MessageDescriptor, Syntax};
 
 use crate::well_known::{in_protobuf_package, is_null_value, well_known, WellKnown};
+
+/// The maps looked up while a request is transcoded (names, numbers, type names): keyed by
+/// what the descriptors hold, so a fast hash is enough; the seed is still random.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Fields and oneofs per message that the duplicate checks can track.
 pub(super) const MAX_FIELDS: usize = 256;

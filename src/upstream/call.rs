@@ -20,7 +20,6 @@ const GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 const TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 const GRPC_ENCODING: &str = "grpc-encoding";
 const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
-const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// The codings the gateway decodes in response messages, in its order of preference.
 const ACCEPTED: [Encoding; 3] = [Encoding::Gzip, Encoding::Zstd, Encoding::Deflate];
 pub(crate) const ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("gzip, zstd, deflate");
@@ -91,8 +90,8 @@ pub(crate) fn insert_grpc_headers(headers: &mut HeaderMap, deadline: Option<Dura
     headers.insert(TE, TRAILERS);
     headers.insert(GRPC_ACCEPT_ENCODING, ACCEPT_ENCODING);
     if let Some(d) = deadline {
-        if let Ok(v) = HeaderValue::from_str(&timeout::format(d)) {
-            headers.insert(GRPC_TIMEOUT, v);
+        if let Some(v) = timeout::header_value(d) {
+            headers.insert(timeout::HEADER, v);
         }
     }
 }

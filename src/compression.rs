@@ -358,33 +358,53 @@ pub fn negotiate_values<'a>(
     values: impl IntoIterator<Item = &'a str>,
     offered: &[Encoding],
 ) -> Option<Encoding> {
-    let entries: Vec<(&str, u16)> = values
-        .into_iter()
-        .flat_map(|v| v.split(','))
-        .filter_map(entry)
-        .collect();
-    let weight = |name: &str| {
-        let own = entries
-            .iter()
-            .find(|(t, _)| Encoding::parse(t) == Encoding::parse(name));
-        own.or_else(|| entries.iter().find(|(t, _)| *t == "*"))
-            .map(|&(_, q)| q)
-    };
+    if offered.iter().all(|e| e.is_identity()) {
+        return None;
+    }
+    let weights = Weights::read(values);
     let mut best: Option<(Encoding, u16)> = None;
     for &encoding in offered.iter().filter(|e| !e.is_identity()) {
-        let q = weight(encoding.token()).unwrap_or(0);
+        let q = weights.of(encoding).unwrap_or(0);
         if q > 0 && best.is_none_or(|(_, b)| q > b) {
             best = Some((encoding, q));
         }
     }
     let (encoding, q) = best?;
-    let identity = entries
-        .iter()
-        .find(|(t, _)| t.eq_ignore_ascii_case("identity"))
-        .map(|&(_, q)| q);
-    match identity {
+    match weights.own[Encoding::Identity as usize] {
         Some(i) if i > q => None,
         _ => Some(encoding),
+    }
+}
+
+/// The weights an `Accept-Encoding` list gives, read in one pass: each known coding's from
+/// its first entry (`x-gzip` is `gzip`'s), and the first `*`'s.
+#[derive(Default)]
+struct Weights {
+    own: [Option<u16>; 5],
+    any: Option<u16>,
+}
+
+impl Weights {
+    fn read<'a>(values: impl IntoIterator<Item = &'a str>) -> Weights {
+        let mut weights = Weights::default();
+        for (token, q) in values
+            .into_iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(entry)
+        {
+            let slot = match Encoding::parse(token) {
+                Some(encoding) => &mut weights.own[encoding as usize],
+                None if token == "*" => &mut weights.any,
+                None => continue,
+            };
+            slot.get_or_insert(q);
+        }
+        weights
+    }
+
+    /// `encoding`'s weight: its own entry's, else `*`'s; `None` when the list names neither.
+    fn of(&self, encoding: Encoding) -> Option<u16> {
+        self.own[encoding as usize].or(self.any)
     }
 }
 
@@ -412,7 +432,14 @@ fn qvalue(text: &str) -> Option<u16> {
     if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
+    // Up to three digits, checked above, read as if padded with zeros to three.
+    let digit = |i: usize| {
+        fraction
+            .as_bytes()
+            .get(i)
+            .map_or(0, |b| u16::from(b - b'0'))
+    };
+    let thousandths = digit(0) * 100 + digit(1) * 10 + digit(2);
     match whole {
         "0" => Some(thousandths),
         "1" if thousandths == 0 => Some(1000),
@@ -625,6 +652,18 @@ mod tests {
         assert_eq!(n("gzip;q=0.8, identity;q=0.5"), Some(Encoding::Gzip));
         assert_eq!(n("gzip;q=2, br;q=abc, zstd;q=0.0001"), None, "malformed");
         assert_eq!(n("gzip ; q=0.3 , br;q=0.2"), Some(Encoding::Gzip));
+        assert_eq!(n("gzip;q=0.05, br;q=0.04"), Some(Encoding::Gzip));
+        assert_eq!(n("gzip;q=0.5, br;q=0.49"), Some(Encoding::Gzip));
+        assert_eq!(n("gzip;q=1.000, zstd;q=0.999"), Some(Encoding::Gzip));
+        // A coding's first entry counts, `x-gzip` as `gzip`.
+        assert_eq!(n("gzip;q=0.2, br;q=0.5, gzip"), Some(Encoding::Brotli));
+        assert_eq!(n("x-gzip;q=0.1, br;q=0.5, gzip"), Some(Encoding::Brotli));
+        assert_eq!(n("*;q=0.1, *;q=0.9, gzip;q=0.2"), Some(Encoding::Gzip));
+        assert_eq!(
+            n("compress, gzip;q=0.2"),
+            Some(Encoding::Gzip),
+            "unknown ignored"
+        );
         assert_eq!(negotiate("gzip;q=0", &[Encoding::Gzip]), None);
         assert_eq!(
             negotiate("gzip, br", &[Encoding::Gzip]),

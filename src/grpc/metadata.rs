@@ -17,33 +17,103 @@ use crate::error::{quoted, GatewayError};
 
 const METADATA_PREFIX: &str = "grpc-metadata-";
 
-/// Permanent HTTP headers and the metadata key grpc-gateway forwards each under.
+/// Permanent HTTP headers and the metadata key grpc-gateway forwards each under (names, not
+/// strings: most are standard headers, compared by their tag, none parsed per request).
 /// (`Host` is not among them: Go's server moves it out of the header map, so grpc-gateway
 /// never forwards it.)
-const PERMANENT: [(&str, &str); 23] = [
-    ("accept", "grpcgateway-accept"),
-    ("accept-charset", "grpcgateway-accept-charset"),
-    ("accept-language", "grpcgateway-accept-language"),
-    ("accept-ranges", "grpcgateway-accept-ranges"),
-    ("authorization", "grpcgateway-authorization"),
-    ("cache-control", "grpcgateway-cache-control"),
-    ("content-type", "grpcgateway-content-type"),
-    ("cookie", "grpcgateway-cookie"),
-    ("date", "grpcgateway-date"),
-    ("expect", "grpcgateway-expect"),
-    ("from", "grpcgateway-from"),
-    ("if-match", "grpcgateway-if-match"),
-    ("if-modified-since", "grpcgateway-if-modified-since"),
-    ("if-none-match", "grpcgateway-if-none-match"),
-    ("if-schedule-tag-match", "grpcgateway-if-schedule-tag-match"),
-    ("if-unmodified-since", "grpcgateway-if-unmodified-since"),
-    ("max-forwards", "grpcgateway-max-forwards"),
-    ("origin", "grpcgateway-origin"),
-    ("pragma", "grpcgateway-pragma"),
-    ("referer", "grpcgateway-referer"),
-    ("user-agent", "grpcgateway-user-agent"),
-    ("via", "grpcgateway-via"),
-    ("warning", "grpcgateway-warning"),
+const PERMANENT: [(HeaderName, HeaderName); 23] = [
+    (
+        HeaderName::from_static("accept"),
+        HeaderName::from_static("grpcgateway-accept"),
+    ),
+    (
+        HeaderName::from_static("accept-charset"),
+        HeaderName::from_static("grpcgateway-accept-charset"),
+    ),
+    (
+        HeaderName::from_static("accept-language"),
+        HeaderName::from_static("grpcgateway-accept-language"),
+    ),
+    (
+        HeaderName::from_static("accept-ranges"),
+        HeaderName::from_static("grpcgateway-accept-ranges"),
+    ),
+    (
+        HeaderName::from_static("authorization"),
+        HeaderName::from_static("grpcgateway-authorization"),
+    ),
+    (
+        HeaderName::from_static("cache-control"),
+        HeaderName::from_static("grpcgateway-cache-control"),
+    ),
+    (
+        HeaderName::from_static("content-type"),
+        HeaderName::from_static("grpcgateway-content-type"),
+    ),
+    (
+        HeaderName::from_static("cookie"),
+        HeaderName::from_static("grpcgateway-cookie"),
+    ),
+    (
+        HeaderName::from_static("date"),
+        HeaderName::from_static("grpcgateway-date"),
+    ),
+    (
+        HeaderName::from_static("expect"),
+        HeaderName::from_static("grpcgateway-expect"),
+    ),
+    (
+        HeaderName::from_static("from"),
+        HeaderName::from_static("grpcgateway-from"),
+    ),
+    (
+        HeaderName::from_static("if-match"),
+        HeaderName::from_static("grpcgateway-if-match"),
+    ),
+    (
+        HeaderName::from_static("if-modified-since"),
+        HeaderName::from_static("grpcgateway-if-modified-since"),
+    ),
+    (
+        HeaderName::from_static("if-none-match"),
+        HeaderName::from_static("grpcgateway-if-none-match"),
+    ),
+    (
+        HeaderName::from_static("if-schedule-tag-match"),
+        HeaderName::from_static("grpcgateway-if-schedule-tag-match"),
+    ),
+    (
+        HeaderName::from_static("if-unmodified-since"),
+        HeaderName::from_static("grpcgateway-if-unmodified-since"),
+    ),
+    (
+        HeaderName::from_static("max-forwards"),
+        HeaderName::from_static("grpcgateway-max-forwards"),
+    ),
+    (
+        HeaderName::from_static("origin"),
+        HeaderName::from_static("grpcgateway-origin"),
+    ),
+    (
+        HeaderName::from_static("pragma"),
+        HeaderName::from_static("grpcgateway-pragma"),
+    ),
+    (
+        HeaderName::from_static("referer"),
+        HeaderName::from_static("grpcgateway-referer"),
+    ),
+    (
+        HeaderName::from_static("user-agent"),
+        HeaderName::from_static("grpcgateway-user-agent"),
+    ),
+    (
+        HeaderName::from_static("via"),
+        HeaderName::from_static("grpcgateway-via"),
+    ),
+    (
+        HeaderName::from_static("warning"),
+        HeaderName::from_static("grpcgateway-warning"),
+    ),
 ];
 
 /// Headers forwarded as they are: the request id and W3C trace context.
@@ -131,9 +201,9 @@ fn map_request_header(
     if let Some(stripped) = key.strip_prefix(METADATA_PREFIX) {
         return map_prefixed(stripped, value, out);
     }
-    if let Some((_, prefixed)) = PERMANENT.iter().find(|(k, _)| *k == key) {
-        out.append(HeaderName::from_static(prefixed), value.clone());
-        if key == "authorization" {
+    if let Some((_, prefixed)) = PERMANENT.iter().find(|(k, _)| k == name) {
+        out.append(prefixed.clone(), value.clone());
+        if name == http::header::AUTHORIZATION {
             out.append(http::header::AUTHORIZATION, value.clone());
         }
     } else if (ALWAYS_FORWARDED.contains(&key) || forward.contains(name)) && !is_reserved_key(key) {

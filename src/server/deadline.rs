@@ -71,9 +71,12 @@ fn lowered(client: Option<Duration>, configured: Option<Duration>) -> Option<Dur
 
 /// The deadline the gateway configures for `method`: its own, its service's, or the default.
 fn configured(settings: &Settings, method: &str) -> Option<Duration> {
+    let timeouts = &settings.method_timeouts;
+    if timeouts.is_empty() {
+        return settings.timeout;
+    }
     let method = method.trim_start_matches('/');
     let service = method.split('/').next().unwrap_or_default();
-    let timeouts = &settings.method_timeouts;
     timeouts
         .get(method)
         .or_else(|| timeouts.get(service))
@@ -83,11 +86,12 @@ fn configured(settings: &Settings, method: &str) -> Option<Duration> {
 
 /// The earlier of `call` and the deadline. The call's future is held once (a `match` with a
 /// `timeout` arm would hold it twice), so the future of a request that awaits this stays small.
-pub(super) async fn within<T>(
+/// A plain function, not an `async` one: a wrapper would move the call's future once more.
+pub(super) fn within<T>(
     deadline: Option<Duration>,
     call: impl std::future::Future<Output = Result<T, GatewayError>>,
-) -> Result<T, GatewayError> {
-    within_at(from_now(deadline), call).await
+) -> impl std::future::Future<Output = Result<T, GatewayError>> {
+    within_at(from_now(deadline), call)
 }
 
 /// A deadline placed in time from now: `(when, its length)`. One beyond the clock's range is

@@ -4,6 +4,8 @@
 //! message the binding's `body` names. Path variables and query parameters are applied after
 //! it by `request.rs`, whatever the form.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use prost::Message as _;
 use prost_reflect::{
@@ -46,9 +48,13 @@ impl BodyFormat {
 }
 
 /// The media type of a `Content-Type`, lower case, without parameters.
-pub fn media_type(content_type: Option<&str>) -> Option<String> {
+/// Borrowed when it is lower case already, as nearly every client sends it.
+pub fn media_type(content_type: Option<&str>) -> Option<Cow<'_, str>> {
     let media = content_type?.split(';').next()?.trim();
-    Some(media.to_ascii_lowercase())
+    Some(match media.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(media.to_ascii_lowercase()),
+        false => Cow::Borrowed(media),
+    })
 }
 
 fn starts_like_json(body: &[u8]) -> bool {
@@ -275,4 +281,41 @@ fn set_file(
         target.set_field(leaf, value);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_media_type_is_lower_case_without_parameters_and_copied_only_when_it_must_be() {
+        let lower = media_type(Some(" application/json ; charset=utf-8")).unwrap();
+        assert_eq!(lower, "application/json");
+        assert!(matches!(lower, Cow::Borrowed(_)));
+        let upper = media_type(Some("Multipart/Form-Data; boundary=X")).unwrap();
+        assert_eq!(upper, "multipart/form-data");
+        assert!(matches!(upper, Cow::Owned(_)));
+        assert_eq!(media_type(Some("")).as_deref(), Some(""));
+        assert_eq!(media_type(None), None);
+    }
+
+    #[test]
+    fn the_body_format_follows_the_media_type_in_any_case() {
+        let of = |ct: &str, body: &str| BodyFormat::of(Some(ct), body.as_bytes());
+        assert_eq!(of("APPLICATION/X-PROTOBUF", ""), BodyFormat::Protobuf);
+        assert_eq!(of("application/protobuf", ""), BodyFormat::Protobuf);
+        assert_eq!(
+            of("application/x-www-form-urlencoded", "a=1"),
+            BodyFormat::Form
+        );
+        assert_eq!(
+            of("application/x-www-form-urlencoded", " {}"),
+            BodyFormat::Json
+        );
+        assert_eq!(
+            of("multipart/form-data; boundary=b", ""),
+            BodyFormat::Multipart
+        );
+        assert_eq!(of("text/plain", "{}"), BodyFormat::Json);
+    }
 }

@@ -47,6 +47,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 
 use crate::error::GatewayError;
 use crate::grpc::frame::Outgoing;
+use crate::grpc::metadata::REQUEST_ID;
 
 pub use body::UpstreamResponseBody;
 
@@ -202,11 +203,10 @@ impl Upstream {
             .endpoints
             .current()
             .await
-            .map_err(|e| self.unavailable(&uri, &id, &e))?;
+            .map_err(|e| self.unavailable(&uri, id.text(), &e))?;
         let mut request = request;
         let mut avoid = None;
-        let mut last_error =
-            Unreachable::new("it has no endpoint", "no endpoint to send to".into());
+        let mut last_error = None;
         for _attempt in 0..ATTEMPTS {
             let Some(endpoint) = balance::pick(&endpoints, avoid.as_ref()) else {
                 break;
@@ -235,9 +235,9 @@ impl Upstream {
                             request = replay.request();
                             let detail =
                                 format!("{addr} refused the stream: {}", error_chain(&error));
-                            last_error = Unreachable::new("the stream was refused", detail);
+                            last_error = Some(Unreachable::new("the stream was refused", detail));
                         }
-                        None => return Err(self.request_error(&uri, &id, &error, addr)),
+                        None => return Err(self.request_error(&uri, id.text(), &error, addr)),
                     }
                 }
                 Err(SendFailure::Unsent {
@@ -249,14 +249,17 @@ impl Upstream {
                         span.failed(crate::grpc::Code::Unavailable);
                     }
                     request = *returned;
-                    last_error = error;
+                    last_error = Some(error);
                     // A refused connection says the endpoint is down: go elsewhere. A stale
                     // connection says nothing about it: a new one may do.
                     avoid = refused.then_some(endpoint);
                 }
             }
         }
-        Err(self.unavailable(&uri, &id, &last_error))
+        let error = last_error.unwrap_or_else(|| {
+            Unreachable::new("it has no endpoint", "no endpoint to send to".into())
+        });
+        Err(self.unavailable(&uri, id.text(), &error))
     }
 
     /// Connections by state, summed over the endpoints, for `protogate_upstream_connections`.
@@ -340,13 +343,18 @@ fn client_message(service: &str, failure: Failure) -> String {
 }
 
 /// The request's `x-request-id` (the edge sets one on every request), for log lines.
-fn request_id<B>(request: &Request<B>) -> String {
-    request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
+/// The request's id, for the logs of the error paths: a shared value, not a copy.
+fn request_id<B>(request: &Request<B>) -> RequestId {
+    RequestId(request.headers().get(REQUEST_ID).cloned())
+}
+
+/// A request's `x-request-id`, read as text only when a log line needs it.
+struct RequestId(Option<http::HeaderValue>);
+
+impl RequestId {
+    fn text(&self) -> &str {
+        self.0.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
 }
 
 /// The service a gRPC request is for: `pkg.Svc` of `/pkg.Svc/Method`.

@@ -18,10 +18,11 @@ use crate::error::{quoted, GatewayError};
 const METADATA_PREFIX: &str = "grpc-metadata-";
 
 /// Permanent HTTP headers and the metadata key grpc-gateway forwards each under (names, not
-/// strings: most are standard headers, compared by their tag, none parsed per request).
+/// strings: most are standard headers, compared by their tag, none parsed per request). A
+/// `static`, not a `const`: a `const` array of names would be built and dropped at each use.
 /// (`Host` is not among them: Go's server moves it out of the header map, so grpc-gateway
 /// never forwards it.)
-const PERMANENT: [(HeaderName, HeaderName); 23] = [
+static PERMANENT: [(HeaderName, HeaderName); 23] = [
     (
         HeaderName::from_static("accept"),
         HeaderName::from_static("grpcgateway-accept"),
@@ -125,6 +126,8 @@ const ALWAYS_FORWARDED: [&str; 3] = ["x-request-id", "traceparent", "tracestate"
 /// lengthen the search for a value under the same name on every later request.
 const NEW_PER_REQUEST: [&str; 2] = ["x-request-id", "traceparent"];
 
+/// The request's id: the client's, or one the gateway makes; sent upstream and logged.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 

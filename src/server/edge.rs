@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{HeaderValue, RETRY_AFTER};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -28,7 +28,7 @@ use crate::metrics::{self, RequestLabels};
 use crate::route::Lookup;
 use crate::trace::RequestTrace;
 
-pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) use crate::grpc::metadata::REQUEST_ID;
 
 impl Gateway {
     /// Serves one request end to end: admitted or refused, handled, measured and logged.

@@ -17,104 +17,71 @@ use crate::error::{quoted, GatewayError};
 
 const METADATA_PREFIX: &str = "grpc-metadata-";
 
-/// Permanent HTTP headers and the metadata key grpc-gateway forwards each under (names, not
-/// strings: most are standard headers, compared by their tag, none parsed per request). A
-/// `static`, not a `const`: a `const` array of names would be built and dropped at each use.
+/// Permanent HTTP headers and the metadata key grpc-gateway forwards each under, made once
+/// (a `static`: a `const` array of header names would be built and dropped at each use).
+/// Keys are compared as strings, which a differing length settles at once.
 /// (`Host` is not among them: Go's server moves it out of the header map, so grpc-gateway
 /// never forwards it.)
-static PERMANENT: [(HeaderName, HeaderName); 23] = [
+static PERMANENT: [(&str, HeaderName); 23] = [
+    ("accept", HeaderName::from_static("grpcgateway-accept")),
     (
-        HeaderName::from_static("accept"),
-        HeaderName::from_static("grpcgateway-accept"),
-    ),
-    (
-        HeaderName::from_static("accept-charset"),
+        "accept-charset",
         HeaderName::from_static("grpcgateway-accept-charset"),
     ),
     (
-        HeaderName::from_static("accept-language"),
+        "accept-language",
         HeaderName::from_static("grpcgateway-accept-language"),
     ),
     (
-        HeaderName::from_static("accept-ranges"),
+        "accept-ranges",
         HeaderName::from_static("grpcgateway-accept-ranges"),
     ),
     (
-        HeaderName::from_static("authorization"),
+        "authorization",
         HeaderName::from_static("grpcgateway-authorization"),
     ),
     (
-        HeaderName::from_static("cache-control"),
+        "cache-control",
         HeaderName::from_static("grpcgateway-cache-control"),
     ),
     (
-        HeaderName::from_static("content-type"),
+        "content-type",
         HeaderName::from_static("grpcgateway-content-type"),
     ),
+    ("cookie", HeaderName::from_static("grpcgateway-cookie")),
+    ("date", HeaderName::from_static("grpcgateway-date")),
+    ("expect", HeaderName::from_static("grpcgateway-expect")),
+    ("from", HeaderName::from_static("grpcgateway-from")),
+    ("if-match", HeaderName::from_static("grpcgateway-if-match")),
     (
-        HeaderName::from_static("cookie"),
-        HeaderName::from_static("grpcgateway-cookie"),
-    ),
-    (
-        HeaderName::from_static("date"),
-        HeaderName::from_static("grpcgateway-date"),
-    ),
-    (
-        HeaderName::from_static("expect"),
-        HeaderName::from_static("grpcgateway-expect"),
-    ),
-    (
-        HeaderName::from_static("from"),
-        HeaderName::from_static("grpcgateway-from"),
-    ),
-    (
-        HeaderName::from_static("if-match"),
-        HeaderName::from_static("grpcgateway-if-match"),
-    ),
-    (
-        HeaderName::from_static("if-modified-since"),
+        "if-modified-since",
         HeaderName::from_static("grpcgateway-if-modified-since"),
     ),
     (
-        HeaderName::from_static("if-none-match"),
+        "if-none-match",
         HeaderName::from_static("grpcgateway-if-none-match"),
     ),
     (
-        HeaderName::from_static("if-schedule-tag-match"),
+        "if-schedule-tag-match",
         HeaderName::from_static("grpcgateway-if-schedule-tag-match"),
     ),
     (
-        HeaderName::from_static("if-unmodified-since"),
+        "if-unmodified-since",
         HeaderName::from_static("grpcgateway-if-unmodified-since"),
     ),
     (
-        HeaderName::from_static("max-forwards"),
+        "max-forwards",
         HeaderName::from_static("grpcgateway-max-forwards"),
     ),
+    ("origin", HeaderName::from_static("grpcgateway-origin")),
+    ("pragma", HeaderName::from_static("grpcgateway-pragma")),
+    ("referer", HeaderName::from_static("grpcgateway-referer")),
     (
-        HeaderName::from_static("origin"),
-        HeaderName::from_static("grpcgateway-origin"),
-    ),
-    (
-        HeaderName::from_static("pragma"),
-        HeaderName::from_static("grpcgateway-pragma"),
-    ),
-    (
-        HeaderName::from_static("referer"),
-        HeaderName::from_static("grpcgateway-referer"),
-    ),
-    (
-        HeaderName::from_static("user-agent"),
+        "user-agent",
         HeaderName::from_static("grpcgateway-user-agent"),
     ),
-    (
-        HeaderName::from_static("via"),
-        HeaderName::from_static("grpcgateway-via"),
-    ),
-    (
-        HeaderName::from_static("warning"),
-        HeaderName::from_static("grpcgateway-warning"),
-    ),
+    ("via", HeaderName::from_static("grpcgateway-via")),
+    ("warning", HeaderName::from_static("grpcgateway-warning")),
 ];
 
 /// Headers forwarded as they are: the request id and W3C trace context.
@@ -204,7 +171,7 @@ fn map_request_header(
     if let Some(stripped) = key.strip_prefix(METADATA_PREFIX) {
         return map_prefixed(stripped, value, out);
     }
-    if let Some((_, prefixed)) = PERMANENT.iter().find(|(k, _)| k == name) {
+    if let Some((_, prefixed)) = PERMANENT.iter().find(|(k, _)| *k == key) {
         out.append(prefixed.clone(), value.clone());
         if name == http::header::AUTHORIZATION {
             out.append(http::header::AUTHORIZATION, value.clone());

@@ -370,7 +370,7 @@ pub fn negotiate_values<'a>(
         }
     }
     let (encoding, q) = best?;
-    match weights.own[Encoding::Identity as usize] {
+    match weights.own[Weights::slot(Encoding::Identity)] {
         Some(i) if i > q => None,
         _ => Some(encoding),
     }
@@ -385,6 +385,17 @@ struct Weights {
 }
 
 impl Weights {
+    /// `encoding`'s place in `own`: a match, so that a new coding cannot compile without one.
+    fn slot(encoding: Encoding) -> usize {
+        match encoding {
+            Encoding::Identity => 0,
+            Encoding::Gzip => 1,
+            Encoding::Deflate => 2,
+            Encoding::Brotli => 3,
+            Encoding::Zstd => 4,
+        }
+    }
+
     fn read<'a>(values: impl IntoIterator<Item = &'a str>) -> Weights {
         let mut weights = Weights::default();
         for (token, q) in values
@@ -393,7 +404,7 @@ impl Weights {
             .filter_map(entry)
         {
             let slot = match Encoding::parse(token) {
-                Some(encoding) => &mut weights.own[encoding as usize],
+                Some(encoding) => &mut weights.own[Weights::slot(encoding)],
                 None if token == "*" => &mut weights.any,
                 None => continue,
             };
@@ -404,7 +415,7 @@ impl Weights {
 
     /// `encoding`'s weight: its own entry's, else `*`'s; `None` when the list names neither.
     fn of(&self, encoding: Encoding) -> Option<u16> {
-        self.own[encoding as usize].or(self.any)
+        self.own[Weights::slot(encoding)].or(self.any)
     }
 }
 

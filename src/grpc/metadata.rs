@@ -17,71 +17,42 @@ use crate::error::{quoted, GatewayError};
 
 const METADATA_PREFIX: &str = "grpc-metadata-";
 
+/// `(name, grpcgateway-name)` for each header name given.
+macro_rules! prefixed {
+    ($($name:literal),* $(,)?) => {
+        [$(($name, HeaderName::from_static(concat!("grpcgateway-", $name)))),*]
+    };
+}
+
 /// Permanent HTTP headers and the metadata key grpc-gateway forwards each under, made once
 /// (a `static`: a `const` array of header names would be built and dropped at each use).
 /// Keys are compared as strings, which a differing length settles at once.
 /// (`Host` is not among them: Go's server moves it out of the header map, so grpc-gateway
 /// never forwards it.)
-static PERMANENT: [(&str, HeaderName); 23] = [
-    ("accept", HeaderName::from_static("grpcgateway-accept")),
-    (
-        "accept-charset",
-        HeaderName::from_static("grpcgateway-accept-charset"),
-    ),
-    (
-        "accept-language",
-        HeaderName::from_static("grpcgateway-accept-language"),
-    ),
-    (
-        "accept-ranges",
-        HeaderName::from_static("grpcgateway-accept-ranges"),
-    ),
-    (
-        "authorization",
-        HeaderName::from_static("grpcgateway-authorization"),
-    ),
-    (
-        "cache-control",
-        HeaderName::from_static("grpcgateway-cache-control"),
-    ),
-    (
-        "content-type",
-        HeaderName::from_static("grpcgateway-content-type"),
-    ),
-    ("cookie", HeaderName::from_static("grpcgateway-cookie")),
-    ("date", HeaderName::from_static("grpcgateway-date")),
-    ("expect", HeaderName::from_static("grpcgateway-expect")),
-    ("from", HeaderName::from_static("grpcgateway-from")),
-    ("if-match", HeaderName::from_static("grpcgateway-if-match")),
-    (
-        "if-modified-since",
-        HeaderName::from_static("grpcgateway-if-modified-since"),
-    ),
-    (
-        "if-none-match",
-        HeaderName::from_static("grpcgateway-if-none-match"),
-    ),
-    (
-        "if-schedule-tag-match",
-        HeaderName::from_static("grpcgateway-if-schedule-tag-match"),
-    ),
-    (
-        "if-unmodified-since",
-        HeaderName::from_static("grpcgateway-if-unmodified-since"),
-    ),
-    (
-        "max-forwards",
-        HeaderName::from_static("grpcgateway-max-forwards"),
-    ),
-    ("origin", HeaderName::from_static("grpcgateway-origin")),
-    ("pragma", HeaderName::from_static("grpcgateway-pragma")),
-    ("referer", HeaderName::from_static("grpcgateway-referer")),
-    (
-        "user-agent",
-        HeaderName::from_static("grpcgateway-user-agent"),
-    ),
-    ("via", HeaderName::from_static("grpcgateway-via")),
-    ("warning", HeaderName::from_static("grpcgateway-warning")),
+static PERMANENT: [(&str, HeaderName); 23] = prefixed![
+    "accept",
+    "accept-charset",
+    "accept-language",
+    "accept-ranges",
+    "authorization",
+    "cache-control",
+    "content-type",
+    "cookie",
+    "date",
+    "expect",
+    "from",
+    "if-match",
+    "if-modified-since",
+    "if-none-match",
+    "if-schedule-tag-match",
+    "if-unmodified-since",
+    "max-forwards",
+    "origin",
+    "pragma",
+    "referer",
+    "user-agent",
+    "via",
+    "warning",
 ];
 
 /// Headers forwarded as they are: the request id and W3C trace context.

@@ -23,12 +23,11 @@ use super::respond;
 use super::tags::{ErrorTag, RouteTag, SessionHold};
 use crate::access;
 use crate::error::{ErrorSource, GatewayError};
+use crate::grpc::metadata::REQUEST_ID;
 use crate::grpc::Code;
 use crate::metrics::{self, RequestLabels};
 use crate::route::Lookup;
 use crate::trace::RequestTrace;
-
-pub(super) use crate::grpc::metadata::REQUEST_ID;
 
 impl Gateway {
     /// Serves one request end to end: admitted or refused, handled, measured and logged.

@@ -25,11 +25,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::body::ResponseBody;
-use super::edge::REQUEST_ID;
 use super::gateway::Gateway;
 use super::respond;
 use super::tags::{RouteTag, SessionHold};
 use crate::error::GatewayError;
+use crate::grpc::metadata::REQUEST_ID;
 use crate::route::{Lookup, RoutePlan};
 use crate::snapshot::Snapshot;
 use messages::Mapping;
